@@ -1,0 +1,1 @@
+//! spineseg-metrics (being written)
