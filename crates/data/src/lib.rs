@@ -1,1 +1,5 @@
-//! spineseg-data (being written)
+//! spineseg-data: the anatomy ontology, dataset adapters and synthetic phantoms.
+
+pub mod ontology;
+
+pub use ontology::{Level, Ontology, Region, Structure, StructureId, StructureKind};
