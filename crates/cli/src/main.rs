@@ -1,1 +1,53 @@
-fn main() {}
+//! The `spineseg` binary: argument parsing, progress and exit codes. All real work happens in
+//! the library crates; each subcommand lives in `commands/`.
+//!
+//! Exit codes: 0 success; 1 an error (bad input, failed write) or problems found by a check;
+//! 2 invalid command-line usage (clap).
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Lumbar spine MRI segmentation: medical volume I/O, datasets, phantoms and evaluation.
+#[derive(Parser)]
+#[command(name = "spineseg", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Info(commands::info::InfoArgs),
+    Convert(commands::convert::ConvertArgs),
+    #[command(subcommand)]
+    Dataset(commands::dataset::DatasetCommand),
+    Phantom(commands::phantom::PhantomArgs),
+    Overlay(commands::overlay::OverlayArgs),
+}
+
+/// What a command reports back: success, or "ran fine but found problems" (exit code 1).
+pub enum Outcome {
+    Success,
+    ProblemsFound,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => commands::info::run(args),
+        Command::Convert(args) => commands::convert::run(args),
+        Command::Dataset(command) => commands::dataset::run(command),
+        Command::Phantom(args) => commands::phantom::run(args),
+        Command::Overlay(args) => commands::overlay::run(args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::ProblemsFound) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
