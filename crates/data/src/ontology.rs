@@ -12,8 +12,9 @@
 //! All ids fit in `u8`, so label files in the ontology stay small and every viewer opens them.
 //!
 //! A "vertebra" structure means the vertebra at that level; datasets differ in whether their
-//! masks cover the vertebral body only (lumbar-real, MRSpineSeg, our phantoms) or the whole bone
-//! (SPIDER, SPINEPS). Dataset adapters record which, see `crate::datasets::VertebraExtent`.
+//! masks cover the vertebral body only (lumbar-real, SPINEPS after combining its masks, our
+//! phantoms) or the whole bone (SPIDER; MRSpineSeg by default, unverified). Dataset adapters
+//! record which, see `crate::datasets::VertebraExtent`.
 
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
