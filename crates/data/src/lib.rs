@@ -4,5 +4,9 @@ pub mod check;
 pub mod datasets;
 pub mod error;
 pub mod ontology;
+pub mod fingerprint;
+pub mod plan;
+pub mod preprocess;
+pub mod resample;
 
 pub use ontology::{Level, Ontology, Region, Structure, StructureId, StructureKind};
