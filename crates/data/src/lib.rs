@@ -4,6 +4,8 @@ pub mod check;
 pub mod datasets;
 pub mod error;
 pub mod ontology;
+pub mod overlay;
+pub mod phantom;
 pub mod fingerprint;
 pub mod plan;
 pub mod preprocess;
