@@ -25,6 +25,7 @@ enum Command {
     Dataset(commands::dataset::DatasetCommand),
     Phantom(commands::phantom::PhantomArgs),
     Overlay(commands::overlay::OverlayArgs),
+    Evaluate(commands::evaluate::EvaluateArgs),
 }
 
 /// What a command reports back: success, or "ran fine but found problems" (exit code 1).
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Command::Dataset(command) => commands::dataset::run(command),
         Command::Phantom(args) => commands::phantom::run(args),
         Command::Overlay(args) => commands::overlay::run(args),
+        Command::Evaluate(args) => commands::evaluate::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

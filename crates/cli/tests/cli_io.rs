@@ -39,6 +39,7 @@ fn every_command_has_help() {
         vec!["dataset", "check", "--help"],
         vec!["phantom", "--help"],
         vec!["overlay", "--help"],
+        vec!["evaluate", "--help"],
     ] {
         let out = spineseg(&args);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
