@@ -9,6 +9,9 @@
 //! - `direction` holds unit column vectors: column `c` is the world direction of voxel axis `c`.
 //!   The voxel-to-world map is `world = origin + direction * diag(spacing) * [i, j, k]`.
 
+// Index loops read like the matrix formulas they implement.
+#![allow(clippy::needless_range_loop)]
+
 use crate::error::GeometryError;
 
 /// Voxel spacing in millimetres along the voxel axes `i, j, k`; always finite and positive.

@@ -7,6 +7,8 @@
 //! sagittal slice. Oblique scans stay oblique: only the axis order and signs change, and every
 //! voxel keeps its world position.
 
+#![allow(clippy::needless_range_loop)]
+
 use crate::geometry::{closest_world_axes, Geometry, Spacing};
 use crate::volume::{AnyVolume, Volume, VoxelData};
 

@@ -180,9 +180,11 @@ impl VoxelData {
         self.len() == 0
     }
     /// Every voxel as `f64` (exact for all stored types).
+    #[allow(clippy::unnecessary_cast)] // the macro casts every variant, including the same type
     pub fn to_f64(&self) -> Vec<f64> {
         each_variant!(self, v => v.iter().map(|x| *x as f64).collect())
     }
+    #[allow(clippy::unnecessary_cast)] // the macro casts every variant, including the same type
     pub fn to_f32(&self) -> Vec<f32> {
         each_variant!(self, v => v.iter().map(|x| *x as f32).collect())
     }
@@ -219,6 +221,7 @@ impl VoxelData {
         each_variant!(self, v => v.iter().flat_map(|x| x.to_le_bytes()).collect())
     }
     /// Minimum and maximum, ignoring NaN; `None` when empty or all NaN.
+    #[allow(clippy::unnecessary_cast)] // the macro casts every variant, including the same type
     pub fn min_max(&self) -> Option<(f64, f64)> {
         let mut lo = f64::INFINITY;
         let mut hi = f64::NEG_INFINITY;
