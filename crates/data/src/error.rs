@@ -53,6 +53,10 @@ pub enum DataError {
     /// A preprocessed case on disk is incomplete or does not match its header.
     #[error("{path}: invalid preprocessed data: {detail}")]
     InvalidPreprocessed { path: PathBuf, detail: String },
+    /// Training patches cannot be sampled (no cases, cases without labels, bad patch size or
+    /// augmentation settings).
+    #[error("sampling: {0}")]
+    Sampling(String),
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

@@ -1,5 +1,6 @@
 //! spineseg-data: the anatomy ontology, dataset adapters and synthetic phantoms.
 
+pub mod augment;
 pub mod check;
 pub mod datasets;
 pub mod error;
@@ -10,5 +11,6 @@ pub mod fingerprint;
 pub mod plan;
 pub mod preprocess;
 pub mod resample;
+pub mod sampling;
 
 pub use ontology::{Level, Ontology, Region, Structure, StructureId, StructureKind};
