@@ -26,6 +26,7 @@ enum Command {
     Phantom(commands::phantom::PhantomArgs),
     Overlay(commands::overlay::OverlayArgs),
     Evaluate(commands::evaluate::EvaluateArgs),
+    Plan(commands::plan::PlanArgs),
 }
 
 /// What a command reports back: success, or "ran fine but found problems" (exit code 1).
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Command::Phantom(args) => commands::phantom::run(args),
         Command::Overlay(args) => commands::overlay::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
+        Command::Plan(args) => commands::plan::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

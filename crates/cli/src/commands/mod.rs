@@ -4,3 +4,4 @@ pub mod evaluate;
 pub mod info;
 pub mod overlay;
 pub mod phantom;
+pub mod plan;
