@@ -1,0 +1,27 @@
+//! spineseg-infer: nnU-Net v2's sliding-window prediction, framework independent.
+//!
+//! - [`sliding_window`]: the [`PatchPredictor`] trait (the network: batches of C-order patches
+//!   to logits), window placement ([`compute_steps_for_sliding_window`]), Gaussian blending
+//!   ([`compute_gaussian`]), test-time mirroring, and [`predict_sliding_window`] producing
+//!   [`ClassScores`].
+//! - [`postprocess`]: softmax, arg max, connected components and the largest component per
+//!   class.
+//! - [`predict`]: [`predict_case`], one preprocessed case to a label volume on the input's grid.
+//!
+//! The network is not a dependency: the CLI wraps a burn model in a [`PatchPredictor`]. This
+//! crate never depends on the training crate.
+
+pub mod error;
+pub mod postprocess;
+pub mod predict;
+pub mod sliding_window;
+
+pub use error::{InferError, PredictorError, Result};
+pub use postprocess::{
+    argmax, connected_components, keep_largest_component_per_class, softmax_in_place, Components, Connectivity,
+};
+pub use predict::{predict_case, segment_preprocessed, PredictOptions};
+pub use sliding_window::{
+    compute_gaussian, compute_steps_for_sliding_window, predict_sliding_window, predict_sliding_window_argmax,
+    predictor_fn, ClassScores, FnPredictor, PatchPredictor, Progress, ProgressCallback, SlidingWindowOptions,
+};

@@ -1,0 +1,145 @@
+//! A prediction made in preprocessed space lands exactly on the input's voxels: an oblique,
+//! anisotropic IPR scan is preprocessed (identity resampling, a real crop and reorientation),
+//! a "network" returns the one-hot of the known labels, and `predict_case` must give back the
+//! original label volume with the original geometry, in 2D and 3D.
+
+use spineseg_data::fingerprint::{compute_fingerprint, FingerprintOptions};
+use spineseg_data::plan::{ConfigurationName, Plan, PlanOptions};
+use spineseg_data::preprocess::{preprocess_case, CaseVolumes};
+use spineseg_infer::{predict_case, predictor_fn, Connectivity, PatchPredictor, PredictOptions, SlidingWindowOptions};
+use spineseg_io::{Geometry, Label, Spacing, Volume};
+use std::collections::BTreeMap;
+
+/// Stored as I, P, R tilted by 12 degrees, 0.8 x 0.7 x 3.5 mm, with a zero margin (cropped
+/// away). Channel 0 is an image ("T2", z-scored); channel 1 ("noNorm", left as is) carries the
+/// label value of every voxel, which the test network reads back.
+fn oblique_case(with_island: bool) -> (CaseVolumes, Volume<Label>) {
+    let (s, c) = (12f64.to_radians().sin(), 12f64.to_radians().cos());
+    let direction = [[0.0, 0.0, 1.0], [s, -c, 0.0], [-c, -s, 0.0]];
+    let g = Geometry::new(Spacing::new([0.8, 0.7, 3.5]).unwrap(), [10.0, -4.0, 30.0], direction).unwrap();
+    assert_eq!(g.orientation_code(), "IPR");
+    let shape = [26, 19, 7];
+    let mut image = Volume::filled(shape, 0.0f32, g);
+    let mut labels = Volume::filled(shape, 0 as Label, g);
+    for k in 0..7 {
+        for j in 1..18 {
+            for i in 2..25 {
+                image.set([i, j, k], 50.0 + (i * 3 + j) as f32 + 10.0 * k as f32);
+                if (4..15).contains(&j) && (1..6).contains(&k) && (3..22).contains(&i) {
+                    // Along i (inferior-superior): vertebra 21, disc 119, vertebra 20.
+                    let value = match i {
+                        3..=8 => 21,
+                        9..=11 => 119,
+                        _ => 20,
+                    };
+                    labels.set([i, j, k], value);
+                }
+            }
+        }
+    }
+    if with_island {
+        // A stray two-voxel "L1" far from the real one.
+        labels.set([23, 16, 6], 20);
+        labels.set([24, 16, 6], 20);
+    }
+    let label_channel = labels.map(|v| *v as f32);
+    let case = CaseVolumes { id: "oblique".into(), images: vec![image, label_channel], labels: Some(labels.clone()) };
+    (case, labels)
+}
+
+fn identity_plan(case: &CaseVolumes) -> Plan {
+    let options = FingerprintOptions { samples_per_case: 100, seed: 1, threads: 1 };
+    let channels = vec!["T2".to_string(), "noNorm".to_string()];
+    let fingerprint = compute_fingerprint(
+        "oblique",
+        channels,
+        BTreeMap::new(),
+        std::slice::from_ref(case),
+        |c| Ok(c.clone()),
+        &options,
+    )
+    .unwrap();
+    // The case's own canonical spacing: preprocessing resamples nothing.
+    let plan = Plan::from_fingerprint(
+        &fingerprint,
+        &PlanOptions { overwrite_target_spacing: Some([3.5, 0.7, 0.8]), ..Default::default() },
+    )
+    .unwrap();
+    assert_eq!(plan.labels.iter().map(|l| l.value).collect::<Vec<_>>(), [0, 20, 21, 119]);
+    plan
+}
+
+/// Logits: 1 for the class of the label value in input channel 1, 0 elsewhere.
+fn one_hot_of_label_channel(plan: &Plan) -> impl PatchPredictor {
+    let lookup = plan.class_lookup();
+    let classes = plan.num_classes();
+    predictor_fn(classes, move |x: &[f32], shape: &[usize]| {
+        let n: usize = shape[2..].iter().product();
+        let mut out = vec![0.0; shape[0] * classes * n];
+        for b in 0..shape[0] {
+            let label_channel = &x[(b * shape[1] + 1) * n..][..n];
+            for (p, v) in label_channel.iter().enumerate() {
+                let class = lookup[*v as usize].expect("the label channel should hold plan labels") as usize;
+                out[(b * classes + class) * n + p] = 1.0;
+            }
+        }
+        Ok(out)
+    })
+}
+
+#[test]
+fn prediction_overlays_the_rotated_anisotropic_input_exactly() {
+    let (case, labels) = oblique_case(false);
+    let plan = identity_plan(&case);
+    // Small patches so that many windows overlap and some axes need padding.
+    for (config, patch) in [(ConfigurationName::ThreeDFullres, vec![4, 8, 16]), (ConfigurationName::TwoD, vec![8, 32])]
+    {
+        let pre = preprocess_case(&case, &plan, config).unwrap();
+        let p = &pre.properties;
+        assert_eq!(p.canonical_shape, [7, 19, 26]);
+        assert_eq!(p.shape_after_crop, [7, 17, 23], "the zero margin is cropped");
+        assert_eq!(p.shape_after_resampling, p.shape_after_crop);
+        for mirror_axes in [vec![], (0..patch.len()).collect()] {
+            let options = PredictOptions {
+                sliding_window: SlidingWindowOptions::new(patch.clone())
+                    .with_mirror_axes(mirror_axes)
+                    .with_batch_size(3),
+                largest_component: None,
+            };
+            let predicted = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &options).unwrap();
+            assert_eq!(predicted.shape(), labels.shape());
+            assert_eq!(predicted.geometry, labels.geometry, "{config}");
+            assert_eq!(predicted.data(), labels.data(), "{config}: the prediction should overlay the input exactly");
+        }
+    }
+}
+
+#[test]
+fn largest_component_removes_a_stray_island() {
+    let (case, labels) = oblique_case(true);
+    let (_, clean) = oblique_case(false);
+    assert_ne!(labels, clean);
+    let plan = identity_plan(&case);
+    let pre = preprocess_case(&case, &plan, ConfigurationName::ThreeDFullres).unwrap();
+    let mut options = PredictOptions::for_plan(&plan, ConfigurationName::ThreeDFullres).unwrap();
+    options.sliding_window.patch_size = vec![4, 8, 8];
+    let raw = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &options).unwrap();
+    assert_eq!(raw, labels, "without post-processing the island stays");
+    options.largest_component = Some(Connectivity::Corners);
+    let cleaned = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &options).unwrap();
+    assert_eq!(cleaned, clean);
+}
+
+#[test]
+fn mismatched_predictor_or_patch_is_rejected() {
+    let (case, _) = oblique_case(false);
+    let plan = identity_plan(&case);
+    let pre = preprocess_case(&case, &plan, ConfigurationName::TwoD).unwrap();
+    let options = PredictOptions::for_plan(&plan, ConfigurationName::TwoD).unwrap();
+    let mut wrong_classes = predictor_fn(2, |_x: &[f32], _s: &[usize]| Ok(vec![]));
+    let err = predict_case(&pre, &plan, &mut wrong_classes, &options).unwrap_err().to_string();
+    assert!(err.contains("2 classes") && err.contains("oblique"), "{err}");
+    let three_d = PredictOptions { sliding_window: SlidingWindowOptions::new(vec![4, 4, 4]), largest_component: None };
+    let err = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &three_d).unwrap_err().to_string();
+    assert!(err.contains("2d"), "{err}");
+}

@@ -1,0 +1,18 @@
+//! Segmentation networks for spineseg, written with burn's `nn` modules only (no I/O).
+//!
+//! - [`unet`]: nnU-Net's `PlainConvUNet` for 2D and 3D ([`PlainConvUNetConfig`],
+//!   [`PlainConvUNet`]), built from the swappable conv block [`StackedConvBlocks`].
+//!
+//! Backends are cargo features (`flex` by default, `rayon` and `simd` to speed flex up, `wgpu`);
+//! the device is chosen at run time with [`burn::tensor::Device`], e.g. `Device::flex()` or
+//! `Device::flex().autodiff()` for training. See `docs/burn-0.22-notes.md`.
+
+pub mod unet;
+
+pub use unet::{
+    features_per_stage, ConvNd, ConvNormAct, ConvNormActConfig, ConvTransposeNd, PlainConvEncoder, PlainConvUNet,
+    PlainConvUNetConfig, SpatialDims, StackedConvBlocks, StackedConvBlocksConfig, UNetConfigError, UNetDecoder,
+};
+
+/// The burn version this crate is written against, re-exported so dependants use the same one.
+pub use burn;
