@@ -27,6 +27,9 @@ enum Command {
     Overlay(commands::overlay::OverlayArgs),
     Evaluate(commands::evaluate::EvaluateArgs),
     Plan(commands::plan::PlanArgs),
+    Train(commands::train::TrainArgs),
+    Predict(commands::predict::PredictArgs),
+    Demo(commands::demo::DemoArgs),
 }
 
 /// What a command reports back: success, or "ran fine but found problems" (exit code 1).
@@ -45,6 +48,9 @@ fn main() -> ExitCode {
         Command::Overlay(args) => commands::overlay::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Plan(args) => commands::plan::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Predict(args) => commands::predict::run(args),
+        Command::Demo(args) => commands::demo::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ pub mod overlay;
 pub mod phantom;
 pub mod fingerprint;
 pub mod plan;
+pub mod plot;
 pub mod preprocess;
 pub mod resample;
 pub mod sampling;

@@ -21,6 +21,10 @@ pub enum InferError {
         "the predictor returned {got} values for input shape {input_shape:?}; expected {expected} ({classes} classes)"
     )]
     PredictorOutput { input_shape: Vec<usize>, classes: usize, expected: usize, got: usize },
+    /// A trained model folder is incomplete or inconsistent (missing or invalid file, weights
+    /// that do not fit the network, plan and network that disagree); names the file.
+    #[error("{path}: {detail}")]
+    Model { path: std::path::PathBuf, detail: String },
     /// Reverting a prediction to the input grid failed (the data error names the case).
     #[error(transparent)]
     Data(#[from] spineseg_data::error::DataError),

@@ -7,16 +7,26 @@
 //! - [`postprocess`]: softmax, arg max, connected components and the largest component per
 //!   class.
 //! - [`predict`]: [`predict_case`], one preprocessed case to a label volume on the input's grid.
+//! - [`network`]: [`BurnUNetPredictor`], the burn `PlainConvUNet` as a [`PatchPredictor`]
+//!   (no autodiff, full-resolution output only), and [`network_config_for_plan`].
+//! - [`model_folder`]: [`ModelFolder`], a trained model folder (`model.json`, `plans.json`,
+//!   `labels.json`, `weights.bpk`) loaded and cross-checked, and written by [`ModelFolder::save`].
 //!
-//! The network is not a dependency: the CLI wraps a burn model in a [`PatchPredictor`]. This
-//! crate never depends on the training crate.
+//! The sliding window, post-processing and [`predict_case`] know nothing about the network
+//! framework (any [`PatchPredictor`] works); only [`network`] and [`model_folder`] use burn.
+//! This crate never depends on the training crate (training may depend on this one to write
+//! model folders).
 
 pub mod error;
+pub mod model_folder;
+pub mod network;
 pub mod postprocess;
 pub mod predict;
 pub mod sliding_window;
 
 pub use error::{InferError, PredictorError, Result};
+pub use model_folder::{ModelFolder, ModelManifest, OutputLabels, OutputStructure, MODEL_FORMAT_VERSION};
+pub use network::{network_config_for_plan, BurnUNetPredictor};
 pub use postprocess::{
     argmax, connected_components, keep_largest_component_per_class, softmax_in_place, Components, Connectivity,
 };

@@ -1,7 +1,10 @@
 pub mod convert;
 pub mod dataset;
+pub mod demo;
 pub mod evaluate;
 pub mod info;
 pub mod overlay;
 pub mod phantom;
 pub mod plan;
+pub mod predict;
+pub mod train;

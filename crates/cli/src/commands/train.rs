@@ -1,0 +1,211 @@
+//! `spineseg train`: nnU-Net-style training of a plan's configuration into a model folder.
+
+use crate::commands::plan::parse_configuration;
+use crate::Outcome;
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use spineseg_train::{
+    train, EpochSummary, OptimizerConfig, RunInfo, RunOptions, RunPaths, StopReason, TrainerConfig, TrainingObserver,
+};
+use std::path::PathBuf;
+
+/// Train a U-Net on the preprocessed data of a work folder (`spineseg plan`) and write a model
+/// folder: model.json, plans.json, labels.json, weights.bpk (best EMA pseudo-Dice checkpoint) and
+/// training/ (log.csv, progress.png, splits_final.json, checkpoints). Deterministic for a seed;
+/// `--resume` continues an interrupted run exactly where it stopped.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Work folder written by `spineseg plan` (plans.json, preprocessed/).
+    pub work: PathBuf,
+    /// Model folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Plan configuration: 2d or 3d_fullres.
+    #[arg(long, default_value = "2d")]
+    pub configuration: String,
+    /// Cross-validation fold (0-4) of WORK/splits_final.json.
+    #[arg(long, default_value_t = 0)]
+    pub fold: usize,
+    /// Epochs of the learning-rate schedule (nnU-Net: 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub epochs: usize,
+    /// Training iterations per epoch (nnU-Net: 250).
+    #[arg(long, default_value_t = 50)]
+    pub iterations_per_epoch: usize,
+    /// Fixed validation batches per epoch for the pseudo-Dice (nnU-Net: 50).
+    #[arg(long, default_value_t = 10)]
+    pub validation_batches: usize,
+    /// Stop when the next epoch would exceed this many minutes; the schedule is shortened to the
+    /// epochs that fit, measured on the first epoch.
+    #[arg(long)]
+    pub time_budget_min: Option<f64>,
+    /// sgd (nnU-Net: lr 0.01, momentum 0.99, Nesterov) or adamw (lr 1e-3, weight decay 0.01).
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Initial learning rate (default: the optimiser's).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed of initialisation, batches and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue the run in OUT from its last checkpoint, with the settings stored there.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many epochs in total (the run can be continued with --resume).
+    #[arg(long)]
+    pub stop_after_epochs: Option<usize>,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Threads making training batches in the background.
+    #[arg(long, default_value_t = 1)]
+    pub loader_threads: usize,
+    /// No progress bar (one line per epoch only).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: TrainArgs) -> Result<Outcome> {
+    if let Some(threads) = args.threads {
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon_global(threads)?;
+    }
+    let configuration = parse_configuration(&args.configuration)?;
+    let mut config = TrainerConfig::new(configuration);
+    config.fold = args.fold;
+    config.epochs = args.epochs;
+    config.iterations_per_epoch = args.iterations_per_epoch;
+    config.validation_batches = args.validation_batches;
+    config.seed = args.seed;
+    config.loader_threads = args.loader_threads.max(1);
+    config.time_budget_s = args.time_budget_min.map(|m| m * 60.0);
+    config.optimizer = match args.optimizer.to_lowercase().as_str() {
+        "sgd" => OptimizerConfig::sgd(),
+        "adamw" | "adam" => OptimizerConfig::adamw(),
+        other => bail!("unknown optimizer {other:?}: expected sgd or adamw"),
+    };
+    if let Some(lr) = args.lr {
+        config.optimizer = config.optimizer.with_lr(lr);
+    }
+    if args.resume {
+        eprintln!("resuming from {}: the settings stored in the checkpoint are used", args.out.display());
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create folder", args.out.display()))?;
+    let paths = RunPaths { work: args.work.clone(), model_dir: args.out.clone() };
+    let options = RunOptions { resume: args.resume, stop_after_epochs: args.stop_after_epochs, device: None };
+    let mut observer = CliObserver::new(args.quiet);
+    let outcome = train(&paths, config, &options, &mut observer)?;
+    observer.finish();
+    let state = &outcome.state;
+    let why = match outcome.reason {
+        StopReason::Finished => "finished",
+        StopReason::TimeBudget => "stopped by the time budget",
+        StopReason::Interrupted => "stopped early (continue with --resume)",
+    };
+    println!(
+        "{why}: {} of {} epochs in {:.1} min; best EMA pseudo-Dice {} at epoch {}",
+        state.epochs_done,
+        state.total_epochs,
+        state.elapsed_s / 60.0,
+        state.best_ema_pseudo_dice.map_or("n/a".to_string(), |d| format!("{d:.4}")),
+        state.best_epoch
+    );
+    println!("model written to {}", outcome.model_dir.display());
+    Ok(Outcome::Success)
+}
+
+/// Flex (burn's CPU backend) runs its kernels on rayon's global pool.
+fn rayon_global(threads: usize) -> Result<()> {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set the number of threads")
+}
+
+/// Progress bar per epoch with loss and it/s, and one printed line per epoch.
+struct CliObserver {
+    quiet: bool,
+    bar: Option<ProgressBar>,
+    iterations: usize,
+    total_epochs: usize,
+    loss_ema: Option<f64>,
+}
+
+impl CliObserver {
+    fn new(quiet: bool) -> Self {
+        CliObserver { quiet, bar: None, iterations: 0, total_epochs: 0, loss_ema: None }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl TrainingObserver for CliObserver {
+    fn on_start(&mut self, info: &RunInfo) {
+        self.iterations = info.iterations_per_epoch;
+        self.total_epochs = info.total_epochs;
+        eprintln!(
+            "training on {} cases, validating on {}; patch {:?}, batch {}, {:.2} M parameters; {} epochs x {} iterations{}",
+            info.train_cases,
+            info.val_cases,
+            info.patch_size,
+            info.batch_size,
+            info.num_params as f64 / 1e6,
+            info.total_epochs,
+            info.iterations_per_epoch,
+            if info.resumed { format!(", resuming after epoch {}", info.start_epoch) } else { String::new() }
+        );
+    }
+
+    fn on_step(&mut self, epoch: usize, iteration: usize, loss: f64, lr: f64) {
+        if self.quiet {
+            return;
+        }
+        if iteration == 1 {
+            self.finish();
+            let bar = ProgressBar::new(self.iterations as u64);
+            bar.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})")
+                    .expect("the progress template should be valid")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{epoch}/{}", self.total_epochs));
+            self.bar = Some(bar);
+        }
+        let smooth = match self.loss_ema {
+            None => loss,
+            Some(old) => 0.9 * old + 0.1 * loss,
+        };
+        self.loss_ema = Some(smooth);
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("loss {smooth:.4} lr {lr:.2e}"));
+            bar.inc(1);
+        }
+    }
+
+    fn on_validation(&mut self, _epoch: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_message("validating".to_string());
+        }
+    }
+
+    fn on_epoch(&mut self, s: &EpochSummary) {
+        self.finish();
+        self.total_epochs = s.total_epochs;
+        let fmt = |v: f64| if v.is_nan() { "n/a".to_string() } else { format!("{v:.4}") };
+        eprintln!(
+            "epoch {}/{}: train loss {:.4}, val loss {}, pseudo-Dice {}, EMA {}{}, lr {:.2e}, {:.1} s ({:.2} it/s)",
+            s.epoch,
+            s.total_epochs,
+            s.train_loss,
+            fmt(s.val_loss),
+            fmt(s.pseudo_dice_mean),
+            fmt(s.ema_pseudo_dice),
+            if s.new_best { " (best)" } else { "" },
+            s.lr,
+            s.epoch_time_s,
+            s.iterations_per_s
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! End-to-end: `spineseg predict` with a tiny, untrained model folder (random weights from a fixed
+//! seed, no training) made from a `spineseg plan` of two small phantoms. Checks the output files'
+//! shape, geometry, label values and format, for a file, a folder, a rotated anisotropic input,
+//! and that bad inputs fail with exit code 1 and write nothing.
+
+use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_infer::network::Device;
+use spineseg_infer::{network_config_for_plan, BurnUNetPredictor, ModelFolder, ModelManifest, OutputLabels};
+use spineseg_io::{read_volume, AnyVolume, Geometry, Label, Spacing};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn spineseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spineseg")).args(args).output().expect("spineseg should start")
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn fails(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "expected exit code 1: {stderr}");
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Phantoms, a plan with a shrunk 2D network (patch 32 x 32, 3 stages, widths 4-8-16, one conv
+/// per stage), and a model folder with random weights. Returns (dataset, model folder).
+fn tiny_model(root: &Path) -> (PathBuf, PathBuf) {
+    let dataset = root.join("dataset");
+    let work = root.join("work");
+    ok(spineseg(&["phantom", "--out", s(&dataset), "--cases", "2", "--seed", "5", "--small"]));
+    ok(spineseg(&["plan", s(&dataset), "--out", s(&work), "--configurations", "2d", "--no-preprocess"]));
+
+    let plans = work.join("plans.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plans).unwrap()).unwrap();
+    let c = &mut json["configurations"]["2d"];
+    c["patch_size"] = serde_json::json!([32, 32]);
+    c["network"] = serde_json::json!({
+        "n_stages": 3,
+        "features_per_stage": [4, 8, 16],
+        "kernel_sizes": [[3, 3], [3, 3], [3, 3]],
+        "strides": [[1, 1], [2, 2], [2, 2]],
+        "n_conv_per_stage_encoder": [1, 1, 1],
+        "n_conv_per_stage_decoder": [1, 1],
+    });
+    std::fs::write(&plans, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+
+    let plan = Plan::load(&plans).unwrap();
+    let labels = OutputLabels::load(&work.join("labels.json")).unwrap();
+    let config = network_config_for_plan(&plan, ConfigurationName::TwoD).unwrap();
+    let predictor = BurnUNetPredictor::random(&config, 42, Device::flex());
+    let model = root.join("model");
+    ModelFolder::save(&model, &ModelManifest::new(ConfigurationName::TwoD, config), &plan, &labels, predictor.model())
+        .unwrap();
+    (dataset, model)
+}
+
+/// Output on the input's grid, with label values of the dataset (or 0).
+fn assert_overlays(input: &Path, output: &Path, model: &Path) {
+    let image = read_volume(input).unwrap();
+    let seg = read_volume(output).unwrap_or_else(|e| panic!("{}: {e}", output.display()));
+    assert_eq!(seg.shape, image.shape, "{}", output.display());
+    assert!(
+        seg.geometry.agrees_with(&image.geometry, image.shape, 1e-4),
+        "{}: geometry {:?} vs input {:?}",
+        output.display(),
+        seg.geometry,
+        image.geometry
+    );
+    let allowed = OutputLabels::load(&model.join("labels.json")).unwrap().dataset_values();
+    let labels = seg.to_labels(output).unwrap();
+    let mut present: Vec<Label> = labels.data().to_vec();
+    present.sort_unstable();
+    present.dedup();
+    assert!(present.iter().all(|v| allowed.contains(v)), "{present:?} not within {allowed:?}");
+}
+
+#[test]
+fn predict_files_and_folders_on_the_input_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (dataset, model) = tiny_model(root);
+    let image0 = dataset.join("imagesTr/phantom_000_0000.nii.gz");
+    let image1 = dataset.join("imagesTr/phantom_001_0000.nii.gz");
+
+    // One file to a named output file.
+    let out_file = root.join("single/seg.nii.gz");
+    ok(spineseg(&["predict", "-i", s(&image0), "-o", s(&out_file), "-m", s(&model)]));
+    assert_overlays(&image0, &out_file, &model);
+    // One file to a folder: {case}{input extension}; options that change the work but not the grid.
+    let out_dir = root.join("single_dir");
+    ok(spineseg(&[
+        "predict",
+        "-i",
+        s(&image0),
+        "-o",
+        s(&out_dir),
+        "-m",
+        s(&model),
+        "--disable-tta",
+        "--step-size",
+        "1",
+        "--largest-component",
+    ]));
+    assert_overlays(&image0, &out_dir.join("phantom_000.nii.gz"), &model);
+
+    // A folder with a NIfTI and a MetaImage case, the latter rotated and anisotropic.
+    let input = root.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(&image0, input.join("a_0000.nii.gz")).unwrap();
+    let mut rotated = read_volume(&image1).unwrap();
+    let (sn, cs) = (20f64.to_radians().sin(), 20f64.to_radians().cos());
+    rotated.geometry = Geometry::new(
+        Spacing::new([3.3, 0.9, 1.7]).unwrap(),
+        [12.0, -30.0, 5.0],
+        [[0.0, cs, -sn], [0.0, sn, cs], [1.0, 0.0, 0.0]],
+    )
+    .unwrap();
+    spineseg_io::write_volume(&input.join("b_0000.mha"), &rotated).unwrap();
+    std::fs::write(input.join("notes.txt"), "not an image").unwrap();
+    let out = root.join("out");
+    let log = ok(spineseg(&["predict", "-i", s(&input), "-o", s(&out), "-m", s(&model)]));
+    assert!(log.contains("2 case(s)"), "{log}");
+    assert_overlays(&input.join("a_0000.nii.gz"), &out.join("a.nii.gz"), &model);
+    assert_overlays(&input.join("b_0000.mha"), &out.join("b.mha"), &model);
+    let mut written: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    written.sort();
+    assert_eq!(written, ["a.nii.gz", "b.mha"]);
+    // MetaImage really is MetaImage.
+    let head = std::fs::read(out.join("b.mha")).unwrap();
+    assert!(head.starts_with(b"ObjectType"), "an .mha output should be a MetaImage file");
+}
+
+#[test]
+fn bad_inputs_exit_1_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (dataset, model) = tiny_model(root);
+    let image0 = dataset.join("imagesTr/phantom_000_0000.nii.gz");
+
+    // An unreadable file: the error names it, nothing is written.
+    let bad = root.join("bad_0000.nii.gz");
+    std::fs::write(&bad, b"this is not gzip").unwrap();
+    let out = root.join("bad_out.nii.gz");
+    let err = fails(spineseg(&["predict", "-i", s(&bad), "-o", s(&out), "-m", s(&model)]));
+    assert!(err.contains("bad_0000.nii.gz"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(root).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("bad_out")).count(), 0);
+
+    // A folder with one good and one bad case: the good one is written, the command fails.
+    let input = root.join("mixed");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(&image0, input.join("good_0000.nii.gz")).unwrap();
+    std::fs::copy(&bad, input.join("bad_0000.nii.gz")).unwrap();
+    let out = root.join("mixed_out");
+    let err = fails(spineseg(&["predict", "-i", s(&input), "-o", s(&out), "-m", s(&model)]));
+    assert!(err.contains("bad_0000.nii.gz") && err.contains("1 of 2 cases failed"), "{err}");
+    assert!(out.join("good.nii.gz").is_file());
+    assert!(!out.join("bad.nii.gz").exists());
+
+    // More channels than the model takes.
+    let input = root.join("two_channels");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(&image0, input.join("c_0000.nii.gz")).unwrap();
+    std::fs::copy(&image0, input.join("c_0001.nii.gz")).unwrap();
+    let out = root.join("two_channels_out");
+    let err = fails(spineseg(&["predict", "-i", s(&input), "-o", s(&out), "-m", s(&model)]));
+    assert!(err.contains("channel"), "{err}");
+    assert!(!out.join("c.nii.gz").exists());
+
+    // A model folder without model.json.
+    let empty = root.join("no_model");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = fails(spineseg(&["predict", "-i", s(&image0), "-o", s(&root.join("x.nii.gz")), "-m", s(&empty)]));
+    assert!(err.contains("model.json"), "{err}");
+
+    // A file input with a folder-only output name is fine, a folder input with a file name is not.
+    let err = fails(spineseg(&["predict", "-i", s(&input), "-o", s(&root.join("y.nii.gz")), "-m", s(&model)]));
+    assert!(err.contains("must be a folder"), "{err}");
+}
+
+#[test]
+fn predicted_volume_keeps_the_stored_data_type_small() {
+    // Labels that fit are written as u8 (as the label writer promises), whatever the input type.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (dataset, model) = tiny_model(root);
+    let image0 = dataset.join("imagesTr/phantom_000_0000.nii.gz");
+    let out = root.join("seg.nii");
+    ok(spineseg(&["predict", "-i", s(&image0), "-o", s(&out), "-m", s(&model)]));
+    let seg: AnyVolume = read_volume(&out).unwrap();
+    assert_eq!(seg.data_type(), spineseg_io::DataType::U8);
+}

@@ -1,0 +1,125 @@
+//! End-to-end: phantom -> plan (shrunk to a tiny network) -> train -> model folder; an
+//! interrupted and resumed run gives the same weights as an uninterrupted one.
+
+use spineseg_train::checkpoint::{load_network, parameter_values};
+use spineseg_train::{load_manifest, training_record};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn spineseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spineseg")).args(args).output().expect("spineseg should start")
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A 3-case small phantom planned for 2D, the plan edited to a 32x32 patch, batch 2 and a
+/// 3-stage network 4-8-16.
+fn tiny_work(dir: &Path) -> PathBuf {
+    let data = dir.join("phantom");
+    let work = dir.join("work");
+    ok(spineseg(&["phantom", "--small", "--cases", "3", "--seed", "1", "--out", data.to_str().unwrap()]));
+    ok(spineseg(&["plan", data.to_str().unwrap(), "--out", work.to_str().unwrap(), "--configurations", "2d"]));
+    let path = work.join("plans.json");
+    let mut plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let c = &mut plan["configurations"]["2d"];
+    c["patch_size"] = serde_json::json!([32, 32]);
+    c["batch_size"] = serde_json::json!(2);
+    let n = &mut c["network"];
+    n["n_stages"] = serde_json::json!(3);
+    n["features_per_stage"] = serde_json::json!([4, 8, 16]);
+    n["kernel_sizes"] = serde_json::json!([[3, 3], [3, 3], [3, 3]]);
+    n["strides"] = serde_json::json!([[1, 1], [2, 2], [2, 2]]);
+    n["n_conv_per_stage_encoder"] = serde_json::json!([2, 2, 2]);
+    n["n_conv_per_stage_decoder"] = serde_json::json!([2, 2]);
+    std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+    work
+}
+
+fn train(work: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "train",
+        work.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--iterations-per-epoch",
+        "2",
+        "--validation-batches",
+        "2",
+        "--seed",
+        "5",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    ok(spineseg(&args))
+}
+
+fn weights(model_dir: &Path, file: &Path) -> Vec<Vec<f32>> {
+    let manifest = load_manifest(&model_dir.join("model.json")).unwrap();
+    parameter_values(&load_network(&manifest.network, file).unwrap())
+}
+
+#[test]
+fn train_writes_a_model_folder_and_resume_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+
+    let a = dir.path().join("model_a");
+    let report = train(&work, &a, &[]);
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    for name in ["model.json", "plans.json", "labels.json", "weights.bpk", "training/splits_final.json"] {
+        assert!(a.join(name).is_file(), "{name} missing");
+    }
+    let manifest = load_manifest(&a.join("model.json")).unwrap();
+    assert_eq!(manifest.weights, "weights.bpk");
+    let record = training_record(&manifest).expect("the trainer should record its run");
+    assert_eq!((record.epochs_done, record.iterations_per_epoch, record.seed), (2, 2, 5));
+    assert_eq!(manifest.network.features_per_stage, vec![4, 8, 16]);
+    let log = std::fs::read_to_string(a.join("training/log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(log.starts_with("epoch,train_loss,val_loss,pseudo_dice_mean,ema_pseudo_dice,"), "{log}");
+    assert_eq!(&std::fs::read(a.join("training/progress.png")).unwrap()[..4], b"\x89PNG");
+    assert!(work.join("splits_final.json").is_file());
+    // weights.bpk holds the best checkpoint's weights.
+    let best = weights(&a, &a.join("training/checkpoint_best/model.bpk"));
+    assert_eq!(weights(&a, &a.join("weights.bpk")), best);
+
+    // The same run, stopped after epoch 1 and resumed, ends with bit-identical weights.
+    let b = dir.path().join("model_b");
+    let report = train(&work, &b, &["--stop-after-epochs", "1"]);
+    assert!(report.contains("1 of 2 epochs"), "{report}");
+    // A second run into the same folder without --resume is refused.
+    let refused = spineseg(&["train", work.to_str().unwrap(), "--out", b.to_str().unwrap(), "--epochs", "2"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+    let report = ok(spineseg(&["train", work.to_str().unwrap(), "--out", b.to_str().unwrap(), "--resume", "--quiet"]));
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    let last_a = weights(&a, &a.join("training/checkpoint_last/model.bpk"));
+    let last_b = weights(&b, &b.join("training/checkpoint_last/model.bpk"));
+    assert_eq!(last_a, last_b, "resumed weights differ from the uninterrupted run's");
+    // Losses and Dice agree too (only the timing columns may differ).
+    let columns = |log: &str| -> Vec<Vec<String>> {
+        log.lines().map(|l| l.split(',').take(5).map(String::from).collect()).collect()
+    };
+    assert_eq!(columns(&log), columns(&std::fs::read_to_string(b.join("training/log.csv")).unwrap()));
+}
+
+#[test]
+fn train_errors_name_the_missing_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = spineseg(&["train", dir.path().to_str().unwrap(), "--out", dir.path().join("m").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plans.json"), "{err}");
+
+    let work = tiny_work(dir.path());
+    std::fs::remove_dir_all(work.join("preprocessed/2d")).unwrap();
+    let out = spineseg(&["train", work.to_str().unwrap(), "--out", dir.path().join("m").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("preprocessed/2d"), "{err}");
+}

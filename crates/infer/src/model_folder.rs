@@ -1,0 +1,329 @@
+//! A trained model folder: everything `spineseg predict -m DIR` needs, and nothing else.
+//!
+//! ```text
+//! DIR/model.json   ModelManifest: format_version, configuration ("2d" | "3d_fullres"),
+//!                  network (PlainConvUNetConfig as JSON), weights (file name), training (free form)
+//! DIR/plans.json   the Plan the network was trained with (preprocessing, patch, label classes)
+//! DIR/labels.json  OutputLabels, written by `spineseg plan`: ontology id -> training dataset value
+//! DIR/weights.bpk  burn's own format (Module::save_file)
+//! ```
+//!
+//! [`ModelFolder::load`] reads and cross-checks all of it (class and channel counts of plan and
+//! network, the configuration's rank, patch divisibility, weights against the network) and names
+//! the offending file in every error. [`ModelFolder::save`] writes the folder, `model.json` last,
+//! so a folder with a `model.json` is complete.
+//!
+//! Label values: the network predicts class indices; [`crate::predict_case`] turns them into the
+//! plan's label values (ontology ids); [`OutputLabels::to_dataset_values`] then maps those onto
+//! the training dataset's own values, which is what nnU-Net writes.
+
+use crate::error::{InferError, Result};
+use crate::network::BurnUNetPredictor;
+use crate::predict::PredictOptions;
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_io::{Label, Volume};
+use spineseg_model::{PlainConvUNet, PlainConvUNetConfig};
+use std::path::{Path, PathBuf};
+
+/// Version of the `model.json` layout.
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_FILE: &str = "model.json";
+pub const PLAN_FILE: &str = "plans.json";
+pub const LABELS_FILE: &str = "labels.json";
+pub const WEIGHTS_FILE: &str = "weights.bpk";
+
+/// `model.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelManifest {
+    pub format_version: u32,
+    /// The plan configuration the network was trained on.
+    pub configuration: ConfigurationName,
+    pub network: PlainConvUNetConfig,
+    /// File name of the weights inside the folder (normally [`WEIGHTS_FILE`]).
+    pub weights: String,
+    /// Whatever the trainer wants to record (epochs, losses, seed, time); not read here.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+impl ModelManifest {
+    /// A manifest for `network` trained on `configuration`, weights in [`WEIGHTS_FILE`].
+    pub fn new(configuration: ConfigurationName, network: PlainConvUNetConfig) -> Self {
+        ModelManifest {
+            format_version: MODEL_FORMAT_VERSION,
+            configuration,
+            network,
+            weights: WEIGHTS_FILE.to_string(),
+            training: serde_json::Value::Null,
+        }
+    }
+}
+
+/// One structure of `labels.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputStructure {
+    /// Ontology id (the plan's label value).
+    pub structure_id: Label,
+    /// The training dataset's value for it.
+    pub dataset_value: Label,
+    pub dataset_name: String,
+}
+
+/// `labels.json` (written by `spineseg plan`): how to write predictions in the training
+/// dataset's label values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputLabels {
+    pub dataset: String,
+    pub structures: Vec<OutputStructure>,
+}
+
+impl OutputLabels {
+    /// Reads `labels.json`; errors name the file.
+    pub fn load(path: &Path) -> Result<OutputLabels> {
+        read_json(path)
+    }
+
+    /// Identity mapping for a plan's labels (for datasets already in ontology ids).
+    pub fn identity(plan: &Plan) -> OutputLabels {
+        OutputLabels {
+            dataset: plan.dataset_name.clone(),
+            structures: plan
+                .labels
+                .iter()
+                .filter(|l| l.value != 0)
+                .map(|l| OutputStructure { structure_id: l.value, dataset_value: l.value, dataset_name: l.name.clone() })
+                .collect(),
+        }
+    }
+
+    /// The dataset value of an ontology id (0 stays 0).
+    pub fn dataset_value(&self, structure_id: Label) -> Option<Label> {
+        if structure_id == 0 {
+            return Some(0);
+        }
+        self.structures.iter().find(|s| s.structure_id == structure_id).map(|s| s.dataset_value)
+    }
+
+    /// The training dataset's label values: 0 and every `dataset_value`.
+    pub fn dataset_values(&self) -> Vec<Label> {
+        let mut v: Vec<Label> = std::iter::once(0).chain(self.structures.iter().map(|s| s.dataset_value)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Ontology ids (a plan's label values) -> dataset values, voxel by voxel. Fails on an id
+    /// that has no entry (the message lists it); [`ModelFolder::load`] checks the plan's labels
+    /// up front, so predictions never fail here.
+    pub fn to_dataset_values(&self, seg: &Volume<Label>) -> Result<Volume<Label>> {
+        let mut table: Vec<Option<Label>> = vec![None; Label::MAX as usize + 1];
+        table[0] = Some(0);
+        for s in &self.structures {
+            table[s.structure_id as usize] = Some(s.dataset_value);
+        }
+        let mut missing = None;
+        let out = seg.map(|v| {
+            table[*v as usize].unwrap_or_else(|| {
+                missing.get_or_insert(*v);
+                0
+            })
+        });
+        match missing {
+            Some(v) => Err(InferError::InvalidInput(format!(
+                "structure id {v} has no dataset value in labels.json of dataset {}",
+                self.dataset
+            ))),
+            None => Ok(out),
+        }
+    }
+}
+
+/// A loaded, checked model folder.
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub dir: PathBuf,
+    pub manifest: ModelManifest,
+    pub plan: Plan,
+    pub labels: OutputLabels,
+    /// With its trained weights, on [`ModelFolder::device`], without autodiff.
+    pub network: PlainConvUNet,
+    pub device: Device,
+}
+
+impl ModelFolder {
+    /// Loads a model folder onto the CPU ([`Device::flex`]).
+    pub fn load(dir: &Path) -> Result<ModelFolder> {
+        Self::load_on(dir, Device::flex())
+    }
+
+    /// Loads and cross-checks a model folder (see the module documentation) onto `device`.
+    pub fn load_on(dir: &Path, device: Device) -> Result<ModelFolder> {
+        if !dir.is_dir() {
+            return Err(model_err(dir, "not a folder (expected a trained model folder with model.json)"));
+        }
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest: ModelManifest = read_json(&manifest_path)?;
+        let bad_manifest = |detail: String| Err(model_err(&manifest_path, detail));
+        if manifest.format_version != MODEL_FORMAT_VERSION {
+            return bad_manifest(format!(
+                "format_version {} is not supported (this build reads {MODEL_FORMAT_VERSION})",
+                manifest.format_version
+            ));
+        }
+        let network = &manifest.network;
+        if let Err(e) = network.validate() {
+            return bad_manifest(format!("invalid network: {e}"));
+        }
+        let configuration = manifest.configuration;
+        if network.spatial_dims.count() != configuration.dims() {
+            return bad_manifest(format!(
+                "the network is {}D but the configuration {configuration} is {}D",
+                network.spatial_dims.count(),
+                configuration.dims()
+            ));
+        }
+
+        let plan_path = dir.join(PLAN_FILE);
+        if !plan_path.is_file() {
+            return Err(model_err(&plan_path, "missing (the plan the model was trained with)"));
+        }
+        let plan = Plan::load(&plan_path)?;
+        let Some(plan_configuration) = plan.configuration(configuration) else {
+            return Err(model_err(&plan_path, format!("has no configuration {configuration} (model.json asks for it)")));
+        };
+        if network.num_classes != plan.num_classes() {
+            return bad_manifest(format!(
+                "the network has {} output classes but {} lists {} labels",
+                network.num_classes,
+                plan_path.display(),
+                plan.num_classes()
+            ));
+        }
+        if network.in_channels != plan.channel_names.len() {
+            return bad_manifest(format!(
+                "the network takes {} input channels but {} lists {} channels",
+                network.in_channels,
+                plan_path.display(),
+                plan.channel_names.len()
+            ));
+        }
+        let divisor = (0..configuration.dims())
+            .map(|a| network.strides.iter().map(|s| s[a]).product::<usize>())
+            .collect::<Vec<_>>();
+        if plan_configuration.patch_size.iter().zip(&divisor).any(|(p, d)| p % d != 0) {
+            return bad_manifest(format!(
+                "the patch {:?} of {} is not a multiple of the network's total stride {divisor:?}",
+                plan_configuration.patch_size,
+                plan_path.display()
+            ));
+        }
+
+        let labels_path = dir.join(LABELS_FILE);
+        let labels = OutputLabels::load(&labels_path)?;
+        let unmapped: Vec<String> = plan
+            .labels
+            .iter()
+            .filter(|l| labels.dataset_value(l.value).is_none())
+            .map(|l| format!("{} ({})", l.value, l.name))
+            .collect();
+        if !unmapped.is_empty() {
+            return Err(model_err(
+                &labels_path,
+                format!("no dataset value for the plan's label(s) {}", unmapped.join(", ")),
+            ));
+        }
+
+        let weights_path = dir.join(&manifest.weights);
+        if !weights_path.is_file() {
+            return Err(model_err(&weights_path, "weights file missing (named by model.json)"));
+        }
+        let device = device.without_autodiff();
+        let network = network.init(&device).try_load_file(&weights_path).map_err(|e| {
+            let detail = match e {
+                burn::store::RecordError::Io(m) => format!("cannot read the weights: {m}"),
+                burn::store::RecordError::Validation(m) => {
+                    format!("the weights do not fit the network in model.json: {}", shorten(&m, 600))
+                }
+            };
+            model_err(&weights_path, detail)
+        })?;
+        Ok(ModelFolder { dir: dir.to_path_buf(), manifest, plan, labels, network, device })
+    }
+
+    pub fn configuration(&self) -> ConfigurationName {
+        self.manifest.configuration
+    }
+
+    /// A predictor over a copy of the network.
+    pub fn predictor(&self) -> BurnUNetPredictor {
+        BurnUNetPredictor::new(self.network.clone(), &self.manifest.network, self.device.clone())
+    }
+
+    /// [`PredictOptions::for_plan`] for the model's configuration: the plan's patch, step 0.5,
+    /// Gaussian weights, left-right mirroring in 3D (none in 2D), no post-processing.
+    pub fn predict_options(&self) -> Result<PredictOptions> {
+        PredictOptions::for_plan(&self.plan, self.configuration())
+    }
+
+    /// Writes a model folder: weights, `plans.json`, `labels.json`, then `model.json` (so a
+    /// folder with a `model.json` is complete). Every file is written under a temporary name and
+    /// renamed. `manifest.network` must describe `network`.
+    pub fn save(
+        dir: &Path,
+        manifest: &ModelManifest,
+        plan: &Plan,
+        labels: &OutputLabels,
+        network: &PlainConvUNet,
+    ) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| model_err(dir, format!("cannot create folder: {e}")))?;
+        let weights_path = dir.join(&manifest.weights);
+        // burn writes the file itself; write beside it and rename for atomicity.
+        let tmp = dir.join(format!(".{}.{}.tmp.bpk", manifest.weights, std::process::id()));
+        network.clone().save_file(&tmp).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            model_err(&weights_path, format!("cannot write the weights: {e}"))
+        })?;
+        std::fs::rename(&tmp, &weights_path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            model_err(&weights_path, format!("cannot write the weights: {e}"))
+        })?;
+        plan.save(&dir.join(PLAN_FILE))?;
+        write_json(&dir.join(LABELS_FILE), labels)?;
+        write_json(&dir.join(MANIFEST_FILE), manifest)
+    }
+}
+
+fn model_err(path: &Path, detail: impl Into<String>) -> InferError {
+    InferError::Model { path: path.to_path_buf(), detail: detail.into() }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} ...", &text[..end])
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            model_err(path, "missing")
+        } else {
+            model_err(path, format!("cannot read: {e}"))
+        }
+    })?;
+    serde_json::from_str(&text).map_err(|e| model_err(path, format!("invalid JSON: {e}")))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("model folder JSON should serialise");
+    spineseg_io::atomic::write_atomically(path, |w| w.write_all(format!("{text}\n").as_bytes()))
+        .map_err(|e| model_err(path, e.to_string()))
+}

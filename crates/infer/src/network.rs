@@ -1,0 +1,226 @@
+//! The burn network as a [`PatchPredictor`]: [`BurnUNetPredictor`] runs a
+//! [`PlainConvUNet`] on C-order patch batches and returns the full-resolution logits.
+//!
+//! The network runs without autodiff (a plain device, [`Module::valid`]) and without deep
+//! supervision: only the full-resolution output is computed, the lower decoder heads are skipped
+//! (their weights stay in the module, so a training checkpoint loads unchanged).
+
+use crate::error::{InferError, PredictorError, Result};
+use crate::sliding_window::PatchPredictor;
+use burn::module::Module;
+/// The burn device type (re-exported so callers need no burn dependency).
+pub use burn::tensor::Device;
+use burn::tensor::{Tensor, TensorData};
+use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_model::{PlainConvUNet, PlainConvUNetConfig, SpatialDims};
+
+/// The network configuration a plan's configuration describes: its stage widths, strides and
+/// kernels, the plan's channel and class counts, with deep supervision (as trained).
+///
+/// Our `PlainConvUNetConfig` has one conv count for every stage, so the plan's per-stage conv
+/// counts must be all equal (they are, unless edited by hand).
+pub fn network_config_for_plan(plan: &Plan, configuration: ConfigurationName) -> Result<PlainConvUNetConfig> {
+    let c = plan
+        .configuration(configuration)
+        .ok_or_else(|| InferError::InvalidOptions(format!("the plan has no configuration {configuration}")))?;
+    let n = &c.network;
+    let same = |counts: &[usize], what: &str| match counts.split_first() {
+        Some((first, rest)) if rest.iter().all(|v| v == first) => Ok(*first),
+        _ => Err(InferError::InvalidOptions(format!(
+            "configuration {configuration}: {what} {counts:?} must be one value repeated (PlainConvUNet has one conv count for all stages)"
+        ))),
+    };
+    let spatial_dims = match configuration {
+        ConfigurationName::TwoD => SpatialDims::D2,
+        ConfigurationName::ThreeDFullres => SpatialDims::D3,
+    };
+    let config = PlainConvUNetConfig::new(
+        spatial_dims,
+        plan.channel_names.len(),
+        plan.num_classes(),
+        n.features_per_stage.clone(),
+        n.strides.clone(),
+    )
+    .with_kernel_sizes(Some(n.kernel_sizes.clone()))
+    .with_n_conv_per_stage(same(&n.n_conv_per_stage_encoder, "n_conv_per_stage_encoder")?)
+    .with_n_conv_per_stage_decoder(same(&n.n_conv_per_stage_decoder, "n_conv_per_stage_decoder")?)
+    .with_deep_supervision(true);
+    config
+        .validate()
+        .map_err(|e| InferError::InvalidOptions(format!("configuration {configuration}: {e}")))?;
+    Ok(config)
+}
+
+/// A [`PlainConvUNet`] behind the [`PatchPredictor`] interface.
+///
+/// # Shapes
+/// `predict(input, shape)`: `shape` is `[B, in_channels, pj, pk]` for a 2D network and
+/// `[B, in_channels, pi, pj, pk]` for a 3D one (C-order, see [`crate::sliding_window`]); every
+/// spatial side must be a multiple of the network's total stride (plan patches are). Returns
+/// `[B, num_classes, *spatial]` logits in C-order.
+#[derive(Debug, Clone)]
+pub struct BurnUNetPredictor {
+    model: PlainConvUNet,
+    device: Device,
+    in_channels: usize,
+    num_classes: usize,
+}
+
+impl BurnUNetPredictor {
+    /// Wraps a network built from `config` (its weights loaded or not). The model is moved to
+    /// `device` without autodiff and switched to full-resolution output only.
+    pub fn new(model: PlainConvUNet, config: &PlainConvUNetConfig, device: Device) -> Self {
+        let device = device.without_autodiff();
+        let model = model.valid().to_device(&device).with_deep_supervision(false);
+        BurnUNetPredictor { model, device, in_channels: config.in_channels, num_classes: config.num_classes }
+    }
+
+    /// A network with fresh (Kaiming) weights from `config` on `device`, seeded with `seed`
+    /// (the device's generator may be global: another thread drawing random numbers at the same
+    /// time makes the weights differ). For tests and speed measurements.
+    pub fn random(config: &PlainConvUNetConfig, seed: u64, device: Device) -> Self {
+        let device = device.without_autodiff();
+        device.seed(seed);
+        let model = config.init(&device);
+        Self::new(model, config, device)
+    }
+
+    pub fn model(&self) -> &PlainConvUNet {
+        &self.model
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    /// 2 or 3.
+    pub fn spatial_dims(&self) -> usize {
+        self.model.spatial_dims.count()
+    }
+
+    fn check_shape(&self, input: &[f32], shape: &[usize]) -> std::result::Result<(), String> {
+        let dims = self.spatial_dims();
+        if shape.len() != dims + 2 {
+            return Err(format!("a {dims}D network takes [batch, channels, {dims} spatial sides], got {shape:?}"));
+        }
+        if shape[1] != self.in_channels {
+            return Err(format!("the network takes {} input channels, got {} ({shape:?})", self.in_channels, shape[1]));
+        }
+        if input.len() != shape.iter().product::<usize>() {
+            return Err(format!("{} input values for shape {shape:?}", input.len()));
+        }
+        let divisor = self.model.size_divisor();
+        if shape[2..].iter().zip(&divisor).any(|(s, d)| *s == 0 || s % d != 0) {
+            return Err(format!("patch {:?} is not a multiple of the network's total stride {divisor:?}", &shape[2..]));
+        }
+        Ok(())
+    }
+
+    fn forward<const D: usize>(&self, input: &[f32], shape: &[usize]) -> std::result::Result<Vec<f32>, PredictorError> {
+        let dims: [usize; D] = shape.try_into().expect("the shape length was checked against the network's rank");
+        let x = Tensor::<D>::from_data(TensorData::new(input.to_vec(), dims), &self.device);
+        let logits = self.model.forward(x).into_iter().next().expect("a U-Net returns at least one output");
+        let out_dims = logits.dims();
+        if out_dims[0] != dims[0] || out_dims[1] != self.num_classes || out_dims[2..] != dims[2..] {
+            return Err(format!(
+                "the network returned shape {out_dims:?} for input {dims:?} ({} classes expected; is stage 0's stride 1?)",
+                self.num_classes
+            )
+            .into());
+        }
+        logits.try_into_vec_as::<f32>().map_err(|e| format!("reading the logits back: {e:?}").into())
+    }
+}
+
+impl PatchPredictor for BurnUNetPredictor {
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn predict(&mut self, input: &[f32], shape: &[usize]) -> std::result::Result<Vec<f32>, PredictorError> {
+        self.check_shape(input, shape)?;
+        match shape.len() {
+            4 => self.forward::<4>(input, shape),
+            5 => self.forward::<5>(input, shape),
+            _ => unreachable!("check_shape allows ranks 4 and 5 only"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sliding_window::{predict_sliding_window, SlidingWindowOptions};
+    use spineseg_io::{Geometry, Volume};
+
+    fn tiny(dims: SpatialDims) -> PlainConvUNetConfig {
+        let n = dims.count();
+        PlainConvUNetConfig::new(dims, 2, 3, vec![4, 8], vec![vec![1; n], vec![2; n]])
+    }
+
+    fn random_input(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|v| (((v as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn output_shapes_2d_and_3d() {
+        for (dims, shape) in [(SpatialDims::D2, vec![3, 2, 8, 4]), (SpatialDims::D3, vec![2, 2, 4, 6, 8])] {
+            let mut p = BurnUNetPredictor::random(&tiny(dims), 1, Device::flex());
+            let n: usize = shape.iter().product();
+            let out = p.predict(&random_input(n, 7), &shape).unwrap();
+            assert_eq!(out.len(), n / 2 * 3, "{dims:?}: batch x 3 classes x spatial");
+            assert!(out.iter().all(|v| v.is_finite()));
+            // The same window twice in a batch gives the same logits (instance norm is per sample).
+            let one: usize = shape[1..].iter().product();
+            let mut twice = random_input(one, 3);
+            twice.extend_from_within(..);
+            let mut s = shape.clone();
+            s[0] = 2;
+            let out = p.predict(&twice, &s).unwrap();
+            let half = out.len() / 2;
+            for (a, b) in out[..half].iter().zip(&out[half..]) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let mut p = BurnUNetPredictor::random(&tiny(SpatialDims::D2), 1, Device::flex());
+        for shape in [vec![1, 2, 8], vec![1, 1, 8, 8], vec![1, 2, 7, 8], vec![1, 2, 4, 4, 4]] {
+            let n: usize = shape.iter().product();
+            let err = p.predict(&vec![0.0; n], &shape).unwrap_err().to_string();
+            assert!(!err.is_empty());
+        }
+        assert!(p.predict(&[0.0; 3], &[1, 2, 8, 8]).is_err());
+    }
+
+    #[test]
+    fn sliding_window_with_mirroring_keeps_shapes() {
+        // A random network is not mirror-equivariant, so this exercises the flips for real.
+        let images: Vec<Volume<f32>> = (0..2)
+            .map(|c| {
+                let shape = [5, 11, 13];
+                let data = random_input(shape.iter().product(), c);
+                Volume::new(shape, data, Geometry::default()).unwrap()
+            })
+            .collect();
+        for (dims, patch, axes) in [(SpatialDims::D3, vec![4, 8, 8], vec![0, 1, 2]), (SpatialDims::D2, vec![8, 8], vec![0, 1])] {
+            let mut p = BurnUNetPredictor::random(&tiny(dims), 2, Device::flex());
+            let plain = SlidingWindowOptions::new(patch.clone()).with_mirror_axes(vec![]).with_batch_size(2);
+            let tta = plain.clone().with_mirror_axes(axes);
+            let a = predict_sliding_window(&images, &mut p, &plain).unwrap();
+            let b = predict_sliding_window(&images, &mut p, &tta).unwrap();
+            for s in [&a, &b] {
+                assert_eq!(s.shape(), [5, 11, 13]);
+                assert_eq!(s.num_classes(), 3);
+                assert!(s.data().iter().all(|v| v.is_finite()));
+            }
+            assert_ne!(a.data(), b.data(), "{dims:?}: mirroring a random network changes the logits");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Model folders: a saved folder loads back to the same network, and every way a folder can be
+//! broken gives an error naming the file.
+
+use spineseg_data::plan::{
+    ConfigurationName, Configuration, LabelClass, Normalization, Plan, PlanOptions, UNetTopology, PLAN_FORMAT_VERSION,
+};
+use spineseg_data::resample::ResampleSettings;
+use spineseg_infer::model_folder::{LABELS_FILE, MANIFEST_FILE, PLAN_FILE, WEIGHTS_FILE};
+use spineseg_infer::network::Device;
+use spineseg_infer::{
+    network_config_for_plan, BurnUNetPredictor, ModelFolder, ModelManifest, OutputLabels, PatchPredictor,
+};
+use spineseg_io::{Geometry, Volume};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A 2D plan with 3 classes (background, L1 = 20, L1/L2 disc = 120), patch 16 x 16, 2 stages.
+fn tiny_plan() -> Plan {
+    let network = UNetTopology {
+        n_stages: 2,
+        features_per_stage: vec![4, 8],
+        kernel_sizes: vec![vec![3, 3], vec![3, 3]],
+        strides: vec![vec![1, 1], vec![2, 2]],
+        n_conv_per_stage_encoder: vec![1, 1],
+        n_conv_per_stage_decoder: vec![1],
+    };
+    let configuration = Configuration {
+        data_identifier: "tiny_2d".into(),
+        spacing_mm: vec![1.0, 1.0],
+        patch_size: vec![16, 16],
+        batch_size: 2,
+        median_shape: vec![20.0, 20.0],
+        network,
+        batch_dice: true,
+    };
+    let plan = Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        dataset_name: "tiny".into(),
+        channel_names: vec!["T2".into()],
+        normalization: vec![Normalization::ZScore { use_mask: false }],
+        labels: vec![
+            LabelClass { value: 0, name: "background".into() },
+            LabelClass { value: 20, name: "L1".into() },
+            LabelClass { value: 120, name: "L1/L2".into() },
+        ],
+        target_spacing_mm: [3.0, 1.0, 1.0],
+        resampling: ResampleSettings::default(),
+        foreground_intensity_properties_per_channel: vec![None],
+        configurations: BTreeMap::from([(ConfigurationName::TwoD, configuration)]),
+        planner: PlanOptions::default(),
+    };
+    plan.validate().unwrap();
+    plan
+}
+
+fn tiny_labels() -> OutputLabels {
+    serde_json::from_value(serde_json::json!({
+        "dataset": "tiny",
+        "structures": [
+            {"structure_id": 20, "dataset_value": 5, "dataset_name": "L1"},
+            {"structure_id": 120, "dataset_value": 11, "dataset_name": "L1L2"},
+        ]
+    }))
+    .unwrap()
+}
+
+fn save_tiny(dir: &Path, seed: u64) -> BurnUNetPredictor {
+    let plan = tiny_plan();
+    let config = network_config_for_plan(&plan, ConfigurationName::TwoD).unwrap();
+    let predictor = BurnUNetPredictor::random(&config, seed, Device::flex());
+    ModelFolder::save(dir, &ModelManifest::new(ConfigurationName::TwoD, config), &plan, &tiny_labels(), predictor.model())
+        .unwrap();
+    predictor
+}
+
+fn load_err(dir: &Path) -> String {
+    ModelFolder::load(dir).map(|_| ()).unwrap_err().to_string()
+}
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn saved_folder_loads_back_to_the_same_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let mut saved = save_tiny(&model, 3);
+    for name in [MANIFEST_FILE, PLAN_FILE, LABELS_FILE, WEIGHTS_FILE] {
+        assert!(model.join(name).is_file(), "{name}");
+    }
+    let hidden: Vec<_> = std::fs::read_dir(&model)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "no temporary files are left behind");
+
+    let folder = ModelFolder::load(&model).unwrap();
+    assert_eq!(folder.configuration(), ConfigurationName::TwoD);
+    assert_eq!(folder.plan, tiny_plan());
+    assert_eq!(folder.labels, tiny_labels());
+    let mut loaded = folder.predictor();
+    let shape = [2, 1, 16, 16];
+    let input: Vec<f32> = (0..512).map(|v| ((v * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let a = saved.predict(&input, &shape).unwrap();
+    let b = loaded.predict(&input, &shape).unwrap();
+    assert_eq!(a, b, "the loaded network computes exactly what the saved one did");
+    let options = folder.predict_options().unwrap();
+    assert_eq!(options.sliding_window.patch_size, vec![16, 16]);
+    assert!(options.sliding_window.mirror_axes.is_empty(), "2D: no anatomically safe mirror axis");
+
+    // Ontology ids -> dataset values.
+    let seg = Volume::new([3, 1, 1], vec![0, 20, 120], Geometry::default()).unwrap();
+    assert_eq!(folder.labels.to_dataset_values(&seg).unwrap().data(), &[0, 5, 11]);
+    assert_eq!(folder.labels.dataset_values(), vec![0, 5, 11]);
+    let unknown = Volume::new([1, 1, 1], vec![21], Geometry::default()).unwrap();
+    assert!(folder.labels.to_dataset_values(&unknown).is_err());
+}
+
+#[test]
+fn broken_folders_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let fresh = |name: &str| {
+        let model = root.join(name);
+        save_tiny(&model, 1);
+        model
+    };
+
+    let err = load_err(&root.join("nothing"));
+    assert!(err.contains("nothing") && err.contains("not a folder"), "{err}");
+
+    let model = fresh("no_manifest");
+    std::fs::remove_file(model.join(MANIFEST_FILE)).unwrap();
+    let err = load_err(&model);
+    assert!(err.contains("model.json") && err.contains("missing"), "{err}");
+
+    let model = fresh("bad_json");
+    std::fs::write(model.join(MANIFEST_FILE), "{ not json").unwrap();
+    let err = load_err(&model);
+    assert!(err.contains("model.json") && err.contains("invalid JSON"), "{err}");
+
+    let model = fresh("other_widths");
+    edit_json(&model.join(MANIFEST_FILE), |v| v["network"]["features_per_stage"] = serde_json::json!([4, 16]));
+    let err = load_err(&model);
+    assert!(err.contains("weights.bpk") && err.contains("do not fit"), "{err}");
+
+    let model = fresh("class_mismatch");
+    edit_json(&model.join(PLAN_FILE), |v| {
+        v["labels"].as_array_mut().unwrap().push(serde_json::json!({"value": 24, "name": "L5"}))
+    });
+    let err = load_err(&model);
+    assert!(err.contains("model.json") && err.contains("3 output classes") && err.contains("4 labels"), "{err}");
+
+    let model = fresh("unmapped_label");
+    edit_json(&model.join(LABELS_FILE), |v| {
+        v["structures"].as_array_mut().unwrap().pop();
+    });
+    let err = load_err(&model);
+    assert!(err.contains("labels.json") && err.contains("120"), "{err}");
+
+    let model = fresh("no_weights");
+    std::fs::remove_file(model.join(WEIGHTS_FILE)).unwrap();
+    let err = load_err(&model);
+    assert!(err.contains("weights.bpk") && err.contains("missing"), "{err}");
+
+    let model = fresh("garbage_weights");
+    std::fs::write(model.join(WEIGHTS_FILE), b"not a burnpack").unwrap();
+    let err = load_err(&model);
+    assert!(err.contains("weights.bpk") && err.contains("cannot read"), "{err}");
+
+    let model = fresh("wrong_rank");
+    edit_json(&model.join(MANIFEST_FILE), |v| v["configuration"] = serde_json::json!("3d_fullres"));
+    let err = load_err(&model);
+    assert!(err.contains("model.json") && err.contains("2D"), "{err}");
+}

@@ -1,0 +1,62 @@
+//! The error type of the training crate; variants concerning a file name it.
+
+use std::path::PathBuf;
+
+/// Errors from setting up, running or resuming a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Reading the plan or the preprocessed cases, or sampling patches, failed.
+    #[error(transparent)]
+    Data(#[from] spineseg_data::error::DataError),
+    /// Writing a file failed (the I/O error names the file).
+    #[error(transparent)]
+    Io(#[from] spineseg_io::IoError),
+    /// The operating system refused an operation on a file or folder.
+    #[error("{path}: {source}")]
+    Os {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file is missing fields or is not valid JSON.
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// burn could not save or load weights or optimiser state.
+    #[error("{path}: {detail}")]
+    Record { path: PathBuf, detail: String },
+    /// A file or folder the run needs is not there.
+    #[error("{path}: {detail}")]
+    Missing { path: PathBuf, detail: String },
+    /// Inconsistent settings or inputs (fold out of range, no cases, bad config values).
+    #[error("{0}")]
+    Invalid(String),
+    /// A model folder or checkpoint does not fit the run (other plan, other network).
+    #[error("{path}: {detail}")]
+    Incompatible { path: PathBuf, detail: String },
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+pub(crate) fn os(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Os { path: path.to_path_buf(), source }
+}
+
+/// Reads a JSON file; errors name it.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(os(path))?;
+    serde_json::from_str(&text).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })
+}
+
+/// Writes pretty JSON atomically.
+pub(crate) fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })?;
+    spineseg_io::atomic::write_atomically(path, |w| {
+        w.write_all(text.as_bytes())?;
+        w.write_all(b"\n")
+    })?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The trained model folder's `model.json` ([`ModelManifest`], shared with `spineseg-infer`) and the network a plan describes
+//! ([`network_config_from_plan`]).
+//!
+//! # Model folder
+//! ```text
+//! MODEL_DIR/model.json      ModelManifest: configuration, network config, weights file, training record
+//! MODEL_DIR/plans.json      copy of WORK/plans.json
+//! MODEL_DIR/labels.json     copy of WORK/labels.json
+//! MODEL_DIR/weights.bpk     the best checkpoint's weights (burn's `Module::save_file` format)
+//! MODEL_DIR/training/       log.csv, progress.png, splits_final.json, checkpoint_last/, checkpoint_best/
+//! ```
+
+use crate::error::{read_json, write_json, Result, TrainError};
+use serde::{Deserialize, Serialize};
+use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_model::{PlainConvUNetConfig, SpatialDims};
+use std::path::Path;
+
+pub use spineseg_infer::model_folder::{ModelManifest, MANIFEST_FILE, MODEL_FORMAT_VERSION, WEIGHTS_FILE};
+
+/// How the weights were trained: the `training` object of `model.json` (for the record;
+/// prediction does not read it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    pub seed: u64,
+    pub fold: usize,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    pub iterations_per_epoch: usize,
+    /// Epoch (1-based) whose weights are in `weights.bpk`.
+    pub best_epoch: usize,
+    /// EMA of the pseudo Dice at `best_epoch`.
+    pub best_ema_pseudo_dice: Option<f64>,
+    /// Seconds spent in the training loop, over all resumed parts.
+    pub train_time_s: f64,
+    /// `sgd` or `adamw`.
+    pub optimizer: String,
+    /// When the model folder was written, ISO 8601 UTC.
+    pub date: String,
+}
+
+/// The manifest of a trained model (the struct is `spineseg_infer::ModelManifest`, shared with
+/// prediction; its `training` field holds a [`TrainingRecord`]).
+pub fn manifest_for(configuration: ConfigurationName, network: PlainConvUNetConfig, record: &TrainingRecord) -> ModelManifest {
+    let mut manifest = ModelManifest::new(configuration, network);
+    manifest.training = serde_json::to_value(record).expect("a training record should serialise");
+    manifest
+}
+
+/// The [`TrainingRecord`] of a manifest written by the trainer (`None` for other manifests).
+pub fn training_record(manifest: &ModelManifest) -> Option<TrainingRecord> {
+    serde_json::from_value(manifest.training.clone()).ok()
+}
+
+/// Reads and checks a `model.json` (format version, network, rank against the configuration).
+pub fn load_manifest(path: &Path) -> Result<ModelManifest> {
+    let manifest: ModelManifest = read_json(path)?;
+    if manifest.format_version != MODEL_FORMAT_VERSION {
+        return Err(TrainError::Incompatible {
+            path: path.to_path_buf(),
+            detail: format!("format_version {} is not {MODEL_FORMAT_VERSION}", manifest.format_version),
+        });
+    }
+    manifest
+        .network
+        .validate()
+        .map_err(|e| TrainError::Incompatible { path: path.to_path_buf(), detail: format!("network: {e}") })?;
+    if manifest.network.spatial_dims.count() != manifest.configuration.dims() {
+        return Err(TrainError::Incompatible {
+            path: path.to_path_buf(),
+            detail: format!("a {}D network for configuration {}", manifest.network.spatial_dims.count(), manifest.configuration),
+        });
+    }
+    Ok(manifest)
+}
+
+/// Writes a `model.json` atomically.
+pub fn save_manifest(path: &Path, manifest: &ModelManifest) -> Result<()> {
+    write_json(path, manifest)
+}
+
+/// The `PlainConvUNet` of a plan's configuration, with deep supervision (for training; prediction
+/// turns it off with `with_deep_supervision(false)`).
+///
+/// `n_conv_per_stage` / `n_conv_per_stage_decoder` take the plan's first stage's values (the
+/// model has one count for all stages; nnU-Net's plans use the same count everywhere).
+///
+/// # Panics
+/// Panics if the plan has no such configuration; see [`try_network_config_from_plan`].
+pub fn network_config_from_plan(plan: &Plan, configuration: ConfigurationName) -> PlainConvUNetConfig {
+    try_network_config_from_plan(plan, configuration).expect("the plan should have the configuration")
+}
+
+/// [`network_config_from_plan`] with an error for a missing configuration or a network the model
+/// cannot build (per-stage conv counts that differ between stages).
+pub fn try_network_config_from_plan(plan: &Plan, configuration: ConfigurationName) -> Result<PlainConvUNetConfig> {
+    let c = plan
+        .configuration(configuration)
+        .ok_or_else(|| TrainError::Invalid(format!("the plan has no configuration {configuration}")))?;
+    let n = &c.network;
+    let uniform = |v: &[usize]| v.windows(2).all(|w| w[0] == w[1]);
+    if !uniform(&n.n_conv_per_stage_encoder) || !uniform(&n.n_conv_per_stage_decoder) {
+        return Err(TrainError::Invalid(format!(
+            "configuration {configuration}: the network needs the same conv count in every stage (encoder {:?}, decoder {:?})",
+            n.n_conv_per_stage_encoder, n.n_conv_per_stage_decoder
+        )));
+    }
+    let spatial_dims = match configuration {
+        ConfigurationName::TwoD => SpatialDims::D2,
+        ConfigurationName::ThreeDFullres => SpatialDims::D3,
+    };
+    let config = PlainConvUNetConfig::new(
+        spatial_dims,
+        plan.channel_names.len(),
+        plan.num_classes(),
+        n.features_per_stage.clone(),
+        n.strides.clone(),
+    )
+    .with_kernel_sizes(Some(n.kernel_sizes.clone()))
+    .with_n_conv_per_stage(n.n_conv_per_stage_encoder.first().copied().unwrap_or(2))
+    .with_n_conv_per_stage_decoder(n.n_conv_per_stage_decoder.first().copied().unwrap_or(2))
+    .with_deep_supervision(true);
+    config.validate().map_err(|e| TrainError::Invalid(format!("configuration {configuration}: {e}")))?;
+    Ok(config)
+}
