@@ -33,7 +33,7 @@ pub struct PlanArgs {
     #[arg(long)]
     pub base_features: Option<usize>,
     /// Override the planned target spacing (mm, comma separated, canonical RAS axis order).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',')]
     pub target_spacing: Option<Vec<f64>>,
     /// Only write fingerprint and plan; skip preprocessing.
     #[arg(long)]
@@ -75,6 +75,9 @@ pub fn run(args: PlanArgs) -> Result<Outcome> {
         plan_options.base_features = base;
     }
     if let Some(spacing) = &args.target_spacing {
+        if spacing.len() != 3 {
+            bail!("--target-spacing needs three values (mm, e.g. 1.5,1.5,1.5), got {}", spacing.len());
+        }
         plan_options.overwrite_target_spacing = Some([spacing[0], spacing[1], spacing[2]]);
     }
     let plan = Plan::from_fingerprint(&fingerprint, &plan_options)?;
