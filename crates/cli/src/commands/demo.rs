@@ -25,7 +25,9 @@ use spineseg_data::Ontology;
 use spineseg_infer::{network_config_for_plan, BurnUNetPredictor, ModelFolder, ModelManifest, OutputLabels};
 use spineseg_io::{read_image, read_labels, Label};
 use spineseg_metrics::{evaluate_folders, format_table, write_report, EvaluationOptions};
-use spineseg_train::{train, EpochSummary, RunInfo, RunOptions, RunPaths, TrainerConfig, TrainingObserver};
+use spineseg_train::{
+    train, EpochSummary, OptimizerConfig, RunInfo, RunOptions, RunPaths, TrainerConfig, TrainingObserver,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -170,6 +172,8 @@ fn train_demo_model(work: &Path, model_dir: &Path, minutes: f64, seed: u64) -> R
     // Short epochs so that the schedule gets several epochs (and checkpoints) in a few minutes.
     config.iterations_per_epoch = 25;
     config.validation_batches = 5;
+    // Adam moves much faster than nnU-Net's SGD in a budget of a few hundred steps.
+    config.optimizer = OptimizerConfig::adamw().with_lr(3e-3);
     let paths = RunPaths { work: work.to_path_buf(), model_dir: model_dir.to_path_buf() };
     let outcome = train(&paths, config, &RunOptions::default(), &mut EpochPrinter)?;
     let state = &outcome.state;
