@@ -13,7 +13,7 @@
 use crate::error::{read_json, write_json, Result, TrainError};
 use serde::{Deserialize, Serialize};
 use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_model::{PlainConvUNetConfig, SpatialDims};
+use spineseg_model::PlainConvUNetConfig;
 use std::path::Path;
 
 pub use spineseg_infer::model_folder::{ModelManifest, MANIFEST_FILE, MODEL_FORMAT_VERSION, WEIGHTS_FILE};
@@ -94,32 +94,6 @@ pub fn network_config_from_plan(plan: &Plan, configuration: ConfigurationName) -
 /// [`network_config_from_plan`] with an error for a missing configuration or a network the model
 /// cannot build (per-stage conv counts that differ between stages).
 pub fn try_network_config_from_plan(plan: &Plan, configuration: ConfigurationName) -> Result<PlainConvUNetConfig> {
-    let c = plan
-        .configuration(configuration)
-        .ok_or_else(|| TrainError::Invalid(format!("the plan has no configuration {configuration}")))?;
-    let n = &c.network;
-    let uniform = |v: &[usize]| v.windows(2).all(|w| w[0] == w[1]);
-    if !uniform(&n.n_conv_per_stage_encoder) || !uniform(&n.n_conv_per_stage_decoder) {
-        return Err(TrainError::Invalid(format!(
-            "configuration {configuration}: the network needs the same conv count in every stage (encoder {:?}, decoder {:?})",
-            n.n_conv_per_stage_encoder, n.n_conv_per_stage_decoder
-        )));
-    }
-    let spatial_dims = match configuration {
-        ConfigurationName::TwoD => SpatialDims::D2,
-        ConfigurationName::ThreeDFullres => SpatialDims::D3,
-    };
-    let config = PlainConvUNetConfig::new(
-        spatial_dims,
-        plan.channel_names.len(),
-        plan.num_classes(),
-        n.features_per_stage.clone(),
-        n.strides.clone(),
-    )
-    .with_kernel_sizes(Some(n.kernel_sizes.clone()))
-    .with_n_conv_per_stage(n.n_conv_per_stage_encoder.first().copied().unwrap_or(2))
-    .with_n_conv_per_stage_decoder(n.n_conv_per_stage_decoder.first().copied().unwrap_or(2))
-    .with_deep_supervision(true);
-    config.validate().map_err(|e| TrainError::Invalid(format!("configuration {configuration}: {e}")))?;
-    Ok(config)
+    // One builder for training and prediction: infer's, so a trained folder always loads.
+    spineseg_infer::network_config_for_plan(plan, configuration).map_err(|e| TrainError::Invalid(e.to_string()))
 }
