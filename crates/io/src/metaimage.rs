@@ -255,17 +255,7 @@ fn met_type(data_type: DataType) -> &'static str {
 }
 
 fn data_type_of(met: &str) -> Option<DataType> {
-    [
-        DataType::U8,
-        DataType::I8,
-        DataType::U16,
-        DataType::I16,
-        DataType::U32,
-        DataType::I32,
-        DataType::F32,
-        DataType::F64,
-    ]
-    .into_iter()
+    DataType::ALL.into_iter()
     .find(|d| met_type(*d).eq_ignore_ascii_case(met))
 }
 

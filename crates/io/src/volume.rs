@@ -86,6 +86,18 @@ pub enum DataType {
 }
 
 impl DataType {
+    /// Every supported element type.
+    pub const ALL: [DataType; 8] = [
+        DataType::U8,
+        DataType::I8,
+        DataType::U16,
+        DataType::I16,
+        DataType::U32,
+        DataType::I32,
+        DataType::F32,
+        DataType::F64,
+    ];
+
     pub fn size_bytes(self) -> usize {
         match self {
             DataType::U8 | DataType::I8 => 1,
@@ -111,17 +123,8 @@ impl DataType {
     }
     /// Parses the names printed by [`DataType::name`] (numpy's names).
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            DataType::U8,
-            DataType::I8,
-            DataType::U16,
-            DataType::I16,
-            DataType::U32,
-            DataType::I32,
-            DataType::F32,
-            DataType::F64,
-        ]
-        .into_iter()
+        Self::ALL
+            .into_iter()
         .find(|d| d.name() == name)
     }
 }
