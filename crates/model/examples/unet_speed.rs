@@ -4,6 +4,8 @@
 //! cargo run --release -p spineseg-model --example unet_speed
 //! cargo run --release -p spineseg-model --example unet_speed --features rayon,simd
 //! cargo run --release -p spineseg-model --example unet_speed --features rayon,simd,x86-v4
+//! cargo run --release -p spineseg-model --example unet_speed -- --burn-layers   # burn's own layers
+//! cargo run --release -p spineseg-model --example unet_speed -- train2d         # one measurement
 //! ```
 //!
 //! 2D: 4 stages of 16-32-64-128 channels, batch 4 of 1 x 256 x 256, 3 classes.
@@ -82,10 +84,25 @@ fn main() {
         features.join(", "),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--burn-layers") {
+        spineseg_model::fast_kernels::set_enabled(false);
+    }
+    println!("layers: {}", if spineseg_model::fast_kernels::enabled() { "spineseg-kernels" } else { "burn" });
+    let wanted: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+    let run = |name: &str| wanted.is_empty() || wanted.contains(&name);
     let shape_2d = [4, 1, 256, 256];
     let shape_3d = [2, 1, 64, 64, 32];
-    println!("2D {shape_2d:?} inference: {:.3} s", inference(SpatialDims::D2, shape_2d));
-    println!("2D {shape_2d:?} training step: {:.3} s", training_step(SpatialDims::D2, shape_2d));
-    println!("3D {shape_3d:?} inference: {:.3} s", inference(SpatialDims::D3, shape_3d));
-    println!("3D {shape_3d:?} training step: {:.3} s", training_step(SpatialDims::D3, shape_3d));
+    if run("infer2d") {
+        println!("2D {shape_2d:?} inference: {:.3} s", inference(SpatialDims::D2, shape_2d));
+    }
+    if run("train2d") {
+        println!("2D {shape_2d:?} training step: {:.3} s", training_step(SpatialDims::D2, shape_2d));
+    }
+    if run("infer3d") {
+        println!("3D {shape_3d:?} inference: {:.3} s", inference(SpatialDims::D3, shape_3d));
+    }
+    if run("train3d") {
+        println!("3D {shape_3d:?} training step: {:.3} s", training_step(SpatialDims::D3, shape_3d));
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod unet;
 
+pub use unet::fast_kernels;
 pub use unet::{
     features_per_stage, ConvNd, ConvNormAct, ConvNormActConfig, ConvTransposeNd, PlainConvEncoder, PlainConvUNet,
     PlainConvUNetConfig, SpatialDims, StackedConvBlocks, StackedConvBlocksConfig, UNetConfigError, UNetDecoder,

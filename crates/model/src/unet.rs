@@ -370,6 +370,69 @@ fn he_normal(negative_slope: f64) -> Initializer {
     Initializer::KaimingNormal { gain: (2.0 / (1.0 + negative_slope * negative_slope)).sqrt(), fan_out_only: false }
 }
 
+/// Which implementation runs the conv, transposed conv and norm + activation layers.
+///
+/// On the flex device in f32 the layers run `spineseg-kernels` (im2col + gemm convolutions and a
+/// fused instance norm + leaky ReLU with hand-written backward passes, several times faster to
+/// train); anywhere else, or after `set_enabled(false)`, burn's own layers. Both read the same
+/// parameters, so weights and checkpoints do not depend on the choice.
+pub mod fast_kernels {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use burn::tensor::Tensor;
+
+    static ENABLED: AtomicBool = AtomicBool::new(true);
+
+    /// Turns the fast kernels on or off for the whole process (for A/B comparisons; on by default).
+    pub fn set_enabled(enabled: bool) {
+        ENABLED.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Whether the fast kernels are switched on.
+    pub fn enabled() -> bool {
+        ENABLED.load(Ordering::Relaxed)
+    }
+
+    /// Whether the fast kernels will run a layer on `x`.
+    pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+        #[cfg(feature = "flex")]
+        {
+            enabled() && spineseg_kernels::supports(&x.device(), x.dtype())
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = x;
+            false
+        }
+    }
+}
+
+/// The kernels, or stand-ins that are never called when the flex backend is not compiled in
+/// ([`fast_kernels::applies`] is then always false).
+#[cfg(feature = "flex")]
+use spineseg_kernels as fast;
+#[cfg(not(feature = "flex"))]
+mod fast {
+    use burn::tensor::Tensor;
+    pub struct ConvSpec {
+        pub stride: [usize; 3],
+        pub padding: [usize; 3],
+    }
+    pub struct NormActSpec {
+        pub epsilon: f64,
+        pub slope: f64,
+    }
+    pub fn conv(_: Tensor<5>, _: Tensor<5>, _: Tensor<1>, _: ConvSpec) -> Tensor<5> {
+        unreachable!("fast kernels need the flex feature")
+    }
+    pub fn conv_transpose_up(_: Tensor<5>, _: Tensor<5>, _: Tensor<1>) -> Tensor<5> {
+        unreachable!("fast kernels need the flex feature")
+    }
+    pub fn instance_norm_leaky_relu(_: Tensor<5>, _: Tensor<1>, _: Tensor<1>, _: NormActSpec) -> Tensor<5> {
+        unreachable!("fast kernels need the flex feature")
+    }
+}
+
 /// A convolution with bias and 'same' padding (before striding), 2D or 3D.
 #[derive(Module, Debug)]
 pub enum ConvNd {
@@ -422,9 +485,30 @@ impl ConvNd {
     /// - input: `[batch, in_channels, depth, height, width]` (`depth = 1` for 2D)
     /// - output: `[batch, out_channels, depth / sd, height / sh, width / sw]`
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        if let Some((weight, bias)) = self.fast_parameters(&x) {
+            // `new` pads by (k - 1) / 2 on both sides; the fast kernel gets the same padding.
+            let kernel = weight.dims();
+            let padding = [kernel[2], kernel[3], kernel[4]].map(|k| (k - 1) / 2);
+            let stride = match self {
+                ConvNd::D2(conv) => [1, conv.stride[0], conv.stride[1]],
+                ConvNd::D3(conv) => conv.stride,
+            };
+            return fast::conv(x, weight, bias, fast::ConvSpec { stride, padding });
+        }
         match self {
             ConvNd::D2(conv) => on_2d(x, |x| conv.forward(x)),
             ConvNd::D3(conv) => conv.forward(x),
+        }
+    }
+
+    /// The weight as 5D and the bias, when the fast kernels can run `x` (see [`fast_kernels`]).
+    fn fast_parameters(&self, x: &Tensor<5>) -> Option<(Tensor<5>, Tensor<1>)> {
+        if !fast_kernels::applies(x) {
+            return None;
+        }
+        match self {
+            ConvNd::D2(conv) => Some((conv.weight.val().unsqueeze_dim(2), conv.bias.as_ref()?.val())),
+            ConvNd::D3(conv) => Some((conv.weight.val(), conv.bias.as_ref()?.val())),
         }
     }
 }
@@ -477,6 +561,16 @@ impl ConvTransposeNd {
     /// - input: `[batch, in_channels, depth, height, width]` (`depth = 1` for 2D)
     /// - output: `[batch, out_channels, depth * sd, height * sh, width * sw]`
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        if fast_kernels::applies(&x) {
+            let parameters = match self {
+                // Weight [in, out, sh, sw] -> [in, out, 1, sh, sw].
+                ConvTransposeNd::D2(conv) => conv.bias.as_ref().map(|b| (conv.weight.val().unsqueeze_dim(2), b.val())),
+                ConvTransposeNd::D3(conv) => conv.bias.as_ref().map(|b| (conv.weight.val(), b.val())),
+            };
+            if let Some((weight, bias)) = parameters {
+                return fast::conv_transpose_up(x, weight, bias);
+            }
+        }
         match self {
             ConvTransposeNd::D2(conv) => on_2d(x, |x| conv.forward(x)),
             ConvTransposeNd::D3(conv) => conv.forward(x),
@@ -510,7 +604,12 @@ impl ConvNormAct {
     /// - input: `[batch, in_channels, depth, height, width]` (`depth = 1` for 2D)
     /// - output: `[batch, out_channels, depth / sd, height / sh, width / sw]`
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        self.nonlin.forward(self.norm.forward(self.conv.forward(x)))
+        let y = self.conv.forward(x);
+        if let (true, Some(gamma), Some(beta)) = (fast_kernels::applies(&y), &self.norm.gamma, &self.norm.beta) {
+            let spec = fast::NormActSpec { epsilon: self.norm.epsilon, slope: self.nonlin.negative_slope };
+            return fast::instance_norm_leaky_relu(y, gamma.val(), beta.val(), spec);
+        }
+        self.nonlin.forward(self.norm.forward(y))
     }
 }
 
