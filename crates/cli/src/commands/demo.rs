@@ -89,6 +89,8 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
         configurations: vec!["2d".into()],
         exclude_cases: test_ids.clone(),
         base_features: Some(args.base_features),
+        max_features: None,
+        batch_size: None,
         target_spacing: None,
         no_preprocess: false,
         threads: 2,

@@ -32,6 +32,14 @@ pub struct PlanArgs {
     /// Width of the first U-Net stage (doubles per stage up to the cap).
     #[arg(long)]
     pub base_features: Option<usize>,
+    /// Cap on the width of any stage (default 512 in 2D, 320 in 3D, as nnU-Net). A lower cap
+    /// (e.g. 256) keeps CPU models small and fast with little loss.
+    #[arg(long)]
+    pub max_features: Option<usize>,
+    /// Use this batch size in every configuration instead of the planned one (the patch size
+    /// stays as planned).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Override the planned target spacing (mm, comma separated, canonical RAS axis order).
     #[arg(long, value_delimiter = ',')]
     pub target_spacing: Option<Vec<f64>>,
@@ -74,13 +82,28 @@ pub fn run(args: PlanArgs) -> Result<Outcome> {
     if let Some(base) = args.base_features {
         plan_options.base_features = base;
     }
+    if let Some(max) = args.max_features {
+        if max == 0 {
+            bail!("--max-features must be at least 1");
+        }
+        plan_options.max_features_2d = max;
+        plan_options.max_features_3d = max;
+    }
+    if args.batch_size == Some(0) {
+        bail!("--batch-size must be at least 1");
+    }
     if let Some(spacing) = &args.target_spacing {
         if spacing.len() != 3 {
             bail!("--target-spacing needs three values (mm, e.g. 1.5,1.5,1.5), got {}", spacing.len());
         }
         plan_options.overwrite_target_spacing = Some([spacing[0], spacing[1], spacing[2]]);
     }
-    let plan = Plan::from_fingerprint(&fingerprint, &plan_options)?;
+    let mut plan = Plan::from_fingerprint(&fingerprint, &plan_options)?;
+    if let Some(batch_size) = args.batch_size {
+        for config in plan.configurations.values_mut() {
+            config.batch_size = batch_size;
+        }
+    }
     plan.save(&args.out.join("plans.json"))?;
     write_output_labels(&args.out.join("labels.json"), &dataset)?;
     for (name, config) in &plan.configurations {

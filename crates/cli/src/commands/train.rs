@@ -63,9 +63,16 @@ pub struct TrainArgs {
     /// No progress bar (one line per epoch only).
     #[arg(long)]
     pub quiet: bool,
+    /// Run the network with burn's own conv / norm layers instead of spineseg's fast CPU kernels
+    /// (same parameters and results up to rounding; several times slower). For A/B comparisons.
+    #[arg(long)]
+    pub reference_layers: bool,
 }
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {
+    if args.reference_layers {
+        spineseg_model::fast_kernels::set_enabled(false);
+    }
     if let Some(threads) = args.threads {
         if threads == 0 {
             bail!("--threads must be at least 1");
