@@ -30,6 +30,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     Predict(commands::predict::PredictArgs),
     Demo(commands::demo::DemoArgs),
+    #[command(subcommand)]
+    Text(commands::text::TextCommand),
 }
 
 /// What a command reports back: success, or "ran fine but found problems" (exit code 1).
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Predict(args) => commands::predict::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Text(command) => commands::text::run(command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

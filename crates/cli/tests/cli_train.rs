@@ -123,3 +123,55 @@ fn train_errors_name_the_missing_path() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("preprocessed/2d"), "{err}");
 }
+
+#[test]
+fn fast_kernels_and_burn_layers_train_the_same_network() {
+    // Same seed, same data: the fast CPU kernels and burn's reference layers give the same losses
+    // and (up to f32 rounding accumulated over the steps) the same weights.
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let fast = dir.path().join("fast");
+    let reference = dir.path().join("reference");
+    train(&work, &fast, &[]);
+    train(&work, &reference, &["--reference-layers"]);
+    let losses = |model: &Path| -> Vec<f64> {
+        let log = std::fs::read_to_string(model.join("training/log.csv")).unwrap();
+        log.lines().skip(1).flat_map(|l| l.split(',').skip(1).take(2).map(|v| v.parse::<f64>().unwrap()).collect::<Vec<_>>()).collect()
+    };
+    let (a, b) = (losses(&fast), losses(&reference));
+    assert_eq!(a.len(), 4);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-3 * y.abs().max(1.0), "losses differ: {a:?} vs {b:?}");
+    }
+    let wa = weights(&fast, &fast.join("training/checkpoint_last/model.bpk"));
+    let wb = weights(&reference, &reference.join("training/checkpoint_last/model.bpk"));
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (ta, tb) in wa.iter().zip(&wb) {
+        for (x, y) in ta.iter().zip(tb) {
+            diff += (*x as f64 - *y as f64).powi(2);
+            norm += (*y as f64).powi(2);
+        }
+    }
+    assert!((diff / norm).sqrt() < 1e-3, "weights differ: relative L2 {}", (diff / norm).sqrt());
+}
+
+#[test]
+fn plan_caps_widths_and_sets_the_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("phantom");
+    let work = dir.path().join("work");
+    ok(spineseg(&["phantom", "--small", "--cases", "2", "--seed", "1", "--out", data.to_str().unwrap()]));
+    let (d, w) = (data.to_str().unwrap(), work.to_str().unwrap());
+    let args = ["plan", d, "--out", w, "--no-preprocess", "--base-features", "4", "--max-features", "8", "--batch-size", "3"];
+    ok(spineseg(&args));
+    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.join("plans.json")).unwrap()).unwrap();
+    for (name, config) in plan["configurations"].as_object().unwrap() {
+        assert_eq!(config["batch_size"], 3, "{name}");
+        let widths: Vec<u64> = config["network"]["features_per_stage"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(widths[0], 4, "{name}");
+        assert!(widths.iter().all(|&f| f <= 8) && widths.contains(&8), "{name}: {widths:?}");
+    }
+    let refused = spineseg(&["plan", d, "--out", w, "--no-preprocess", "--max-features", "0"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--max-features"));
+}

@@ -7,4 +7,5 @@ pub mod overlay;
 pub mod phantom;
 pub mod plan;
 pub mod predict;
+pub mod text;
 pub mod train;

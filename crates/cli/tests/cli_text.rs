@@ -1,0 +1,70 @@
+//! End-to-end: `spineseg text embed` with a tiny random BERT folder written by
+//! `spineseg_text::write_tiny_test_encoder` (no download).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn spineseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spineseg")).args(args).output().expect("spineseg should start")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn embed_prints_one_unit_vector_per_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let encoder = dir.path().join("tiny encoder");
+    spineseg_text::write_tiny_test_encoder(&encoder).unwrap();
+    let out = spineseg(&["text", "embed", "--text-encoder", s(&encoder), "L4 vertebral body", "sacrum", "L4 vertebral body"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let items = json.as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    // One object per line, between the brackets.
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    for (item, prompt) in items.iter().zip(["L4 vertebral body", "sacrum", "L4 vertebral body"]) {
+        assert_eq!(item["text"], prompt);
+        assert_eq!(item["dim"], 32);
+        let v: Vec<f64> = item["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(v.len(), 32);
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+    assert_eq!(items[0]["embedding"], items[2]["embedding"]);
+    assert_ne!(items[0]["embedding"], items[1]["embedding"]);
+}
+
+#[test]
+fn embed_errors_name_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-encoder");
+    let out = spineseg(&["text", "embed", "--text-encoder", s(&missing), "sacrum"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no-such-encoder") && err.contains("fetch_text_encoder.sh"), "{err}");
+
+    // A folder without weights: the error names the folder and the missing file.
+    let broken = dir.path().join("broken");
+    spineseg_text::write_tiny_test_encoder(&broken).unwrap();
+    std::fs::remove_file(broken.join("model.safetensors")).unwrap();
+    let out = spineseg(&["text", "embed", "--text-encoder", s(&broken), "sacrum"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("loading the text encoder from") && err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn embed_usage() {
+    let help = spineseg(&["text", "embed", "--help"]);
+    assert!(help.status.success());
+    assert!(text(&help.stdout).contains("--text-encoder"));
+    // No prompt is a usage error.
+    assert_eq!(spineseg(&["text", "embed", "--text-encoder", "x"]).status.code(), Some(2));
+}
