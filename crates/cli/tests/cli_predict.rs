@@ -198,3 +198,35 @@ fn predicted_volume_keeps_the_stored_data_type_small() {
     let seg: AnyVolume = read_volume(&out).unwrap();
     assert_eq!(seg.data_type(), spineseg_io::DataType::U8);
 }
+
+#[test]
+fn structures_keep_only_the_named_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (dataset, model) = tiny_model(root);
+    let image = dataset.join("imagesTr/phantom_000_0000.nii.gz");
+    let all = root.join("all.nii.gz");
+    ok(spineseg(&["predict", "-i", s(&image), "-o", s(&all), "-m", s(&model)]));
+    let all = read_volume(&all).unwrap().to_labels(&all).unwrap();
+    // The phantom's label values are ontology ids; ask for the most frequent predicted one by
+    // a synonym of its name.
+    let mut counts = std::collections::BTreeMap::<Label, usize>::new();
+    for &v in all.data().iter().filter(|&&v| v != 0) {
+        *counts.entry(v).or_default() += 1;
+    }
+    let (&target, _) = counts.iter().max_by_key(|(_, &n)| n).expect("the random model predicts some structure");
+    let structure = spineseg_data::Ontology::standard().get(spineseg_data::StructureId(target)).unwrap();
+    let one = root.join("one.nii.gz");
+    ok(spineseg(&["predict", "-i", s(&image), "-o", s(&one), "-m", s(&model), "--structures", &structure.display_name]));
+    let one = read_volume(&one).unwrap().to_labels(&one).unwrap();
+    for (a, b) in all.data().iter().zip(one.data()) {
+        assert_eq!(*b, if *a == target { target } else { 0 });
+    }
+
+    let out = root.join("never.nii.gz");
+    let err = fails(spineseg(&["predict", "-i", s(&image), "-o", s(&out), "-m", s(&model), "--structures", "L4 vertebra, L4/L5 dsic"]));
+    assert!(err.contains("unknown structure") && err.contains("L4/L5 intervertebral disc"), "{err}");
+    let err = fails(spineseg(&["predict", "-i", s(&image), "-o", s(&out), "-m", s(&model), "--structures", "C3"]));
+    assert!(err.contains("does not segment C3 vertebral body"), "{err}");
+    assert!(!out.exists(), "a refused request writes nothing");
+}

@@ -68,3 +68,43 @@ fn embed_usage() {
     // No prompt is a usage error.
     assert_eq!(spineseg(&["text", "embed", "--text-encoder", "x"]).status.code(), Some(2));
 }
+
+fn prompts(args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["text", "prompts"];
+    all.extend_from_slice(args);
+    let out = spineseg(&all);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_str::<serde_json::Value>(&text(&out.stdout)).unwrap().as_array().unwrap().clone()
+}
+
+#[test]
+fn prompts_for_classes_and_for_an_annotated_case() {
+    // Class prompts: the lumbar spine by default, or the named structures through synonyms.
+    let classes = prompts(&[]);
+    let names: Vec<&str> = classes.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"L4") && names.contains(&"L5/S1") && names.contains(&"sacrum"), "{names:?}");
+    let disc = prompts(&["--structures", "L4-L5 disc"]);
+    assert_eq!(disc.len(), 1);
+    assert_eq!(disc[0]["id"], 123);
+    assert!(disc[0]["prompt"].as_str().unwrap().contains("between the L4 vertebral body above"), "{}", disc[0]);
+    let out = spineseg(&["text", "prompts", "--structures", "L4 vertebrea"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown structure"), "{}", text(&out.stderr));
+
+    // A phantom's labels (ontology ids): the mid-sagittal slice shows lumbar bodies and discs.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("phantom");
+    let made = spineseg(&["phantom", "--small", "--cases", "1", "--seed", "3", "--out", s(&data)]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let labels = data.join("labelsTr/phantom_000.nii.gz");
+    let seen = prompts(&["--labels", s(&labels), "--view", "sagittal"]);
+    assert!(seen.len() >= 4, "{seen:?}");
+    for p in &seen {
+        let prompt = p["prompt"].as_str().unwrap();
+        assert!(prompt.starts_with("sagittal MRI slice: the "), "{prompt}");
+        assert!(prompt.contains("visible"), "{prompt}");
+    }
+    let out = spineseg(&["text", "prompts", "--labels", s(&labels), "--view", "axial", "--slice", "100000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("outside"), "{}", text(&out.stderr));
+}

@@ -6,6 +6,7 @@ pub mod datasets;
 pub mod error;
 pub mod ontology;
 pub mod overlay;
+pub mod partial_labels;
 pub mod phantom;
 pub mod fingerprint;
 pub mod plan;

@@ -18,6 +18,10 @@ pub struct PredictOptions {
     /// [`PredictOptions::for_plan`]): off. nnU-Net decides this per class on the validation
     /// folds; [`Connectivity::Corners`] (26) is its connectivity.
     pub largest_component: Option<Connectivity>,
+    /// Text-prompted segmentation (`--structures`): keep only these label values (the plan's
+    /// values, ontology ids); every other structure becomes background in the output, so a
+    /// voxel of an unrequested structure is never handed to a requested neighbour. `None`: all.
+    pub keep_structures: Option<Vec<Label>>,
 }
 
 impl PredictOptions {
@@ -27,6 +31,7 @@ impl PredictOptions {
         Ok(PredictOptions {
             sliding_window: SlidingWindowOptions::for_plan(plan, configuration)?,
             largest_component: None,
+            keep_structures: None,
         })
     }
 }
@@ -71,5 +76,15 @@ pub fn predict_case<P: PatchPredictor + ?Sized>(
         ));
     }
     let seg = segment_preprocessed(&case.images, predictor, options)?;
-    Ok(revert_to_original(&seg, properties, plan)?)
+    let mut seg = revert_to_original(&seg, properties, plan)?;
+    if let Some(keep) = &options.keep_structures {
+        // On the output grid, so a kept structure's voxels are exactly those of the full
+        // prediction (filtering before the resampling back would move its boundary).
+        for v in seg.data_mut() {
+            if !keep.contains(v) {
+                *v = 0;
+            }
+        }
+    }
+    Ok(seg)
 }

@@ -105,11 +105,19 @@ fn prediction_overlays_the_rotated_anisotropic_input_exactly() {
                     .with_mirror_axes(mirror_axes)
                     .with_batch_size(3),
                 largest_component: None,
+                keep_structures: None,
             };
             let predicted = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &options).unwrap();
             assert_eq!(predicted.shape(), labels.shape());
             assert_eq!(predicted.geometry, labels.geometry, "{config}");
             assert_eq!(predicted.data(), labels.data(), "{config}: the prediction should overlay the input exactly");
+            // Text-prompted: only the requested structure survives, exactly where it was.
+            let keep = plan.labels[1].value;
+            let only = PredictOptions { keep_structures: Some(vec![keep]), ..options.clone() };
+            let predicted = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &only).unwrap();
+            for (p, l) in predicted.data().iter().zip(labels.data()) {
+                assert_eq!(*p, if *l == keep { keep } else { 0 }, "{config}: --structures keeps one label");
+            }
         }
     }
 }
@@ -139,7 +147,7 @@ fn mismatched_predictor_or_patch_is_rejected() {
     let mut wrong_classes = predictor_fn(2, |_x: &[f32], _s: &[usize]| Ok(vec![]));
     let err = predict_case(&pre, &plan, &mut wrong_classes, &options).unwrap_err().to_string();
     assert!(err.contains("2 classes") && err.contains("oblique"), "{err}");
-    let three_d = PredictOptions { sliding_window: SlidingWindowOptions::new(vec![4, 4, 4]), largest_component: None };
+    let three_d = PredictOptions { sliding_window: SlidingWindowOptions::new(vec![4, 4, 4]), largest_component: None, keep_structures: None };
     let err = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &three_d).unwrap_err().to_string();
     assert!(err.contains("2d"), "{err}");
 }

@@ -21,6 +21,7 @@
 
 pub mod bert;
 pub mod config;
+pub mod prompts;
 mod error;
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]

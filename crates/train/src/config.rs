@@ -109,6 +109,11 @@ pub struct TrainerConfig {
     pub prefetch_batches: usize,
     /// Clip the global gradient norm to this value (nnU-Net: 12); `None`: no clipping.
     pub grad_clip_norm: Option<f64>,
+    /// Partial labels: each case supervises only the classes it annotates
+    /// (`spineseg_data::partial_labels`, by structure kind); the loss leaves the others out
+    /// instead of teaching them as background. Off: every case annotates every class.
+    #[serde(default)]
+    pub partial_labels: bool,
 }
 
 impl TrainerConfig {
@@ -129,6 +134,7 @@ impl TrainerConfig {
             loader_threads: 1,
             prefetch_batches: 2,
             grad_clip_norm: Some(12.0),
+            partial_labels: false,
         }
     }
 

@@ -26,19 +26,27 @@ impl PseudoDice {
     /// Adds one batch: `prediction` and `reference` hold class indices of the same voxels.
     /// Values outside `0..num_classes` are ignored.
     pub fn add(&mut self, prediction: &[u8], reference: &[u8]) {
+        self.add_annotated(prediction, reference, None);
+    }
+
+    /// Like [`PseudoDice::add`] for one sample that annotates only some classes (partial labels):
+    /// `annotated[c]` false leaves class `c` out of this sample's counts, so predicting an
+    /// unlabelled structure is not a false positive and its absence not a false negative.
+    pub fn add_annotated(&mut self, prediction: &[u8], reference: &[u8], annotated: Option<&[bool]>) {
         assert_eq!(prediction.len(), reference.len(), "prediction and reference should cover the same voxels");
         let n = self.tp.len();
+        let counts = |c: u8| c != 0 && (c as usize) <= n && annotated.is_none_or(|a| a.get(c as usize).copied().unwrap_or(true));
         for (&p, &r) in prediction.iter().zip(reference) {
             if p == r {
-                if p != 0 && (p as usize) <= n {
+                if counts(p) {
                     self.tp[p as usize - 1] += 1;
                 }
                 continue;
             }
-            if p != 0 && (p as usize) <= n {
+            if counts(p) {
                 self.fp[p as usize - 1] += 1;
             }
-            if r != 0 && (r as usize) <= n {
+            if counts(r) {
                 self.fn_[r as usize - 1] += 1;
             }
         }
@@ -111,6 +119,19 @@ mod tests {
         dice.add(&[2], &[2]);
         assert!((dice.per_class()[1] - 2.0 / 3.0).abs() < 1e-12);
         assert!(PseudoDice::new(3).mean().is_nan());
+    }
+
+    #[test]
+    fn unannotated_classes_are_not_counted() {
+        // Class 2 is not annotated in this sample: predicting it where the reference says
+        // background is no false positive, and class 1 still counts.
+        let mut dice = PseudoDice::new(3);
+        dice.add_annotated(&[2, 2, 1, 0], &[0, 0, 1, 1], Some(&[true, true, false]));
+        assert_eq!(dice.counts(1), (1, 0, 1));
+        assert_eq!(dice.counts(2), (0, 0, 0));
+        // Annotated, the same voxels are two false positives.
+        dice.add_annotated(&[2, 2], &[0, 0], Some(&[true, true, true]));
+        assert_eq!(dice.counts(2), (0, 2, 0));
     }
 
     #[test]

@@ -37,8 +37,9 @@ use crate::pseudo_dice::{ema_update, PseudoDice};
 use crate::splits::load_or_create_splits;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use spineseg_data::augment::AugmentationConfig;
+use spineseg_data::partial_labels::annotated_classes;
 use spineseg_data::plan::{ConfigurationName, Plan};
 use spineseg_data::sampling::{load_cases, Batch, BatchLoader, PatchSampler, SamplerConfig};
 use spineseg_model::{PlainConvUNet, PlainConvUNetConfig};
@@ -176,6 +177,14 @@ fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<5>, Tensor<5, Int>) 
     (images, target)
 }
 
+/// `[batch, classes]`: which classes each sample of `batch` annotates, from its case's entry of
+/// `annotated` (indexed like the sampler's cases).
+fn batch_label_mask(batch: &Batch, annotated: &[Vec<bool>], device: &Device) -> Tensor<2, Bool> {
+    let classes = annotated.first().map_or(0, Vec::len);
+    let flags: Vec<bool> = batch.samples.iter().flat_map(|sample| annotated[sample.case].iter().copied()).collect();
+    Tensor::<2, Bool>::from_data(TensorData::new(flags, [batch.samples.len(), classes]), device)
+}
+
 fn check_divisible(config: &PlainConvUNetConfig, patch: &[usize]) -> Result<()> {
     let total = config.cumulative_stride(config.n_stages() - 1);
     if patch.iter().zip(&total).any(|(p, s)| p % s != 0) {
@@ -274,6 +283,21 @@ pub fn train(
         }
     }
 
+    // Partial labels: the classes each case annotates, looked up by the samples' case index.
+    let annotated_in = |cases: &[spineseg_data::preprocess::PreprocessedCase]| -> Option<Vec<Vec<bool>>> {
+        config.partial_labels.then(|| {
+            cases
+                .iter()
+                .map(|case| match &case.seg {
+                    Some(seg) => annotated_classes(&plan.labels, seg.data()),
+                    None => vec![true; plan.labels.len()],
+                })
+                .collect()
+        })
+    };
+    let train_annotated = annotated_in(&train_cases);
+    let val_annotated = annotated_in(&val_cases);
+
     // Samplers: training batches from the batch index on, fixed validation batches.
     let mut train_sampler_config =
         SamplerConfig::from_plan(&plan, configuration, config.augmentation.clone(), config.seed)?;
@@ -351,8 +375,9 @@ pub fn train(
         for iteration in 0..config.iterations_per_epoch {
             let batch = loader.next().ok_or_else(|| TrainError::Invalid("the batch loader stopped (a panic while sampling)".into()))?;
             let (images, target) = batch_tensors(&batch, &device);
+            let label_mask = train_annotated.as_deref().map(|a| batch_label_mask(&batch, a, &device));
             let outputs = model.forward_canonical(images);
-            let loss = loss_fn.forward(outputs, target, None);
+            let loss = loss_fn.forward(outputs, target, label_mask);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             let mut grads = GradientsParams::from_grads(loss.backward(), &model);
             let norm = match config.grad_clip_norm {
@@ -374,16 +399,22 @@ pub fn train(
         let mut val_loss_sum = 0.0;
         for batch in &val_batches {
             let (images, target) = batch_tensors(batch, &base_device);
+            let label_mask = val_annotated.as_deref().map(|a| batch_label_mask(batch, a, &base_device));
             let outputs = eval_model.forward_canonical(images);
             let prediction = outputs[0].clone().argmax(1);
-            val_loss_sum += loss_fn.forward(outputs, target, None).into_scalar::<f32>() as f64;
+            val_loss_sum += loss_fn.forward(outputs, target, label_mask).into_scalar::<f32>() as f64;
             let prediction: Vec<u8> = prediction
                 .try_into_vec_as::<i64>()
                 .expect("arg max indices should convert to i64")
                 .into_iter()
                 .map(|c| c as u8)
                 .collect();
-            dice.add(&prediction, &batch.seg);
+            let per_sample = batch.seg.len() / batch.batch_size.max(1);
+            for (b, sample) in batch.samples.iter().enumerate() {
+                let voxels = b * per_sample..(b + 1) * per_sample;
+                let annotated = val_annotated.as_ref().map(|a| a[sample.case].as_slice());
+                dice.add_annotated(&prediction[voxels.clone()], &batch.seg[voxels], annotated);
+            }
         }
         drop(eval_model);
         let pseudo_dice = dice.mean();
@@ -503,6 +534,25 @@ fn write_model_folder(paths: &RunPaths, plan: &Plan, state: &TrainState, _starte
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_masks_follow_each_samples_case() {
+        use spineseg_data::sampling::SampleInfo;
+        let sample = |case| SampleInfo { case, origin: [0; 3], valid: [1, 2, 2], forced_foreground: false, class: None };
+        let batch = Batch {
+            images: vec![0.0; 12],
+            seg: vec![0; 12],
+            batch_size: 3,
+            channels: 1,
+            patch_shape: vec![2, 2],
+            samples: vec![sample(1), sample(0), sample(1)],
+        };
+        let annotated = vec![vec![true, true, false], vec![true, false, true]];
+        let mask = batch_label_mask(&batch, &annotated, &Device::flex());
+        assert_eq!(mask.dims(), [3, 3]);
+        let flags: Vec<bool> = mask.into_data().try_to_vec::<bool>().unwrap();
+        assert_eq!(flags, [true, false, true, true, true, false, true, false, true]);
+    }
 
     #[test]
     fn timestamps_are_iso_utc() {

@@ -21,6 +21,7 @@
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use spineseg_data::ontology::{Ontology, StructureId};
 use spineseg_data::preprocess::{preprocess_case, CaseVolumes};
 use spineseg_infer::{predict_case, BurnUNetPredictor, Connectivity, ModelFolder, PredictOptions};
 use spineseg_io::{AnyVolume, ImageFormat};
@@ -57,6 +58,82 @@ pub struct PredictArgs {
     /// Windows per network call.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
+    /// Segment only these structures (comma separated, matched through the anatomy ontology
+    /// with its synonyms: "L4 vertebra, L4/L5 disc", "disc L4/5", "L4-L5"); everything else is
+    /// written as background. A name the ontology does not know, or a structure the model does
+    /// not segment, is an error.
+    #[arg(long, value_name = "NAMES")]
+    pub structures: Option<String>,
+}
+
+/// Parses a comma (or semicolon) separated list of structure names through the ontology.
+/// Unknown names are an error that suggests the closest known names.
+pub fn parse_structure_list(list: &str) -> Result<Vec<StructureId>> {
+    let ontology = Ontology::standard();
+    let mut ids = Vec::new();
+    let names: Vec<&str> = list.split([',', ';']).map(str::trim).filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        bail!("--structures is empty: name at least one structure, e.g. \"L4 vertebra, L4/L5 disc\"");
+    }
+    for name in names {
+        match ontology.find_by_name(name) {
+            Some(id) => {
+                if !ids.contains(&id) {
+                    ids.push(id)
+                }
+            }
+            None => bail!("unknown structure {name:?}; closest names: {}", closest_names(name, 3).join(", ")),
+        }
+    }
+    Ok(ids)
+}
+
+/// The `count` structure names (short or display) nearest to `name` by edit distance.
+fn closest_names(name: &str, count: usize) -> Vec<String> {
+    let query = name.trim().to_lowercase();
+    let mut scored: Vec<(usize, String)> = Ontology::standard()
+        .structures()
+        .iter()
+        .map(|s| {
+            let d = edit_distance(&query, &s.name.to_lowercase()).min(edit_distance(&query, &s.display_name.to_lowercase()));
+            (d, s.display_name.clone())
+        })
+        .collect();
+    scored.sort();
+    scored.into_iter().take(count).map(|(_, n)| n).collect()
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// Checks that the model segments every requested structure; names the missing ones and lists
+/// what the model segments.
+fn check_model_segments(model: &ModelFolder, wanted: &[StructureId]) -> Result<()> {
+    let ontology = Ontology::standard();
+    let known: Vec<StructureId> = model.plan.labels.iter().skip(1).map(|l| StructureId(l.value)).collect();
+    let name = |id: &StructureId| ontology.get(*id).map_or_else(|| id.to_string(), |s| s.display_name.clone());
+    let missing: Vec<String> = wanted.iter().filter(|id| !known.contains(id)).map(name).collect();
+    if !missing.is_empty() {
+        bail!(
+            "the model does not segment {}; it segments: {}",
+            missing.join(", "),
+            known.iter().map(name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// One case to predict.
@@ -87,6 +164,11 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         options.largest_component = Some(Connectivity::Corners);
     }
     options.sliding_window.validate()?;
+    if let Some(list) = &args.structures {
+        let wanted = parse_structure_list(list)?;
+        check_model_segments(&model, &wanted)?;
+        options.keep_structures = Some(wanted.iter().map(|id| id.0).collect());
+    }
     eprintln!(
         "model {} ({}, {} classes), patch {:?}, step {}, mirroring {}; {} case(s)",
         args.model.display(),
@@ -308,6 +390,16 @@ fn channel_list(channels: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn structure_lists_use_synonyms_and_suggest_names() {
+        let ids = parse_structure_list("L4 vertebra, disc L4/5; L4-L5 disc,L5").unwrap();
+        assert_eq!(ids, vec![StructureId(23), StructureId(123), StructureId(24)]);
+        let err = parse_structure_list("L4 vertebra, L4/L5 dsic, spinal cannal").unwrap_err().to_string();
+        assert!(err.contains("L4/L5 dsic") && err.contains("L4/L5 intervertebral disc"), "{err}");
+        assert!(parse_structure_list(" , ").is_err());
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 
     #[test]
     fn channel_suffixes() {

@@ -14,6 +14,32 @@ pub enum TextCommand {
     /// Embed prompts with the text encoder. Prints a JSON array with one object per prompt
     /// (`text`, `dim`, `embedding`), one object per line.
     Embed(EmbedArgs),
+    /// Anatomy-aware prompts (ATM-Net's ATPG). With --labels, one prompt per structure visible
+    /// in a view of an annotated case (position, visibility, neighbours); without, the
+    /// class-level prompts used at inference. Prints a JSON array of {id, name, prompt}.
+    Prompts(PromptsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PromptsArgs {
+    /// A label file (NIfTI or MetaImage). Its values are ontology ids unless --dataset-json
+    /// maps them.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// nnU-Net dataset.json whose "labels" names map the file's values onto the ontology.
+    #[arg(long, value_name = "FILE", requires = "labels")]
+    pub dataset_json: Option<PathBuf>,
+    /// View of the case: sagittal, axial or volume.
+    #[arg(long, default_value = "volume", requires = "labels")]
+    pub view: String,
+    /// Slice index of a sagittal (left-right, canonical RAS i) or axial (canonical k) view;
+    /// default: the middle slice.
+    #[arg(long, requires = "labels")]
+    pub slice: Option<usize>,
+    /// Class prompts of these structures only (comma separated names, e.g. "L4, L4/L5 disc").
+    /// Default: the lumbar spine from T11 to the sacrum.
+    #[arg(long, conflicts_with = "labels")]
+    pub structures: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -31,6 +57,7 @@ pub struct EmbedArgs {
 pub fn run(command: TextCommand) -> Result<Outcome> {
     match command {
         TextCommand::Embed(args) => embed(args),
+        TextCommand::Prompts(args) => prompts(args),
     }
 }
 
@@ -57,6 +84,63 @@ fn embed(args: EmbedArgs) -> Result<Outcome> {
         .map(|(text, embedding)| {
             serde_json::to_string(&serde_json::json!({"text": text, "dim": embedding.len(), "embedding": embedding}))
         })
+        .collect::<Result<Vec<_>, _>>()?;
+    println!("[\n{}\n]", lines.join(",\n"));
+    Ok(Outcome::Success)
+}
+
+fn prompts(args: PromptsArgs) -> Result<Outcome> {
+    use spineseg_data::ontology::{Ontology, StructureId};
+    use spineseg_text::prompts::{class_prompt, view_prompts, View};
+    let ontology = Ontology::standard();
+    let name = |id: StructureId| ontology.get(id).map_or_else(|| id.to_string(), |s| s.name.clone());
+    let entries: Vec<(StructureId, String)> = match &args.labels {
+        Some(path) => {
+            let mut labels = spineseg_io::read_labels(path).with_context(|| format!("reading {}", path.display()))?;
+            if let Some(json_path) = &args.dataset_json {
+                let text = std::fs::read_to_string(json_path).with_context(|| format!("reading {}", json_path.display()))?;
+                let json: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", json_path.display()))?;
+                let map = spineseg_data::datasets::nnunet::parse_labels(&json)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", json_path.display()))?;
+                labels = map.remap(&labels, path)?;
+            }
+            let (canonical, _) = spineseg_io::reorient::to_canonical(&labels);
+            let shape = canonical.shape();
+            let view = match args.view.to_lowercase().as_str() {
+                "sagittal" => View::Sagittal(args.slice.unwrap_or(shape[0] / 2)),
+                "axial" => View::Axial(args.slice.unwrap_or(shape[2] / 2)),
+                "volume" | "3d" => View::Volume,
+                other => anyhow::bail!("unknown view {other:?}: expected sagittal, axial or volume"),
+            };
+            let limit = match view {
+                View::Sagittal(_) => Some(shape[0]),
+                View::Axial(_) => Some(shape[2]),
+                View::Volume => None,
+            };
+            if let (Some(slice), Some(limit)) = (args.slice, limit) {
+                if slice >= limit {
+                    anyhow::bail!("{}: --slice {slice} is outside 0..{limit} for the {} view", path.display(), args.view);
+                }
+            }
+            view_prompts(canonical.data(), shape, view)
+        }
+        None => {
+            let ids: Vec<StructureId> = match &args.structures {
+                Some(list) => super::predict::parse_structure_list(list)?,
+                None => ontology
+                    .structures()
+                    .iter()
+                    .map(|s| s.id)
+                    .filter(|id| (18..=26).contains(&id.0) || (118..=124).contains(&id.0))
+                    .collect(),
+            };
+            ids.into_iter().filter_map(|id| class_prompt(id).map(|p| (id, p))).collect()
+        }
+    };
+    let lines = entries
+        .iter()
+        .map(|(id, prompt)| serde_json::to_string(&serde_json::json!({"id": id.0, "name": name(*id), "prompt": prompt})))
         .collect::<Result<Vec<_>, _>>()?;
     println!("[\n{}\n]", lines.join(",\n"));
     Ok(Outcome::Success)

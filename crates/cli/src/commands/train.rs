@@ -67,6 +67,11 @@ pub struct TrainArgs {
     /// (same parameters and results up to rounding; several times slower). For A/B comparisons.
     #[arg(long)]
     pub reference_layers: bool,
+    /// Partial labels: each case supervises only the structure kinds it labels (a case with
+    /// vertebral bodies but no discs teaches nothing about discs), for datasets that label
+    /// different subsets of the anatomy, such as lumbar-real.
+    #[arg(long)]
+    pub partial_labels: bool,
 }
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {
@@ -87,6 +92,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     config.validation_batches = args.validation_batches;
     config.seed = args.seed;
     config.loader_threads = args.loader_threads.max(1);
+    config.partial_labels = args.partial_labels;
     config.time_budget_s = args.time_budget_min.map(|m| m * 60.0);
     config.optimizer = match args.optimizer.to_lowercase().as_str() {
         "sgd" => OptimizerConfig::sgd(),
