@@ -230,3 +230,53 @@ fn structures_keep_only_the_named_labels() {
     assert!(err.contains("does not segment C3 vertebral body"), "{err}");
     assert!(!out.exists(), "a refused request writes nothing");
 }
+
+#[test]
+fn model_folder_default_postprocessing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (dataset, model) = tiny_model(root);
+    let image = dataset.join("imagesTr/phantom_000_0000.nii.gz");
+    let run = |name: &str, extra: &[&str]| {
+        let out = root.join(name);
+        let mut args = vec!["predict", "-i", s(&image), "-o", s(&out), "-m", s(&model)];
+        args.extend_from_slice(extra);
+        let log = ok(spineseg(&args));
+        (read_volume(&out).unwrap().to_labels(&out).unwrap().data().to_vec(), log)
+    };
+    let (plain, log) = run("plain.nii.gz", &[]);
+    assert!(log.contains("largest component off"), "{log}");
+    let (largest, _) = run("largest.nii.gz", &["--largest-component"]);
+    assert_ne!(plain, largest, "a random model's output has islands to remove");
+    // The folder asks for the largest component: it becomes the default, and can be turned off.
+    let manifest_path = model.join("model.json");
+    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["postprocessing"] = serde_json::json!({"largest_component": true});
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let (default, log) = run("default.nii.gz", &[]);
+    assert!(log.contains("largest component on"), "{log}");
+    assert_eq!(default, largest);
+    let (off, _) = run("off.nii.gz", &["--no-postprocessing"]);
+    assert_eq!(off, plain);
+}
+
+#[test]
+fn the_shipped_lumbar_model_loads_and_predicts() {
+    // models/lumbar-2d is what a user runs right after cloning; it must load with this code and
+    // segment an image end to end (a small phantom here: the output's grid and values are
+    // checked, not its quality, which docs/BENCHMARKS.md measures on real scans).
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lumbar-2d");
+    let folder = ModelFolder::load(&model).unwrap();
+    assert!(folder.manifest.postprocessing.largest_component);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("phantom");
+    ok(spineseg(&["phantom", "--out", s(&data), "--cases", "1", "--seed", "2", "--small"]));
+    let image = data.join("imagesTr/phantom_000_0000.nii.gz");
+    let out = dir.path().join("seg.nii.gz");
+    let log = ok(spineseg(&["predict", "-i", s(&image), "-o", s(&out), "-m", s(&model), "--structures", "L3, L4"]));
+    assert!(log.contains("largest component on"), "{log}");
+    assert_overlays(&image, &out, &model);
+    let labels = read_volume(&out).unwrap().to_labels(&out).unwrap();
+    // lumbar-real's values: L3 = 7, L4 = 8.
+    assert!(labels.data().iter().all(|&v| v == 0 || v == 7 || v == 8));
+}

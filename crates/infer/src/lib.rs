@@ -25,7 +25,7 @@ pub mod predict;
 pub mod sliding_window;
 
 pub use error::{InferError, PredictorError, Result};
-pub use model_folder::{ModelFolder, ModelManifest, OutputLabels, OutputStructure, MODEL_FORMAT_VERSION};
+pub use model_folder::{ModelFolder, ModelManifest, OutputLabels, OutputStructure, Postprocessing, MODEL_FORMAT_VERSION};
 pub use network::{network_config_for_plan, BurnUNetPredictor};
 pub use postprocess::{
     argmax, connected_components, keep_largest_component_per_class, softmax_in_place, Components, Connectivity,

@@ -47,6 +47,18 @@ pub struct ModelManifest {
     /// Whatever the trainer wants to record (epochs, losses, seed, time); not read here.
     #[serde(default)]
     pub training: serde_json::Value,
+    /// Post-processing that prediction applies by default (nnU-Net's `postprocessing.json`,
+    /// chosen on validation cases). Absent in older folders: none.
+    #[serde(default)]
+    pub postprocessing: Postprocessing,
+}
+
+/// Default post-processing of a model folder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postprocessing {
+    /// Keep the largest 26-connected component of every structure.
+    #[serde(default)]
+    pub largest_component: bool,
 }
 
 impl ModelManifest {
@@ -58,6 +70,7 @@ impl ModelManifest {
             network,
             weights: WEIGHTS_FILE.to_string(),
             training: serde_json::Value::Null,
+            postprocessing: Postprocessing::default(),
         }
     }
 }
@@ -264,8 +277,14 @@ impl ModelFolder {
 
     /// [`PredictOptions::for_plan`] for the model's configuration: the plan's patch, step 0.5,
     /// Gaussian weights, left-right mirroring in 3D (none in 2D), no post-processing.
+    /// Prediction options of this model: sliding-window defaults for its plan and the folder's
+    /// default post-processing (`model.json` `postprocessing`).
     pub fn predict_options(&self) -> Result<PredictOptions> {
-        PredictOptions::for_plan(&self.plan, self.configuration())
+        let mut options = PredictOptions::for_plan(&self.plan, self.configuration())?;
+        if self.manifest.postprocessing.largest_component {
+            options.largest_component = Some(crate::Connectivity::Corners);
+        }
+        Ok(options)
     }
 
     /// Writes a model folder: weights, `plans.json`, `labels.json`, then `model.json` (so a

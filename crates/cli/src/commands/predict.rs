@@ -52,9 +52,13 @@ pub struct PredictArgs {
     /// Sliding-window step as a fraction of the patch, in (0, 1]; larger is faster.
     #[arg(long, default_value_t = 0.5)]
     pub step_size: f64,
-    /// Keep only the largest connected component of every structure.
-    #[arg(long)]
+    /// Keep only the largest connected component of every structure (some model folders do
+    /// this by default, see their model.json "postprocessing").
+    #[arg(long, conflicts_with = "no_postprocessing")]
     pub largest_component: bool,
+    /// Turn off the model folder's default post-processing (raw arg max of the network).
+    #[arg(long)]
+    pub no_postprocessing: bool,
     /// Windows per network call.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
@@ -163,6 +167,9 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
     if args.largest_component {
         options.largest_component = Some(Connectivity::Corners);
     }
+    if args.no_postprocessing {
+        options.largest_component = None;
+    }
     options.sliding_window.validate()?;
     if let Some(list) = &args.structures {
         let wanted = parse_structure_list(list)?;
@@ -170,7 +177,7 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         options.keep_structures = Some(wanted.iter().map(|id| id.0).collect());
     }
     eprintln!(
-        "model {} ({}, {} classes), patch {:?}, step {}, mirroring {}; {} case(s)",
+        "model {} ({}, {} classes), patch {:?}, step {}, mirroring {}, largest component {}; {} case(s)",
         args.model.display(),
         model.configuration(),
         model.plan.num_classes(),
@@ -181,6 +188,7 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         } else {
             format!("along patch axes {:?}", options.sliding_window.mirror_axes)
         },
+        if options.largest_component.is_some() { "on" } else { "off" },
         jobs.len()
     );
     let single = jobs.len() == 1;
