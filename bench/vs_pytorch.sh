@@ -115,11 +115,13 @@ CLK_TCK="$(getconf CLK_TCK)"
 QUIET_WAIT_S="${QUIET_WAIT_S:-30}"
 
 cpu_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-# CPU seconds (user + system) of this shell's finished children, from `times`' second line.
+# CPU seconds (user + system) of this shell's finished children, from `times`' second line, into
+# CHILDREN_CPU_S. `times` must run in this shell: in a command substitution it would report the
+# subshell's own (empty) children, and every run would look disturbed.
 children_cpu_s() {
     times >"$RESULTS/times"
-    awk 'NR == 2 { for (i = 1; i <= NF; i++) { sub(/s$/, "", $i); split($i, p, "m"); t += p[1] * 60 + p[2] }; printf "%.3f", t }' \
-        "$RESULTS/times"
+    CHILDREN_CPU_S="$(awk 'NR == 2 { for (i = 1; i <= NF; i++) { sub(/s$/, "", $i); split($i, p, "m"); t += p[1] * 60 + p[2] }; printf "%.3f", t }' \
+        "$RESULTS/times")"
 }
 now_s() { date +%s.%N; }
 # Cores' worth of CPU that other processes use over the next 2 seconds.
@@ -148,9 +150,9 @@ wait_for_quiet() {
 measure_once() {
     local out="$1" b1 b2 t1 t2 c1 c2
     shift
-    c1="$(children_cpu_s)"; b1="$(cpu_busy_ticks)"; t1="$(now_s)"
+    children_cpu_s; c1="$CHILDREN_CPU_S"; b1="$(cpu_busy_ticks)"; t1="$(now_s)"
     "$@" >"$out" || return 1
-    b2="$(cpu_busy_ticks)"; t2="$(now_s)"; c2="$(children_cpu_s)"
+    b2="$(cpu_busy_ticks)"; t2="$(now_s)"; children_cpu_s; c2="$CHILDREN_CPU_S"
     BACKGROUND="$(awk -v b=$((b2 - b1)) -v hz="$CLK_TCK" -v c="$c2" -v c0="$c1" -v t1="$t1" -v t2="$t2" \
         'BEGIN { x = (b / hz - (c - c0)) / (t2 - t1); printf "%.2f", x < 0 ? 0 : x }')"
 }
