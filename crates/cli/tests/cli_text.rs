@@ -108,3 +108,38 @@ fn prompts_for_classes_and_for_an_annotated_case() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("outside"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn cache_embeds_a_model_folders_class_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let encoder = dir.path().join("encoder");
+    spineseg_text::write_tiny_test_encoder(&encoder).unwrap();
+    // The shipped model's plan lists its structures; the cache needs nothing else.
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lumbar-2d/plans.json");
+    std::fs::copy(&shipped, model.join("plans.json")).unwrap();
+    let out = spineseg(&["text", "cache", "-m", s(&model), "--text-encoder", s(&encoder)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("prompt_embeddings.json")).unwrap()).unwrap();
+    let classes = json["classes"].as_array().unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&shipped).unwrap()).unwrap();
+    assert_eq!(classes.len(), plan["labels"].as_array().unwrap().len());
+    assert!(classes[0]["prompt"].as_str().unwrap().starts_with("background"));
+    let dim = json["dim"].as_u64().unwrap() as usize;
+    for c in classes {
+        let v: Vec<f64> = c["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(v.len(), dim);
+        assert!((v.iter().map(|x| x * x).sum::<f64>().sqrt() - 1.0).abs() < 1e-4, "unit vectors");
+    }
+    // The L4 class carries the L4 prompt.
+    let l4 = classes.iter().find(|c| c["structure_id"] == 23).unwrap();
+    assert!(l4["prompt"].as_str().unwrap().starts_with("L4 vertebral body:"), "{l4}");
+    // No encoder: a clear error, nothing written.
+    std::fs::remove_file(model.join("prompt_embeddings.json")).unwrap();
+    let out = spineseg(&["text", "cache", "-m", s(&model), "--text-encoder", s(&dir.path().join("none"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    assert!(!model.join("prompt_embeddings.json").exists());
+}

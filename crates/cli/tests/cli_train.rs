@@ -219,3 +219,44 @@ fn partial_labels_change_training_only_where_a_case_lacks_a_structure_kind() {
     train(&work, &partial, &["--partial-labels"]);
     assert_ne!(log_lines(&plain), log_lines(&partial));
 }
+
+#[test]
+fn plan_train_predict_evaluate_end_to_end() {
+    // The whole pipeline on phantoms through the CLI: plan (in tiny_work), a few training steps,
+    // prediction of the raw images folder, evaluation against the raw labels.
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let model = dir.path().join("model");
+    train(&work, &model, &[]);
+    let data = dir.path().join("phantom");
+    let pred = dir.path().join("pred");
+    let eval = dir.path().join("eval");
+    let predicted = spineseg(&[
+        "predict",
+        "-i",
+        data.join("imagesTr").to_str().unwrap(),
+        "-o",
+        pred.to_str().unwrap(),
+        "-m",
+        model.to_str().unwrap(),
+    ]);
+    ok(predicted);
+    for case in ["phantom_000", "phantom_001", "phantom_002"] {
+        assert!(pred.join(format!("{case}.nii.gz")).is_file(), "{case} not predicted");
+    }
+    ok(spineseg(&[
+        "evaluate",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--ref",
+        data.join("labelsTr").to_str().unwrap(),
+        "--out",
+        eval.to_str().unwrap(),
+    ]));
+    let csv = std::fs::read_to_string(eval.join("metrics.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(rows.iter().any(|r| r.starts_with("phantom_002,")), "{csv}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("summary.json")).unwrap()).unwrap();
+    assert!(summary.is_object(), "{summary}");
+}

@@ -4,6 +4,7 @@
 use crate::Outcome;
 use anyhow::{Context, Result};
 use spineseg_text::{Device, TextEncoder};
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Where `scripts/fetch_text_encoder.sh` puts the encoder, under the home folder.
@@ -18,7 +19,23 @@ pub enum TextCommand {
     /// in a view of an annotated case (position, visibility, neighbours); without, the
     /// class-level prompts used at inference. Prints a JSON array of {id, name, prompt}.
     Prompts(PromptsArgs),
+    /// Embed the class prompts of a model folder's structures once and store them in
+    /// MODEL/prompt_embeddings.json, so prediction needs no text encoder.
+    Cache(CacheArgs),
 }
+
+#[derive(clap::Args)]
+pub struct CacheArgs {
+    /// Model folder (its plans.json lists the structures).
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Text encoder folder (default as for `text embed`).
+    #[arg(long, value_name = "DIR")]
+    pub text_encoder: Option<PathBuf>,
+}
+
+/// File name of the cached class-prompt embeddings in a model folder.
+pub const PROMPT_EMBEDDINGS_FILE: &str = "prompt_embeddings.json";
 
 #[derive(clap::Args)]
 pub struct PromptsArgs {
@@ -58,12 +75,65 @@ pub fn run(command: TextCommand) -> Result<Outcome> {
     match command {
         TextCommand::Embed(args) => embed(args),
         TextCommand::Prompts(args) => prompts(args),
+        TextCommand::Cache(args) => cache(args),
     }
 }
 
 fn encoder_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os("SPINESEG_TEXT_ENCODER").map(PathBuf::from))
         .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(DEFAULT_DIR))
+}
+
+fn load_encoder(flag: Option<PathBuf>) -> Result<(PathBuf, TextEncoder)> {
+    let dir = encoder_dir(flag);
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "text encoder folder {} not found: run scripts/fetch_text_encoder.sh or pass --text-encoder DIR",
+            dir.display()
+        );
+    }
+    let encoder = TextEncoder::load(&dir, &Device::flex())
+        .with_context(|| format!("loading the text encoder from {}", dir.display()))?;
+    Ok((dir, encoder))
+}
+
+fn cache(args: CacheArgs) -> Result<Outcome> {
+    use spineseg_data::ontology::StructureId;
+    use spineseg_text::prompts::{class_prompt, BACKGROUND_PROMPT};
+    let plans = args.model.join("plans.json");
+    let plan = spineseg_data::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
+    let mut entries = Vec::new();
+    for (class, label) in plan.labels.iter().enumerate() {
+        let prompt = if class == 0 {
+            BACKGROUND_PROMPT.to_string()
+        } else {
+            class_prompt(StructureId(label.value)).with_context(|| {
+                format!("{}: class {class} (value {}) is not an ontology structure", plans.display(), label.value)
+            })?
+        };
+        entries.push((class, label.value, label.name.clone(), prompt));
+    }
+    let (dir, encoder) = load_encoder(args.text_encoder)?;
+    let texts: Vec<&str> = entries.iter().map(|e| e.3.as_str()).collect();
+    let embeddings = encoder.embed(&texts).with_context(|| format!("embedding with {}", dir.display()))?;
+    let source = std::fs::read_to_string(dir.join("spineseg_source.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let json = serde_json::json!({
+        "encoder": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "encoder_source": source,
+        "dim": encoder.embedding_dim(),
+        "classes": entries.iter().zip(&embeddings).map(|((class, value, name, prompt), embedding)| serde_json::json!({
+            "class": class, "structure_id": value, "name": name, "prompt": prompt, "embedding": embedding,
+        })).collect::<Vec<_>>(),
+    });
+    let path = args.model.join(PROMPT_EMBEDDINGS_FILE);
+    let bytes = serde_json::to_vec(&json)?;
+    spineseg_io::atomic::write_atomically(&path, |w| w.write_all(&bytes))
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("{} class prompts embedded ({} dimensions) into {}", entries.len(), encoder.embedding_dim(), path.display());
+    Ok(Outcome::Success)
 }
 
 fn embed(args: EmbedArgs) -> Result<Outcome> {
