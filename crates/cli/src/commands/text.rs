@@ -137,15 +137,7 @@ fn cache(args: CacheArgs) -> Result<Outcome> {
 }
 
 fn embed(args: EmbedArgs) -> Result<Outcome> {
-    let dir = encoder_dir(args.text_encoder);
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "text encoder folder {} not found: run scripts/fetch_text_encoder.sh or pass --text-encoder DIR",
-            dir.display()
-        );
-    }
-    let encoder = TextEncoder::load(&dir, &Device::flex())
-        .with_context(|| format!("loading the text encoder from {}", dir.display()))?;
+    let (dir, encoder) = load_encoder(args.text_encoder)?;
     let embeddings = encoder.embed(&args.prompts).with_context(|| format!("embedding with {}", dir.display()))?;
     let lines = args
         .prompts
