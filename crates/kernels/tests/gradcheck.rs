@@ -125,7 +125,7 @@ fn conv_transpose_up_matches_burn() {
             x,
             weight,
             bias,
-            |x, w, b| conv_transpose_up(x, w, b),
+            conv_transpose_up,
             |x, w, b| conv_transpose3d(x, w, Some(b), ConvTransposeOptions::new(stride, [0; 3], [0; 3], [1; 3], 1)),
         );
     }

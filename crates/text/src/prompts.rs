@@ -245,7 +245,7 @@ mod tests {
                 for k in 1..3 {
                     labels[i + 4 * (j + 6 * k)] = L4;
                 }
-                labels[i + 4 * (j + 6 * 0)] = L4_L5;
+                labels[i + 4 * j] = L4_L5; // k = 0
             }
         }
         (labels, shape)

@@ -51,7 +51,7 @@ use std::time::Instant;
 const VALIDATION_SEED_OFFSET: u64 = 0x5EED_0000_0000_7A11;
 
 /// Options of one invocation (not part of the run's identity).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Continue from `MODEL_DIR/training/checkpoint_last` with the settings stored there.
     pub resume: bool,
@@ -61,11 +61,6 @@ pub struct RunOptions {
     pub device: Option<Device>,
 }
 
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions { resume: false, stop_after_epochs: None, device: None }
-    }
-}
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,6 @@
 use crate::Outcome;
 use anyhow::{Context, Result};
 use spineseg_text::{Device, TextEncoder};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Where `scripts/fetch_text_encoder.sh` puts the encoder, under the home folder.
