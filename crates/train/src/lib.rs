@@ -2,6 +2,7 @@
 //! checkpoints and the trained model folder.
 //!
 //! - [`loss`]: nnU-Net's Dice + cross-entropy with deep supervision and a partial-label mask.
+//! - [`contrastive`]: the class-wise channel-level InfoNCE of ATM-Net's CCAE (not yet in the loop).
 //! - [`optim`]: nnU-Net's SGD, polynomial learning-rate decay, global-norm gradient clipping.
 //! - [`config`]: [`TrainerConfig`] (epochs, iterations, optimiser, seed, time budget, augmentation).
 //! - [`splits`]: 5-fold `splits_final.json`.
@@ -13,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod contrastive;
 pub mod error;
 pub mod loss;
 pub mod manifest;
