@@ -34,6 +34,8 @@ pub const MANIFEST_FILE: &str = "model.json";
 pub const PLAN_FILE: &str = "plans.json";
 pub const LABELS_FILE: &str = "labels.json";
 pub const WEIGHTS_FILE: &str = "weights.bpk";
+/// Optional: class prompts and their embeddings (`spineseg text cache`).
+pub const PROMPT_EMBEDDINGS_FILE: &str = "prompt_embeddings.json";
 
 /// `model.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,10 +277,9 @@ impl ModelFolder {
         BurnUNetPredictor::new(self.network.clone(), &self.manifest.network, self.device.clone())
     }
 
-    /// [`PredictOptions::for_plan`] for the model's configuration: the plan's patch, step 0.5,
-    /// Gaussian weights, left-right mirroring in 3D (none in 2D), no post-processing.
-    /// Prediction options of this model: sliding-window defaults for its plan and the folder's
-    /// default post-processing (`model.json` `postprocessing`).
+    /// [`PredictOptions::for_plan`] for the model's configuration (the plan's patch, step 0.5,
+    /// Gaussian weights, left-right mirroring in 3D, none in 2D) with the folder's default
+    /// post-processing (`model.json` "postprocessing").
     pub fn predict_options(&self) -> Result<PredictOptions> {
         let mut options = PredictOptions::for_plan(&self.plan, self.configuration())?;
         if self.manifest.postprocessing.largest_component {

@@ -646,9 +646,7 @@ pub fn instance_norm_leaky_relu_forward(
         .enumerate()
         .map(|(plane, (out, input))| {
             let c = plane % channels;
-            let mut result = (0.0, 0.0);
-            with_wide_simd(|| result = norm_plane_forward(input, out, gamma[c], beta[c], epsilon, slope));
-            result
+            with_wide_simd(|| norm_plane_forward(input, out, gamma[c], beta[c], epsilon, slope))
         })
         .collect();
     let (mean, inv_std) = stats.into_iter().unzip();
@@ -677,17 +675,16 @@ fn norm_plane_forward(input: &[f32], out: &mut [f32], gamma: f32, beta: f32, eps
 /// `gemm` already dispatches like this. Same operations in the same order (no FMA contraction),
 /// so results are bit-identical on both paths.
 #[inline(always)]
-fn with_wide_simd(body: impl FnOnce()) {
+fn with_wide_simd<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2")]
-        fn avx2(body: impl FnOnce()) {
+        fn avx2<R>(body: impl FnOnce() -> R) -> R {
             body()
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { avx2(body) };
-            return;
+            return unsafe { avx2(body) };
         }
     }
     body()
@@ -713,11 +710,7 @@ pub fn instance_norm_leaky_relu_backward(
         .enumerate()
         .map(|(plane, (dx, (x, dy)))| {
             let c = plane % channels;
-            let mut result = (0.0, 0.0);
-            with_wide_simd(|| {
-                result = norm_plane_backward(x, dy, dx, gamma[c], beta[c], stats.mean[plane], stats.inv_std[plane], slope)
-            });
-            result
+            with_wide_simd(|| norm_plane_backward(x, dy, dx, gamma[c], beta[c], stats.mean[plane], stats.inv_std[plane], slope))
         })
         .collect();
     let mut dgamma = vec![0.0f64; channels];

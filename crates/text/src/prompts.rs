@@ -184,13 +184,10 @@ fn third(fraction: f64, low: &'static str, middle: &'static str, high: &'static 
 pub fn observed_prompt(observation: &Observation, view: View, visible: &[StructureId]) -> Option<String> {
     let s = structure(observation.id)?;
     let [right, anterior, superior] = observation.centre;
-    let mut position = Vec::new();
-    if !matches!(view, View::Axial(_)) {
-        position.push(format!("in the {} part of the field of view", third(superior, "lower", "middle", "upper")));
-    }
-    if matches!(view, View::Axial(_)) {
-        position.push(format!("{} of centre", third(right, "left", "at the middle", "right")).replace("at the middle of centre", "central"));
-    }
+    let mut position = vec![match view {
+        View::Axial(_) => third(right, "left of centre", "central", "right of centre").to_string(),
+        _ => format!("in the {} part of the field of view", third(superior, "lower", "middle", "upper")),
+    }];
     position.push(third(anterior, "towards the back", "in the middle front to back", "towards the front").to_string());
     let visibility = if observation.cut_by_edge { "partly visible, cut by the edge of the image" } else { "fully visible" };
     let mut text = format!("{}: the {}, {}, {} {}", view.noun(), s.display_name, what_it_is(s), visibility, position.join(", "));

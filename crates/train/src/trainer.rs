@@ -61,7 +61,6 @@ pub struct RunOptions {
     pub device: Option<Device>,
 }
 
-
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {

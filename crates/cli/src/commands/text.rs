@@ -3,6 +3,7 @@
 
 use crate::Outcome;
 use anyhow::{Context, Result};
+use spineseg_infer::model_folder::{PLAN_FILE, PROMPT_EMBEDDINGS_FILE};
 use spineseg_text::{Device, TextEncoder};
 use std::path::PathBuf;
 
@@ -32,9 +33,6 @@ pub struct CacheArgs {
     #[arg(long, value_name = "DIR")]
     pub text_encoder: Option<PathBuf>,
 }
-
-/// File name of the cached class-prompt embeddings in a model folder.
-pub const PROMPT_EMBEDDINGS_FILE: &str = "prompt_embeddings.json";
 
 #[derive(clap::Args)]
 pub struct PromptsArgs {
@@ -99,7 +97,7 @@ fn load_encoder(flag: Option<PathBuf>) -> Result<(PathBuf, TextEncoder)> {
 fn cache(args: CacheArgs) -> Result<Outcome> {
     use spineseg_data::ontology::StructureId;
     use spineseg_text::prompts::{class_prompt, BACKGROUND_PROMPT};
-    let plans = args.model.join("plans.json");
+    let plans = args.model.join(PLAN_FILE);
     let plan = spineseg_data::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
     let mut entries = Vec::new();
     for (class, label) in plan.labels.iter().enumerate() {
@@ -168,23 +166,24 @@ fn prompts(args: PromptsArgs) -> Result<Outcome> {
             }
             let (canonical, _) = spineseg_io::reorient::to_canonical(&labels);
             let shape = canonical.shape();
-            let view = match args.view.to_lowercase().as_str() {
-                "sagittal" => View::Sagittal(args.slice.unwrap_or(shape[0] / 2)),
-                "axial" => View::Axial(args.slice.unwrap_or(shape[2] / 2)),
-                "volume" | "3d" => View::Volume,
+            // The slice axis in canonical RAS: i for sagittal, k for axial.
+            let (slice_axis, make_view): (Option<usize>, fn(usize) -> View) = match args.view.to_lowercase().as_str() {
+                "sagittal" => (Some(0), View::Sagittal),
+                "axial" => (Some(2), View::Axial),
+                "volume" | "3d" => (None, |_| View::Volume),
                 other => anyhow::bail!("unknown view {other:?}: expected sagittal, axial or volume"),
             };
-            let limit = match view {
-                View::Sagittal(_) => Some(shape[0]),
-                View::Axial(_) => Some(shape[2]),
-                View::Volume => None,
-            };
-            if let (Some(slice), Some(limit)) = (args.slice, limit) {
-                if slice >= limit {
-                    anyhow::bail!("{}: --slice {slice} is outside 0..{limit} for the {} view", path.display(), args.view);
+            let slice = match slice_axis {
+                Some(axis) => {
+                    let slice = args.slice.unwrap_or(shape[axis] / 2);
+                    if slice >= shape[axis] {
+                        anyhow::bail!("{}: --slice {slice} is outside 0..{} for the {} view", path.display(), shape[axis], args.view);
+                    }
+                    slice
                 }
-            }
-            view_prompts(canonical.data(), shape, view)
+                None => 0,
+            };
+            view_prompts(canonical.data(), shape, make_view(slice))
         }
         None => {
             let ids: Vec<StructureId> = match &args.structures {
