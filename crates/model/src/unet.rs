@@ -42,6 +42,8 @@ use burn::nn::{
 };
 use burn::tensor::{Device, Tensor};
 
+use crate::text_guided::{TextFusion, TextGuidanceConfig};
+
 // ---------------------------------------------------------------------------------------------
 // Configs
 // ---------------------------------------------------------------------------------------------
@@ -105,6 +107,8 @@ pub struct PlainConvUNetConfig {
     /// Epsilon of the instance norms.
     #[config(default = 1e-5)]
     pub norm_epsilon: f64,
+    /// Text guidance (HASF, see [`crate::text_guided`]); `None`: the visual-only U-Net.
+    pub text_guidance: Option<TextGuidanceConfig>,
 }
 
 /// An invalid [`PlainConvUNetConfig`].
@@ -187,6 +191,9 @@ impl PlainConvUNetConfig {
         if self.n_conv_per_stage == 0 || self.n_conv_per_stage_decoder == 0 {
             return Err(UNetConfigError::Invalid("each stage needs at least one conv".into()));
         }
+        if let Some(text) = &self.text_guidance {
+            text.validate(n).map_err(UNetConfigError::Invalid)?;
+        }
         Ok(())
     }
 
@@ -256,9 +263,15 @@ impl PlainConvUNetConfig {
             ));
         }
 
+        // Created after the U-Net's layers, so a seed gives the visual-only network the same
+        // weights with and without text guidance.
+        let text_fusion =
+            self.text_guidance.as_ref().map(|text| text.init(&self.features_per_stage, self.num_classes, device));
+
         PlainConvUNet {
             encoder: PlainConvEncoder { stages: encoder_stages },
             decoder: UNetDecoder { transpconvs, stages: decoder_stages, seg_layers },
+            text_fusion,
             spatial_dims: self.spatial_dims,
             strides: self.strides.clone(),
             deep_supervision: self.deep_supervision,
@@ -678,21 +691,38 @@ impl UNetDecoder {
     /// - output `i`: `[batch, num_classes, depth / cs_d, height / cs_h, width / cs_w]` with `cs`
     ///   the cumulative stride of stages `0..=i`
     pub fn forward(&self, skips: Vec<Tensor<5>>, all_levels: bool) -> Vec<Tensor<5>> {
+        self.forward_with_heads(skips, all_levels, |level, features| self.head(level).forward(features)).0
+    }
+
+    /// The 1x1 head of decoder level `level` (full resolution first).
+    pub fn head(&self, level: usize) -> &ConvNd {
+        &self.seg_layers[self.seg_layers.len() - 1 - level]
+    }
+
+    /// [`forward`](Self::forward) with the logits of each level computed by
+    /// `head(level, features)` (level 0 = full resolution), also returning the full-resolution
+    /// decoder features (the pixel embeddings).
+    pub fn forward_with_heads(
+        &self,
+        skips: Vec<Tensor<5>>,
+        all_levels: bool,
+        mut head: impl FnMut(usize, Tensor<5>) -> Tensor<5>,
+    ) -> (Vec<Tensor<5>>, Tensor<5>) {
         let n_levels = self.stages.len();
         let mut skips = skips;
         let mut x = skips.pop().expect("the encoder should return one skip per stage");
         let mut outputs = Vec::with_capacity(n_levels);
-        for (level, ((up, stage), head)) in self.transpconvs.iter().zip(&self.stages).zip(&self.seg_layers).enumerate()
-        {
+        for (i, (up, stage)) in self.transpconvs.iter().zip(&self.stages).enumerate() {
             let skip = skips.pop().expect("the encoder should return one skip per stage");
             x = up.forward(x);
             x = stage.forward(Tensor::cat(vec![x, skip], 1));
-            if all_levels || level + 1 == n_levels {
-                outputs.push(head.forward(x.clone()));
+            let level = n_levels - 1 - i;
+            if all_levels || level == 0 {
+                outputs.push(head(level, x.clone()));
             }
         }
         outputs.reverse();
-        outputs
+        (outputs, x)
     }
 }
 
@@ -707,6 +737,8 @@ pub struct PlainConvUNet {
     pub encoder: PlainConvEncoder,
     /// Decoder with segmentation heads.
     pub decoder: UNetDecoder,
+    /// Text guidance (HASF); `None` for the visual-only U-Net.
+    pub text_fusion: Option<TextFusion>,
     /// 2D or 3D.
     #[module(skip)]
     pub spatial_dims: SpatialDims,
@@ -780,9 +812,42 @@ impl PlainConvUNet {
     /// [`forward`](Self::forward) on the canonical layout `[batch, channels, depth, height,
     /// width]` (`depth = 1` for 2D), without size checks.
     pub fn forward_canonical(&self, x: Tensor<5>) -> Vec<Tensor<5>> {
-        let skips = self.encoder.forward(x);
-        self.decoder.forward(skips, self.deep_supervision)
+        self.forward_detailed(x).logits
     }
+
+    /// [`forward_canonical`](Self::forward_canonical), also returning what the training losses
+    /// beyond Dice + CE need (the pixel embeddings for CCAE).
+    pub fn forward_detailed(&self, x: Tensor<5>) -> UNetOutput {
+        let Some(text_fusion) = &self.text_fusion else {
+            let skips = self.encoder.forward(x);
+            let (logits, features) = self
+                .decoder
+                .forward_with_heads(skips, self.deep_supervision, |level, f| self.decoder.head(level).forward(f));
+            return UNetOutput { logits, features };
+        };
+        let batch = x.dims()[0];
+        let [classes, embed_dim] = text_fusion.class_tokens().dims();
+        let mut text: Tensor<3> = text_fusion.class_tokens().unsqueeze::<3>().expand([batch, classes, embed_dim]);
+        let mut skips = Vec::with_capacity(self.encoder.stages.len());
+        let mut x = x;
+        for (stage, block) in self.encoder.stages.iter().enumerate() {
+            (x, text) = text_fusion.fuse_stage(stage, block.forward(x), text);
+            skips.push(x.clone());
+        }
+        let (logits, features) = self.decoder.forward_with_heads(skips, self.deep_supervision, |level, f| {
+            self.decoder.head(level).forward(f.clone()) + text_fusion.class_query_logits(level, f, text.clone())
+        });
+        UNetOutput { logits, features }
+    }
+}
+
+/// What [`PlainConvUNet::forward_detailed`] returns (canonical 5D layout).
+#[derive(Debug, Clone)]
+pub struct UNetOutput {
+    /// Logits per decoder level, full resolution first (as [`PlainConvUNet::forward_canonical`]).
+    pub logits: Vec<Tensor<5>>,
+    /// Full-resolution decoder features (pixel embeddings), `[batch, features_per_stage[0], ...]`.
+    pub features: Tensor<5>,
 }
 
 /// `[b, c, h, w]` -> `[b, c, 1, h, w]`; 5D tensors are returned as they are.
