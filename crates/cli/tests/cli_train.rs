@@ -260,3 +260,55 @@ fn plan_train_predict_evaluate_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(eval.join("summary.json")).unwrap()).unwrap();
     assert!(summary.is_object(), "{summary}");
 }
+
+#[test]
+fn text_guided_training_resumes_exactly_and_structures_filter_its_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let encoder = dir.path().join("encoder");
+    spineseg_text::write_tiny_test_encoder(&encoder).unwrap();
+    let encoder = encoder.to_str().unwrap();
+
+    let a = dir.path().join("text_a");
+    let report = train(&work, &a, &["--text-guided", "--text-encoder", encoder]);
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    let manifest = load_manifest(&a.join("model.json")).unwrap();
+    let text = manifest.network.text_guidance.clone().expect("model.json records the text guidance");
+    let prompts = spineseg_infer::model_folder::PromptEmbeddings::load(&a.join("prompt_embeddings.json")).unwrap();
+    assert_eq!((text.text_dim, prompts.classes.len()), (prompts.dim, manifest.network.num_classes));
+    // The frozen class embeddings travel inside the weights, unchanged by training.
+    let network = load_network(&manifest.network, &a.join("weights.bpk")).unwrap();
+    let stored = network.text_fusion.as_ref().unwrap().class_embeddings.val().into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(stored, prompts.matrix().0);
+
+    // Stopped after epoch 1 and resumed (settings from the checkpoint, no encoder needed):
+    // bit-identical to the uninterrupted run.
+    let b = dir.path().join("text_b");
+    train(&work, &b, &["--text-guided", "--text-encoder", encoder, "--stop-after-epochs", "1"]);
+    let report = ok(spineseg(&["train", work.to_str().unwrap(), "--out", b.to_str().unwrap(), "--resume", "--quiet"]));
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    assert_eq!(
+        weights(&a, &a.join("training/checkpoint_last/model.bpk")),
+        weights(&b, &b.join("training/checkpoint_last/model.bpk")),
+        "resumed text-guided weights differ"
+    );
+
+    // Prediction needs no encoder; --structures keeps only the named structure.
+    let image = dir.path().join("phantom/imagesTr/phantom_000_0000.nii.gz");
+    let all = dir.path().join("all.nii.gz");
+    ok(spineseg(&["predict", "-i", image.to_str().unwrap(), "-o", all.to_str().unwrap(), "-m", a.to_str().unwrap()]));
+    let all = spineseg_io::read_labels(&all).unwrap();
+    let mut counts = std::collections::BTreeMap::<u16, usize>::new();
+    for &v in all.data().iter().filter(|&&v| v != 0) {
+        *counts.entry(v).or_default() += 1;
+    }
+    let (&target, _) = counts.iter().max_by_key(|(_, &n)| n).expect("the model predicts some structure");
+    let name = spineseg_data::Ontology::standard().get(spineseg_data::StructureId(target)).unwrap().display_name.clone();
+    let one = dir.path().join("one.nii.gz");
+    let args = ["predict", "-i", image.to_str().unwrap(), "-o", one.to_str().unwrap(), "-m", a.to_str().unwrap()];
+    ok(spineseg(&[&args[..], &["--structures", &name]].concat()));
+    let one = spineseg_io::read_labels(&one).unwrap();
+    for (x, y) in all.data().iter().zip(one.data()) {
+        assert_eq!(*y, if *x == target { target } else { 0 });
+    }
+}

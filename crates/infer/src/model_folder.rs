@@ -55,6 +55,74 @@ pub struct ModelManifest {
     pub postprocessing: Postprocessing,
 }
 
+/// `prompt_embeddings.json`: the class prompts of a model's classes (row `k` = class index `k`,
+/// background first) and their frozen sentence embeddings, computed once by `spineseg text
+/// cache` or `spineseg train --text-guided`, so neither training's resume nor prediction needs
+/// the text encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptEmbeddings {
+    /// Name of the encoder folder.
+    pub encoder: Option<String>,
+    /// Where the encoder came from (its `spineseg_source.json`), if known.
+    #[serde(default)]
+    pub encoder_source: serde_json::Value,
+    /// Embedding size.
+    pub dim: usize,
+    pub classes: Vec<ClassPrompt>,
+}
+
+/// One class of [`PromptEmbeddings`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassPrompt {
+    /// Class index.
+    pub class: usize,
+    /// The plan's label value (ontology id; 0 for background).
+    pub structure_id: Label,
+    pub name: String,
+    pub prompt: String,
+    pub embedding: Vec<f32>,
+}
+
+impl PromptEmbeddings {
+    /// Reads the file and checks its shape: classes numbered `0..n` in order, every embedding
+    /// `dim` long and finite.
+    pub fn load(path: &Path) -> Result<PromptEmbeddings> {
+        let embeddings: PromptEmbeddings = read_json(path)?;
+        for (k, class) in embeddings.classes.iter().enumerate() {
+            if class.class != k {
+                return Err(model_err(path, format!("entry {k} is class {}; classes must be listed 0, 1, 2, ...", class.class)));
+            }
+            if class.embedding.len() != embeddings.dim || class.embedding.iter().any(|v| !v.is_finite()) {
+                return Err(model_err(
+                    path,
+                    format!("class {k}: the embedding should hold {} finite values, got {}", embeddings.dim, class.embedding.len()),
+                ));
+            }
+        }
+        Ok(embeddings)
+    }
+
+    /// Checks that the classes are the plan's (same count and label values, in order).
+    pub fn check_plan(&self, plan: &Plan, path: &Path) -> Result<()> {
+        let ours: Vec<Label> = self.classes.iter().map(|c| c.structure_id).collect();
+        let plans: Vec<Label> = plan.labels.iter().map(|l| l.value).collect();
+        if ours != plans {
+            return Err(model_err(path, format!("classes {ours:?} differ from the plan's label values {plans:?}")));
+        }
+        Ok(())
+    }
+
+    /// The embeddings as a row-major `[classes, dim]` matrix.
+    pub fn matrix(&self) -> (Vec<f32>, [usize; 2]) {
+        (self.classes.iter().flat_map(|c| c.embedding.iter().copied()).collect(), [self.classes.len(), self.dim])
+    }
+
+    /// Writes the file atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+}
+
 /// Default post-processing of a model folder.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Postprocessing {

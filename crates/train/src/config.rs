@@ -114,6 +114,11 @@ pub struct TrainerConfig {
     /// instead of teaching them as background. Off: every case annotates every class.
     #[serde(default)]
     pub partial_labels: bool,
+    /// Text guidance: the network gets HASF fusion with the class-prompt embeddings of
+    /// `MODEL/prompt_embeddings.json` and the loss adds CCAE, with the plan's `text_guidance`
+    /// settings. Off: the visual-only U-Net.
+    #[serde(default)]
+    pub text_guided: bool,
 }
 
 impl TrainerConfig {
@@ -135,6 +140,7 @@ impl TrainerConfig {
             prefetch_batches: 2,
             grad_clip_norm: Some(12.0),
             partial_labels: false,
+            text_guided: false,
         }
     }
 

@@ -9,11 +9,16 @@
 //! text. It pulls a structure's features towards its prompt and away from its neighbours'
 //! (L4 from L5): exactly the confusion text guidance is meant to resolve.
 //!
-//! Not wired into the trainer yet (see docs/TEXT_GUIDANCE.md): the fusion network that provides
-//! the features and the projection comes first.
+//! [`ccae_loss`] applies it to a text-guided U-Net: the full-resolution decoder features (pixel
+//! embeddings), pooled per class over the ground truth, projected by the network's
+//! `contrastive_projection`, against the network's class text tokens. Background is never an
+//! anchor (its prompt says only "not a spine structure") but stays a negative; with partial
+//! labels a class a sample does not annotate contributes none of its voxels.
 
+use crate::loss::one_hot;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor};
+use spineseg_model::TextFusion;
 
 /// Guards divisions by a class's voxel count and by a vector's norm.
 const EPSILON: f64 = 1e-6;
@@ -68,10 +73,41 @@ pub fn class_text_info_nce(image: Tensor<2>, text: Tensor<2>, present: Tensor<1>
     (per_class * present).sum() / count
 }
 
+/// ATM-Net's CCAE term for one batch of a text-guided U-Net (see the module documentation).
+///
+/// # Shapes
+///
+/// - features: `[batch, channels, d, h, w]` (`UNetOutput::features`)
+/// - target: `[batch, 1, d, h, w]` class indices
+/// - label_mask: `[batch, classes]`, true where the sample annotates the class (partial labels)
+/// - output: `[1]`
+pub fn ccae_loss(
+    fusion: &TextFusion,
+    features: Tensor<5>,
+    target: Tensor<5, Int>,
+    label_mask: Option<Tensor<2, Bool>>,
+    temperature: f64,
+) -> Tensor<1> {
+    let [batch, channels, d, h, w] = features.dims();
+    let voxels = d * h * w;
+    let text = fusion.class_tokens();
+    let classes = text.dims()[0];
+    let mut masks = one_hot(target.reshape([batch, 1, voxels]), classes);
+    if let Some(annotated) = label_mask {
+        masks = masks * annotated.float().reshape([batch, classes, 1]);
+    }
+    let (pooled, present) = masked_class_pooling(features.reshape([batch, channels, voxels]), masks.detach());
+    let device = present.device();
+    let not_background =
+        Tensor::<1>::ones([classes], &device).slice_assign([0..1], Tensor::<1>::zeros([1], &device));
+    let image = fusion.contrastive_projection.forward(pooled);
+    class_text_info_nce(image, text, present * not_background, temperature)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, Distribution, TensorData};
+    use burn::tensor::{Bool, Device, Distribution, Int, TensorData};
 
     fn device() -> Device {
         Device::flex()
@@ -108,6 +144,41 @@ mod tests {
         let shuffled = Tensor::cat(vec![text.clone().narrow(0, 1, classes - 1), text.narrow(0, 0, 1)], 0);
         let mismatched = class_text_info_nce(image, shuffled, present, 0.1).into_scalar::<f32>();
         assert!(matched < 0.5 && mismatched > 2.0 * matched + 1.0, "matched {matched}, shuffled {mismatched}");
+    }
+
+    #[test]
+    fn ccae_on_a_text_guided_unet_trains_projection_and_decoder() {
+        use spineseg_model::{PlainConvUNetConfig, SpatialDims, TextGuidanceConfig};
+        let device = device().autodiff();
+        device.seed(1);
+        let config = PlainConvUNetConfig::new(SpatialDims::D2, 1, 3, vec![4, 8], vec![vec![1, 1], vec![2, 2]])
+            .with_text_guidance(Some(TextGuidanceConfig::new(6).with_embed_dim(4).with_heads(2).with_fused_stages(1)));
+        let model = config.init(&device);
+        let fusion = model.text_fusion.clone().unwrap().with_class_embeddings(Tensor::random(
+            [3, 6],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        ));
+        let model = spineseg_model::PlainConvUNet { text_fusion: Some(fusion), ..model };
+        let x = Tensor::<5>::random([2, 1, 1, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+        // Sample 0: classes 0 and 1; sample 1: classes 0 and 2; sample 1 does not annotate class 1.
+        let labels: Vec<i64> = (0..32).map(|v| if v < 16 { (v % 2) as i64 } else { 2 * (v % 2) as i64 }).collect();
+        let target = Tensor::<5, Int>::from_data(TensorData::new(labels, [2, 1, 1, 4, 4]), &device);
+        let annotated = Tensor::<2, Bool>::from_data(TensorData::new(vec![true, true, true, true, false, true], [2, 3]), &device);
+        let out = model.forward_detailed(x);
+        let fusion = model.text_fusion.as_ref().unwrap();
+        let loss = ccae_loss(fusion, out.features, target, Some(annotated), 0.07);
+        let value = loss.clone().into_scalar::<f32>();
+        assert!(value.is_finite() && value > 0.0, "{value}");
+        let grads = loss.backward();
+        let projection = fusion.contrastive_projection.weight.val().grad(&grads).expect("projection is trained");
+        assert!(projection.abs().sum().into_scalar::<f32>() > 0.0);
+        let spineseg_model::ConvNd::D2(first_conv) = &model.encoder.stages[0].convs[0].conv else {
+            panic!("a 2D network has 2D convs")
+        };
+        let encoder_grad = first_conv.weight.val().grad(&grads).expect("the encoder is trained");
+        assert!(encoder_grad.abs().sum().into_scalar::<f32>() > 0.0);
+        assert!(fusion.class_embeddings.val().grad(&grads).is_none());
     }
 
     #[test]

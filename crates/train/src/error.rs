@@ -34,6 +34,9 @@ pub enum TrainError {
     /// Inconsistent settings or inputs (fold out of range, no cases, bad config values).
     #[error("{0}")]
     Invalid(String),
+    /// A model-folder file (such as `prompt_embeddings.json`) is invalid; names the file.
+    #[error(transparent)]
+    ModelFolder(#[from] spineseg_infer::error::InferError),
     /// A model folder or checkpoint does not fit the run (other plan, other network).
     #[error("{path}: {detail}")]
     Incompatible { path: PathBuf, detail: String },

@@ -28,6 +28,7 @@ use crate::checkpoint::{
     MODEL_FILE, OPTIMIZER_FILE, STATE_FORMAT_VERSION,
 };
 use crate::config::TrainerConfig;
+use crate::contrastive::ccae_loss;
 use crate::error::{os, Result, TrainError};
 use crate::loss::{DeepSupervisionLoss, DeepSupervisionLossConfig, DiceCeLossConfig};
 use crate::manifest::{manifest_for, save_manifest, try_network_config_from_plan, ModelManifest, TrainingRecord, MANIFEST_FILE, WEIGHTS_FILE};
@@ -42,7 +43,8 @@ use spineseg_data::augment::AugmentationConfig;
 use spineseg_data::partial_labels::annotated_classes;
 use spineseg_data::plan::{ConfigurationName, Plan};
 use spineseg_data::sampling::{load_cases, Batch, BatchLoader, PatchSampler, SamplerConfig};
-use spineseg_model::{PlainConvUNet, PlainConvUNetConfig};
+use spineseg_infer::model_folder::{PromptEmbeddings, PROMPT_EMBEDDINGS_FILE};
+use spineseg_model::{PlainConvUNet, PlainConvUNetConfig, TextGuidanceConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -156,6 +158,20 @@ pub fn init_network(config: &PlainConvUNetConfig, device: &Device, seed: u64) ->
     model
 }
 
+/// `MODEL/prompt_embeddings.json`, checked against the plan's classes.
+fn load_prompt_embeddings(paths: &RunPaths, plan: &Plan) -> Result<PromptEmbeddings> {
+    let path = paths.model_dir.join(PROMPT_EMBEDDINGS_FILE);
+    if !path.is_file() {
+        return Err(TrainError::Missing {
+            path,
+            detail: "text-guided training needs the class-prompt embeddings (`spineseg train --text-guided` writes them)".into(),
+        });
+    }
+    let embeddings = PromptEmbeddings::load(&path)?;
+    embeddings.check_plan(plan, &path)?;
+    Ok(embeddings)
+}
+
 /// `[B, C, *patch]` images and `[B, *patch]` labels as canonical 5D tensors
 /// (`[B, C, 1, Y, Z]` for 2D) on `device`.
 fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<5>, Tensor<5, Int>) {
@@ -220,7 +236,20 @@ pub fn train(
             )));
         }
         config.validate()?;
-        let network = try_network_config_from_plan(&plan, config.configuration)?;
+        let mut network = try_network_config_from_plan(&plan, config.configuration)?;
+        if config.text_guided {
+            let (_, [_, text_dim]) = load_prompt_embeddings(paths, &plan)?.matrix();
+            let settings = &plan.text_guidance;
+            network = network.with_text_guidance(Some(
+                TextGuidanceConfig::new(text_dim)
+                    .with_embed_dim(settings.embed_dim)
+                    .with_heads(settings.heads)
+                    .with_fused_stages(settings.fused_stages),
+            ));
+            network
+                .validate()
+                .map_err(|e| TrainError::Invalid(format!("{}: text_guidance: {e}", plans_path.display())))?;
+        }
         let total_epochs = config.epochs;
         let state = TrainState {
             format_version: STATE_FORMAT_VERSION,
@@ -315,9 +344,15 @@ pub fn train(
     let mut model = init_network(&network, &device, config.seed);
     let mut optimizer: ModuleOptimizer = config.optimizer.init();
     if let Some(dir) = &resume_from {
+        // The weights hold the class embeddings of a text-guided run.
         model = load_weights(model, &dir.join(MODEL_FILE))?;
         optimizer = load_optimizer(optimizer, &dir.join(OPTIMIZER_FILE))?;
+    } else if let Some(fusion) = model.text_fusion.take() {
+        let (values, shape) = load_prompt_embeddings(paths, &plan)?.matrix();
+        let embeddings = Tensor::<2>::from_data(TensorData::new(values, shape), &device);
+        model.text_fusion = Some(fusion.with_class_embeddings(embeddings));
     }
+    let ccae = model.text_fusion.is_some().then(|| plan.text_guidance.clone()).filter(|s| s.ccae_weight > 0.0);
     let loss_fn: DeepSupervisionLoss =
         DeepSupervisionLossConfig::new(DiceCeLossConfig::new().with_batch_dice(plan_config.batch_dice), model.num_outputs()).init();
 
@@ -370,8 +405,12 @@ pub fn train(
             let batch = loader.next().ok_or_else(|| TrainError::Invalid("the batch loader stopped (a panic while sampling)".into()))?;
             let (images, target) = batch_tensors(&batch, &device);
             let label_mask = train_annotated.as_deref().map(|a| batch_label_mask(&batch, a, &device));
-            let outputs = model.forward_canonical(images);
-            let loss = loss_fn.forward(outputs, target, label_mask);
+            let output = model.forward_detailed(images);
+            let mut loss = loss_fn.forward(output.logits, target.clone(), label_mask.clone());
+            if let (Some(settings), Some(fusion)) = (&ccae, &model.text_fusion) {
+                let contrastive = ccae_loss(fusion, output.features, target, label_mask, settings.ccae_temperature);
+                loss = loss + contrastive.mul_scalar(settings.ccae_weight);
+            }
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             let mut grads = GradientsParams::from_grads(loss.backward(), &model);
             let norm = match config.grad_clip_norm {

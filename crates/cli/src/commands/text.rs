@@ -3,7 +3,7 @@
 
 use crate::Outcome;
 use anyhow::{Context, Result};
-use spineseg_infer::model_folder::{PLAN_FILE, PROMPT_EMBEDDINGS_FILE};
+use spineseg_infer::model_folder::{ClassPrompt, PromptEmbeddings, PLAN_FILE, PROMPT_EMBEDDINGS_FILE};
 use spineseg_text::{Device, TextEncoder};
 use std::path::PathBuf;
 
@@ -95,10 +95,24 @@ fn load_encoder(flag: Option<PathBuf>) -> Result<(PathBuf, TextEncoder)> {
 }
 
 fn cache(args: CacheArgs) -> Result<Outcome> {
-    use spineseg_data::ontology::StructureId;
-    use spineseg_text::prompts::{class_prompt, BACKGROUND_PROMPT};
     let plans = args.model.join(PLAN_FILE);
     let plan = spineseg_data::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
+    let path = args.model.join(PROMPT_EMBEDDINGS_FILE);
+    let embeddings = embed_class_prompts(&plan, &plans, args.text_encoder)?;
+    embeddings.save(&path).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("{} class prompts embedded ({} dimensions) into {}", embeddings.classes.len(), embeddings.dim, path.display());
+    Ok(Outcome::Success)
+}
+
+/// The class prompts of `plan`'s classes (background first) embedded with the text encoder
+/// (`encoder_flag` or the default folder). `plans` names the plan file in errors.
+pub fn embed_class_prompts(
+    plan: &spineseg_data::plan::Plan,
+    plans: &std::path::Path,
+    encoder_flag: Option<PathBuf>,
+) -> Result<PromptEmbeddings> {
+    use spineseg_data::ontology::StructureId;
+    use spineseg_text::prompts::{class_prompt, BACKGROUND_PROMPT};
     let mut entries = Vec::new();
     for (class, label) in plan.labels.iter().enumerate() {
         let prompt = if class == 0 {
@@ -110,27 +124,29 @@ fn cache(args: CacheArgs) -> Result<Outcome> {
         };
         entries.push((class, label.value, label.name.clone(), prompt));
     }
-    let (dir, encoder) = load_encoder(args.text_encoder)?;
+    let (dir, encoder) = load_encoder(encoder_flag)?;
     let texts: Vec<&str> = entries.iter().map(|e| e.3.as_str()).collect();
     let embeddings = encoder.embed(&texts).with_context(|| format!("embedding with {}", dir.display()))?;
-    let source = std::fs::read_to_string(dir.join("spineseg_source.json"))
+    let encoder_source = std::fs::read_to_string(dir.join("spineseg_source.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .unwrap_or(serde_json::Value::Null);
-    let json = serde_json::json!({
-        "encoder": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
-        "encoder_source": source,
-        "dim": encoder.embedding_dim(),
-        "classes": entries.iter().zip(&embeddings).map(|((class, value, name, prompt), embedding)| serde_json::json!({
-            "class": class, "structure_id": value, "name": name, "prompt": prompt, "embedding": embedding,
-        })).collect::<Vec<_>>(),
-    });
-    let path = args.model.join(PROMPT_EMBEDDINGS_FILE);
-    let bytes = serde_json::to_vec(&json)?;
-    spineseg_io::atomic::write_atomically(&path, |w| w.write_all(&bytes))
-        .with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("{} class prompts embedded ({} dimensions) into {}", entries.len(), encoder.embedding_dim(), path.display());
-    Ok(Outcome::Success)
+    Ok(PromptEmbeddings {
+        encoder: dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        encoder_source,
+        dim: encoder.embedding_dim(),
+        classes: entries
+            .into_iter()
+            .zip(embeddings)
+            .map(|((class, structure_id, name, prompt), embedding)| ClassPrompt {
+                class,
+                structure_id,
+                name,
+                prompt,
+                embedding,
+            })
+            .collect(),
+    })
 }
 
 fn embed(args: EmbedArgs) -> Result<Outcome> {

@@ -72,6 +72,14 @@ pub struct TrainArgs {
     /// different subsets of the anatomy, such as lumbar-real.
     #[arg(long)]
     pub partial_labels: bool,
+    /// Text guidance (ATM-Net's HASF fusion + CCAE loss, settings in the plan's "text_guidance"):
+    /// the class prompts are embedded once with the text encoder into OUT/prompt_embeddings.json
+    /// and travel with the model. Without it: the visual-only U-Net.
+    #[arg(long)]
+    pub text_guided: bool,
+    /// Text encoder folder for --text-guided (default as for `spineseg text embed`).
+    #[arg(long, value_name = "DIR", requires = "text_guided")]
+    pub text_encoder: Option<PathBuf>,
 }
 
 pub fn run(args: TrainArgs) -> Result<Outcome> {
@@ -107,6 +115,16 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create folder", args.out.display()))?;
     let paths = RunPaths { work: args.work.clone(), model_dir: args.out.clone() };
+    config.text_guided = args.text_guided;
+    if args.text_guided && !args.resume && !paths.checkpoint_last().exists() {
+        // Embedded once here; a resumed run reads the file (and the weights hold the vectors).
+        let plans = paths.plans();
+        let plan = spineseg_data::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
+        let embeddings = super::text::embed_class_prompts(&plan, &plans, args.text_encoder.clone())?;
+        let path = args.out.join(spineseg_infer::model_folder::PROMPT_EMBEDDINGS_FILE);
+        embeddings.save(&path).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("text guidance: {} class prompts embedded ({} dimensions) into {}", embeddings.classes.len(), embeddings.dim, path.display());
+    }
     let options = RunOptions { resume: args.resume, stop_after_epochs: args.stop_after_epochs, device: None };
     let mut observer = CliObserver::new(args.quiet);
     let outcome = train(&paths, config, &options, &mut observer)?;
