@@ -17,7 +17,7 @@
 
 use crate::loss::one_hot;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 use spineseg_model::TextFusion;
 
 /// Guards divisions by a class's voxel count and by a vector's norm.
@@ -98,8 +98,8 @@ pub fn ccae_loss(
     }
     let (pooled, present) = masked_class_pooling(features.reshape([batch, channels, voxels]), masks.detach());
     let device = present.device();
-    let not_background =
-        Tensor::<1>::ones([classes], &device).slice_assign([0..1], Tensor::<1>::zeros([1], &device));
+    let anchors: Vec<f32> = (0..classes).map(|k| if k == 0 { 0.0 } else { 1.0 }).collect();
+    let not_background = Tensor::<1>::from_data(TensorData::new(anchors, [classes]), &device);
     let image = fusion.contrastive_projection.forward(pooled);
     class_text_info_nce(image, text, present * not_background, temperature)
 }
@@ -107,7 +107,8 @@ pub fn ccae_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Bool, Device, Distribution, Int, TensorData};
+    use burn::tensor::{Device, Distribution};
+    use burn::tensor::{Bool, Int, TensorData};
 
     fn device() -> Device {
         Device::flex()
