@@ -3,7 +3,8 @@
 
 EVAL/<arm>_s<seed>/{vb,ivd}/metrics.csv (spineseg evaluate) -> per structure, for each arm: the
 mean over seeds of the per-seed mean over validation cases, +- the standard deviation over seeds
-(the spread the issue asks for), for Dice and MONAI HD95 (mm). Non-finite HD95 (a structure not
+(the spread the issue asks for), for Dice and MONAI HD95 (mm); group rows pool the (case,
+structure) pairs of their structures. Non-finite HD95 (a structure not
 predicted at all) is left out of the HD95 mean and counted in the "missed" column.
 """
 import csv
@@ -16,7 +17,7 @@ from pathlib import Path
 root = Path(sys.argv[1])
 # per[arm][seed][structure] = list of (dice, hd95)
 per = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-order = []
+label_of, group_of = {}, {}
 for metrics in sorted(root.glob("*/*/metrics.csv")):
     arm, seed = metrics.parent.parent.name.rsplit("_s", 1)
     with open(metrics) as f:
@@ -26,8 +27,8 @@ for metrics in sorted(root.glob("*/*/metrics.csv")):
             if int(row["ref_voxels"]) == 0:
                 continue
             name = row["structure"]
-            if name not in order:
-                order.append(name)
+            label_of[name] = int(row["label"])
+            group_of[name] = metrics.parent.name
             per[arm][seed][name].append((float(row["dice"]), float(row["hd95_mm"])))
 
 def summary(arm, names):
@@ -47,12 +48,10 @@ def summary(arm, names):
             sd(hd_means) if hd_means else float("nan"), missed, len(dice_means))
 
 arms = [a for a in ("visual", "text") if a in per] + [a for a in per if a not in ("visual", "text")]
-def key(name):
-    return (0 if name[0] in "TL" and "/" not in name and "disc" not in name.lower() else 1, order.index(name))
-rows = sorted(order, key=key)
-bodies = [n for n in rows if key(n)[0] == 0]
-lumbar = [n for n in bodies if n.startswith("L")]
-discs = [n for n in rows if key(n)[0] == 1]
+rows = sorted(label_of, key=lambda n: label_of[n])
+bodies = [n for n in rows if group_of[n] == "vb"]
+lumbar = [n for n in bodies if n in ("L1", "L2", "L3", "L4", "L5")]
+discs = [n for n in rows if group_of[n] == "ivd"]
 groups = [("**mean L1-L5 bodies**", lumbar), ("**mean all bodies**", bodies), ("**mean discs**", discs)]
 
 header = "| structure | " + " | ".join(f"{a} Dice | {a} HD95 mm" for a in arms) + " |"
