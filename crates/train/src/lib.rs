@@ -2,7 +2,8 @@
 //! checkpoints and the trained model folder.
 //!
 //! - [`loss`]: nnU-Net's Dice + cross-entropy with deep supervision and a partial-label mask.
-//! - [`contrastive`]: the class-wise channel-level InfoNCE of ATM-Net's CCAE (not yet in the loop).
+//! - [`contrastive`]: the class-wise channel-level InfoNCE of ATM-Net's CCAE, used by text-guided
+//!   training.
 //! - [`optim`]: nnU-Net's SGD, polynomial learning-rate decay, global-norm gradient clipping.
 //! - [`config`]: [`TrainerConfig`] (epochs, iterations, optimiser, seed, time budget, augmentation).
 //! - [`splits`]: 5-fold `splits_final.json`.

@@ -6,8 +6,9 @@
 //!    scheduler per epoch);
 //! 2. `iterations_per_epoch` steps on batches `e * iterations_per_epoch + i` of a
 //!    [`PatchSampler`] over the fold's training cases (made ahead on a [`BatchLoader`] thread):
-//!    forward with deep supervision, [`DeepSupervisionLoss`], backward, global-norm gradient
-//!    clipping, optimiser step;
+//!    forward with deep supervision, [`DeepSupervisionLoss`] (plus the plan's `ccae_weight` x
+//!    [`ccae_loss`] for a text-guided network; the logged training loss includes it, the
+//!    validation loss does not), backward, global-norm gradient clipping, optimiser step;
 //! 3. validation on `validation_batches` fixed batches (the same every epoch) of a sampler over
 //!    the validation cases without augmentation (nnU-Net's validation loader also oversamples
 //!    foreground): loss and TP/FP/FN of the arg-max of the full-resolution output,
