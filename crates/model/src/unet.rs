@@ -826,8 +826,9 @@ impl PlainConvUNet {
             return UNetOutput { logits, features };
         };
         let batch = x.dims()[0];
-        let [classes, embed_dim] = text_fusion.class_tokens().dims();
-        let mut text: Tensor<3> = text_fusion.class_tokens().unsqueeze::<3>().expand([batch, classes, embed_dim]);
+        let class_tokens = text_fusion.class_tokens();
+        let [classes, embed_dim] = class_tokens.dims();
+        let mut text: Tensor<3> = class_tokens.unsqueeze::<3>().expand([batch, classes, embed_dim]);
         let mut skips = Vec::with_capacity(self.encoder.stages.len());
         let mut x = x;
         for (stage, block) in self.encoder.stages.iter().enumerate() {

@@ -223,6 +223,9 @@ pub fn train(
 
     // The run's state: new, or from the last checkpoint.
     let last_dir = paths.checkpoint_last();
+    // A new text-guided run reads its class embeddings once, for the network's text width and
+    // its frozen parameter; a resumed run takes both from its checkpoint.
+    let mut new_run_prompts: Option<PromptEmbeddings> = None;
     let (mut state, resume_from) = if options.resume {
         let dir = find_checkpoint(&last_dir).ok_or_else(|| TrainError::Missing {
             path: last_dir.clone(),
@@ -239,10 +242,10 @@ pub fn train(
         config.validate()?;
         let mut network = try_network_config_from_plan(&plan, config.configuration)?;
         if config.text_guided {
-            let (_, [_, text_dim]) = load_prompt_embeddings(paths, &plan)?.matrix();
+            let prompts = new_run_prompts.insert(load_prompt_embeddings(paths, &plan)?);
             let settings = &plan.text_guidance;
             network = network.with_text_guidance(Some(
-                TextGuidanceConfig::new(text_dim)
+                TextGuidanceConfig::new(prompts.dim)
                     .with_embed_dim(settings.embed_dim)
                     .with_heads(settings.heads)
                     .with_fused_stages(settings.fused_stages),
@@ -348,8 +351,9 @@ pub fn train(
         // The weights hold the class embeddings of a text-guided run.
         model = load_weights(model, &dir.join(MODEL_FILE))?;
         optimizer = load_optimizer(optimizer, &dir.join(OPTIMIZER_FILE))?;
-    } else if let Some(fusion) = model.text_fusion.take() {
-        let (values, shape) = load_prompt_embeddings(paths, &plan)?.matrix();
+    } else if let Some(prompts) = &new_run_prompts {
+        let fusion = model.text_fusion.take().expect("a text-guided network has a text fusion");
+        let (values, shape) = prompts.matrix();
         let embeddings = Tensor::<2>::from_data(TensorData::new(values, shape), &device);
         model.text_fusion = Some(fusion.with_class_embeddings(embeddings));
     }
