@@ -10,6 +10,8 @@ use spineseg_io::{read_volume, AnyVolume, Geometry, Label, Spacing};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod support;
+
 fn spineseg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spineseg")).args(args).output().expect("spineseg should start")
 }
@@ -210,18 +212,12 @@ fn structures_keep_only_the_named_labels() {
     let all = read_volume(&all).unwrap().to_labels(&all).unwrap();
     // The phantom's label values are ontology ids; ask for the most frequent predicted one by
     // a synonym of its name.
-    let mut counts = std::collections::BTreeMap::<Label, usize>::new();
-    for &v in all.data().iter().filter(|&&v| v != 0) {
-        *counts.entry(v).or_default() += 1;
-    }
-    let (&target, _) = counts.iter().max_by_key(|(_, &n)| n).expect("the random model predicts some structure");
+    let target = support::most_frequent_structure(all.data());
     let structure = spineseg_data::Ontology::standard().get(spineseg_data::StructureId(target)).unwrap();
     let one = root.join("one.nii.gz");
     ok(spineseg(&["predict", "-i", s(&image), "-o", s(&one), "-m", s(&model), "--structures", &structure.display_name]));
     let one = read_volume(&one).unwrap().to_labels(&one).unwrap();
-    for (a, b) in all.data().iter().zip(one.data()) {
-        assert_eq!(*b, if *a == target { target } else { 0 });
-    }
+    support::assert_only_structure_kept(all.data(), one.data(), target);
 
     let out = root.join("never.nii.gz");
     let err = fails(spineseg(&["predict", "-i", s(&image), "-o", s(&out), "-m", s(&model), "--structures", "L4 vertebra, L4/L5 dsic"]));
