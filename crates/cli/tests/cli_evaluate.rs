@@ -2,11 +2,10 @@
 
 use spineseg_io::{write_volume, AnyVolume, Geometry, Spacing, VoxelData};
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn spineseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spineseg")).args(args).output().expect("spineseg should start")
-}
+mod support;
+use support::spineseg;
+
 
 fn geometry() -> Geometry {
     Geometry::new(Spacing::new([2.0, 1.0, 1.0]).unwrap(), [0.0; 3], spineseg_io::geometry::IDENTITY3).unwrap()

@@ -2,11 +2,10 @@
 
 use spineseg_io::{read_volume, write_volume, AnyVolume, Geometry, Spacing, VoxelData};
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn spineseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spineseg")).args(args).output().expect("spineseg should start")
-}
+mod support;
+use support::spineseg;
+
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -1,11 +1,11 @@
 //! End-to-end: `spineseg phantom` writes a dataset that `dataset check`, `info` and `overlay`
 //! accept, identically for the same seed.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn spineseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spineseg")).args(args).output().expect("spineseg should start")
-}
+mod support;
+use support::spineseg;
+
 
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -8,13 +8,11 @@ use spineseg_infer::network::Device;
 use spineseg_infer::{network_config_for_plan, BurnUNetPredictor, ModelFolder, ModelManifest, OutputLabels};
 use spineseg_io::{read_volume, AnyVolume, Geometry, Label, Spacing};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod support;
+use support::spineseg;
 
-fn spineseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spineseg")).args(args).output().expect("spineseg should start")
-}
 
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -1,69 +1,13 @@
 //! End-to-end: phantom -> plan (shrunk to a tiny network) -> train -> model folder; an
 //! interrupted and resumed run gives the same weights as an uninterrupted one.
 
-use spineseg_train::checkpoint::{load_network, parameter_values};
+use spineseg_train::checkpoint::load_network;
 use spineseg_train::{load_manifest, training_record};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 mod support;
+use support::{ok, spineseg, tiny_work, train, weights};
 
-fn spineseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spineseg")).args(args).output().expect("spineseg should start")
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A 3-case small phantom planned for 2D, the plan edited to a 32x32 patch, batch 2 and a
-/// 3-stage network 4-8-16.
-fn tiny_work(dir: &Path) -> PathBuf {
-    let data = dir.join("phantom");
-    let work = dir.join("work");
-    ok(spineseg(&["phantom", "--small", "--cases", "3", "--seed", "1", "--out", data.to_str().unwrap()]));
-    ok(spineseg(&["plan", data.to_str().unwrap(), "--out", work.to_str().unwrap(), "--configurations", "2d"]));
-    let path = work.join("plans.json");
-    let mut plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let c = &mut plan["configurations"]["2d"];
-    c["patch_size"] = serde_json::json!([32, 32]);
-    c["batch_size"] = serde_json::json!(2);
-    let n = &mut c["network"];
-    n["n_stages"] = serde_json::json!(3);
-    n["features_per_stage"] = serde_json::json!([4, 8, 16]);
-    n["kernel_sizes"] = serde_json::json!([[3, 3], [3, 3], [3, 3]]);
-    n["strides"] = serde_json::json!([[1, 1], [2, 2], [2, 2]]);
-    n["n_conv_per_stage_encoder"] = serde_json::json!([2, 2, 2]);
-    n["n_conv_per_stage_decoder"] = serde_json::json!([2, 2]);
-    std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
-    work
-}
-
-fn train(work: &Path, out: &Path, extra: &[&str]) -> String {
-    let mut args = vec![
-        "train",
-        work.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--iterations-per-epoch",
-        "2",
-        "--validation-batches",
-        "2",
-        "--seed",
-        "5",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    ok(spineseg(&args))
-}
-
-fn weights(model_dir: &Path, file: &Path) -> Vec<Vec<f32>> {
-    let manifest = load_manifest(&model_dir.join("model.json")).unwrap();
-    parameter_values(&load_network(&manifest.network, file).unwrap())
-}
 
 #[test]
 fn train_writes_a_model_folder_and_resume_is_exact() {

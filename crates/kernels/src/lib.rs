@@ -20,11 +20,13 @@
 
 pub mod cpu;
 mod ops;
+pub mod simd;
 
 use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Tensor};
 
 pub use ops::{ConvSpec, NormActSpec, UNetKernels};
+pub use simd::{simd_paths, SimdPaths};
 
 /// Whether the kernels can run tensors on `device` with element type `dtype`: the flex device
 /// (autodiff or not) and f32.

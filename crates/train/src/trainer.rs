@@ -189,11 +189,21 @@ fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<5>, Tensor<5, Int>) 
 }
 
 /// `[batch, classes]`: which classes each sample of `batch` annotates, from its case's entry of
-/// `annotated` (indexed like the sampler's cases).
-fn batch_label_mask(batch: &Batch, annotated: &[Vec<bool>], device: &Device) -> Tensor<2, Bool> {
+/// `annotated` (indexed like the sampler's cases); `None` when every sample annotates every
+/// foreground class (background always counts as supervised).
+///
+/// A full mask gives the plain loss in exact arithmetic but through other floating-point
+/// operations (the marginal cross-entropy), whose rounding depends on the CPU's SIMD kernels.
+/// Passing no mask makes a batch without missing labels train exactly as without
+/// `--partial-labels`, on every CPU.
+fn batch_label_mask(batch: &Batch, annotated: &[Vec<bool>], device: &Device) -> Option<Tensor<2, Bool>> {
     let classes = annotated.first().map_or(0, Vec::len);
-    let flags: Vec<bool> = batch.samples.iter().flat_map(|sample| annotated[sample.case].iter().copied()).collect();
-    Tensor::<2, Bool>::from_data(TensorData::new(flags, [batch.samples.len(), classes]), device)
+    let rows = || batch.samples.iter().map(|sample| &annotated[sample.case]);
+    if rows().all(|row| row.iter().skip(1).all(|&flag| flag)) {
+        return None;
+    }
+    let flags: Vec<bool> = rows().flat_map(|row| row.iter().copied()).collect();
+    Some(Tensor::<2, Bool>::from_data(TensorData::new(flags, [batch.samples.len(), classes]), device))
 }
 
 fn check_divisible(config: &PlainConvUNetConfig, patch: &[usize]) -> Result<()> {
@@ -409,7 +419,7 @@ pub fn train(
         for iteration in 0..config.iterations_per_epoch {
             let batch = loader.next().ok_or_else(|| TrainError::Invalid("the batch loader stopped (a panic while sampling)".into()))?;
             let (images, target) = batch_tensors(&batch, &device);
-            let label_mask = train_annotated.as_deref().map(|a| batch_label_mask(&batch, a, &device));
+            let label_mask = train_annotated.as_deref().and_then(|a| batch_label_mask(&batch, a, &device));
             let output = model.forward_detailed(images);
             let mut loss = loss_fn.forward(output.logits, target.clone(), label_mask.clone());
             if let (Some(settings), Some(fusion)) = (&ccae, &model.text_fusion) {
@@ -437,7 +447,7 @@ pub fn train(
         let mut val_loss_sum = 0.0;
         for batch in &val_batches {
             let (images, target) = batch_tensors(batch, &base_device);
-            let label_mask = val_annotated.as_deref().map(|a| batch_label_mask(batch, a, &base_device));
+            let label_mask = val_annotated.as_deref().and_then(|a| batch_label_mask(batch, a, &base_device));
             let outputs = eval_model.forward_canonical(images);
             let prediction = outputs[0].clone().argmax(1);
             val_loss_sum += loss_fn.forward(outputs, target, label_mask).into_scalar::<f32>() as f64;
@@ -586,10 +596,14 @@ mod tests {
             samples: vec![sample(1), sample(0), sample(1)],
         };
         let annotated = vec![vec![true, true, false], vec![true, false, true]];
-        let mask = batch_label_mask(&batch, &annotated, &Device::flex());
+        let mask = batch_label_mask(&batch, &annotated, &Device::flex()).expect("two cases lack a class");
         assert_eq!(mask.dims(), [3, 3]);
         let flags: Vec<bool> = mask.into_data().try_to_vec::<bool>().unwrap();
         assert_eq!(flags, [true, false, true, true, true, false, true, false, true]);
+        // Every sample annotates every foreground class (background's flag does not matter):
+        // no mask, so the loss is the plain one, operation for operation.
+        let complete = vec![vec![false, true, true], vec![true, true, true]];
+        assert!(batch_label_mask(&batch, &complete, &Device::flex()).is_none());
     }
 
     #[test]

@@ -144,6 +144,9 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         state.best_epoch
     );
     println!("model written to {}", outcome.model_dir.display());
+    // Results are bit-reproducible on CPUs that take the same paths (docs/ARCHITECTURE.md,
+    // "Determinism"); say which ones this run took.
+    println!("SIMD paths: {}", spineseg_kernels::simd_paths());
     Ok(Outcome::Success)
 }
 

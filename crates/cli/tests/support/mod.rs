@@ -1,6 +1,31 @@
 //! Helpers shared by the CLI test binaries (`mod support;`).
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
 
 use spineseg_io::Label;
+use spineseg_train::checkpoint::{load_network, parameter_values};
+use spineseg_train::load_manifest;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the `spineseg` binary with `args`. When cargo runs the tests through a runner
+/// (`CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER`, e.g. `qemu-x86_64 -cpu Haswell` from
+/// `scripts/test_simd_paths.sh`), the binary runs through the same runner, so the whole test,
+/// not only the test process, sees the CPU the runner presents.
+pub fn spineseg(args: &[&str]) -> Output {
+    let binary = env!("CARGO_BIN_EXE_spineseg");
+    let runner = std::env::var("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER").unwrap_or_default();
+    let mut runner = runner.split_whitespace();
+    let mut command = match runner.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(runner).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    command.args(args).output().expect("spineseg should start")
+}
 
 /// The most frequent non-zero label of a prediction: the structure a `--structures` check asks
 /// for, so the check works whatever an untrained or briefly trained model predicts.
@@ -19,4 +44,60 @@ pub fn assert_only_structure_kept(all: &[Label], kept: &[Label], label: Label) {
     for (a, k) in all.iter().zip(kept) {
         assert_eq!(*k, if *a == label { label } else { 0 });
     }
+}
+
+/// `out`'s stdout, after asserting that the command succeeded (its output is the message if not).
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A 3-case small phantom planned for 2D, the plan edited to a 32x32 patch, batch 2 and a
+/// 3-stage network 4-8-16.
+pub fn tiny_work(dir: &Path) -> PathBuf {
+    let data = dir.join("phantom");
+    let work = dir.join("work");
+    ok(spineseg(&["phantom", "--small", "--cases", "3", "--seed", "1", "--out", data.to_str().unwrap()]));
+    ok(spineseg(&["plan", data.to_str().unwrap(), "--out", work.to_str().unwrap(), "--configurations", "2d"]));
+    let path = work.join("plans.json");
+    let mut plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let c = &mut plan["configurations"]["2d"];
+    c["patch_size"] = serde_json::json!([32, 32]);
+    c["batch_size"] = serde_json::json!(2);
+    let n = &mut c["network"];
+    n["n_stages"] = serde_json::json!(3);
+    n["features_per_stage"] = serde_json::json!([4, 8, 16]);
+    n["kernel_sizes"] = serde_json::json!([[3, 3], [3, 3], [3, 3]]);
+    n["strides"] = serde_json::json!([[1, 1], [2, 2], [2, 2]]);
+    n["n_conv_per_stage_encoder"] = serde_json::json!([2, 2, 2]);
+    n["n_conv_per_stage_decoder"] = serde_json::json!([2, 2]);
+    std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+    work
+}
+
+/// Trains `work` into `out` for 2 epochs of 2 iterations, seed 5, with `extra` flags.
+pub fn train(work: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "train",
+        work.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--iterations-per-epoch",
+        "2",
+        "--validation-batches",
+        "2",
+        "--seed",
+        "5",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    ok(spineseg(&args))
+}
+
+/// The parameter values of the network in `file`, built as `model_dir`'s model.json says.
+pub fn weights(model_dir: &Path, file: &Path) -> Vec<Vec<f32>> {
+    let manifest = load_manifest(&model_dir.join("model.json")).unwrap();
+    parameter_values(&load_network(&manifest.network, file).unwrap())
 }
