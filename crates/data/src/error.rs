@@ -60,3 +60,14 @@ pub enum DataError {
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+impl From<spineseg_io::json::JsonFileError> for DataError {
+    fn from(error: spineseg_io::json::JsonFileError) -> Self {
+        use spineseg_io::json::JsonFileError;
+        match error {
+            JsonFileError::Read { path, source } => DataError::Os { path, source },
+            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => DataError::Json { path, source },
+            JsonFileError::Write(e) => e.into(),
+        }
+    }
+}

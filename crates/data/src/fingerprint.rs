@@ -16,10 +16,11 @@
 //! thread holds one case at a time and keeps only its summary and samples.
 
 use crate::error::{DataError, Result};
-use crate::preprocess::{nonzero_bounding_box, CaseVolumes};
+use crate::crop::{nonzero_bounding_box, CaseVolumes};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use spineseg_io::json::{read_json, write_json};
 use spineseg_io::reorient::Reorientation;
 use spineseg_io::Label;
 use std::collections::BTreeMap;
@@ -297,7 +298,7 @@ pub fn fingerprint_dataset(dataset: &crate::datasets::Dataset, options: &Fingerp
 impl Fingerprint {
     /// Writes `fingerprint.json` (pretty, atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_json(path, self)
+        Ok(write_json(path, self)?)
     }
     /// Reads a fingerprint, naming the file on bad JSON.
     pub fn load(path: &Path) -> Result<Fingerprint> {
@@ -310,20 +311,6 @@ impl Fingerprint {
         }
         Ok(fingerprint)
     }
-}
-
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|source| DataError::Json { path: path.to_path_buf(), source })?;
-    spineseg_io::atomic::write_atomically(path, |w| {
-        w.write_all(text.as_bytes())?;
-        w.write_all(b"\n")
-    })?;
-    Ok(())
-}
-
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Os { path: path.to_path_buf(), source })?;
-    serde_json::from_str(&text).map_err(|source| DataError::Json { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

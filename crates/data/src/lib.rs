@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod check;
+pub mod crop;
 pub mod datasets;
 pub mod error;
 pub mod ontology;

@@ -43,7 +43,8 @@
 //! - Not planned: nnU-Net's `3d_lowres` and cascade (lumbar MRI fits full resolution).
 
 use crate::error::{DataError, Result};
-use crate::fingerprint::{median_sorted, percentile_sorted_f64, read_json, write_json, Fingerprint, IntensityStats};
+use crate::fingerprint::{median_sorted, percentile_sorted_f64, Fingerprint, IntensityStats};
+use spineseg_io::json::{read_json, write_json};
 use crate::resample::{compute_new_shape, ResampleSettings, ANISOTROPY_THRESHOLD};
 use serde::{Deserialize, Serialize};
 use spineseg_io::Label;
@@ -671,7 +672,7 @@ impl Plan {
 
     /// Writes `plans.json` (pretty, atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_json(path, self)
+        Ok(write_json(path, self)?)
     }
 
     /// Reads and validates a plan; errors name the file.

@@ -17,6 +17,7 @@
 //! plan's label values (ontology ids); [`OutputLabels::to_dataset_values`] then maps those onto
 //! the training dataset's own values, which is what nnU-Net writes.
 
+use spineseg_io::json::JsonFileError;
 use crate::error::{InferError, Result};
 use crate::network::BurnUNetPredictor;
 use crate::predict::PredictOptions;
@@ -399,19 +400,17 @@ fn shorten(text: &str, max: usize) -> String {
     format!("{} ...", &text[..end])
 }
 
+/// Reads a model-folder JSON file; a missing file is "missing", so a user sees which part of the
+/// folder is absent.
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            model_err(path, "missing")
-        } else {
-            model_err(path, format!("cannot read: {e}"))
-        }
-    })?;
-    serde_json::from_str(&text).map_err(|e| model_err(path, format!("invalid JSON: {e}")))
+    spineseg_io::json::read_json(path).map_err(|e| match e {
+        JsonFileError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => model_err(path, "missing"),
+        JsonFileError::Read { source, .. } => model_err(path, format!("cannot read: {source}")),
+        JsonFileError::Parse { source, .. } => model_err(path, format!("invalid JSON: {source}")),
+        other => model_err(path, other.to_string()),
+    })
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("model folder JSON should serialise");
-    spineseg_io::atomic::write_atomically(path, |w| w.write_all(format!("{text}\n").as_bytes()))
-        .map_err(|e| model_err(path, e.to_string()))
+    spineseg_io::json::write_json(path, value).map_err(|e| model_err(path, e.to_string()))
 }

@@ -11,6 +11,7 @@
 pub mod atomic;
 pub mod error;
 pub mod geometry;
+pub mod json;
 pub mod metaimage;
 pub mod nifti;
 pub mod reorient;

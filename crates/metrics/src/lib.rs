@@ -24,6 +24,7 @@ pub mod distance;
 pub mod edt;
 pub mod error;
 pub mod evaluate;
+pub mod folder;
 pub mod mask;
 pub mod overlap;
 pub mod report;
@@ -33,9 +34,10 @@ pub mod surface;
 pub use distance::{percentile, Emptiness, SurfaceDistances};
 pub use error::{MetricsError, Result};
 pub use evaluate::{
-    compare_masks, compare_slicewise, evaluate_case, evaluate_folders, pair_cases, CasePair, CaseResult,
-    EvaluationOptions, EvaluationReport, MetricOptions, PairMetrics, SliceMetrics, StructureResult,
+    compare_masks, compare_slicewise, evaluate_case, CaseResult, EvaluationOptions, MetricOptions, PairMetrics,
+    SliceMetrics, StructureResult,
 };
+pub use folder::{evaluate_folders, pair_cases, CasePair, EvaluationReport};
 pub use mask::{Connectivity, Mask};
 pub use report::{format_table, write_report, CSV_HEADER};
 pub use summary::{Stats, Summary};

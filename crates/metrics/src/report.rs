@@ -8,7 +8,8 @@
 //! reads back to the same `f64`.
 
 use crate::error::Result;
-use crate::evaluate::{EvaluationReport, PairMetrics};
+use crate::evaluate::PairMetrics;
+use crate::folder::EvaluationReport;
 use crate::summary::Stats;
 use std::fmt::Write as _;
 use std::io::Write;

@@ -74,8 +74,12 @@ fn default_hidden_act() -> String {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| TextError::Io { path: path.to_owned(), source })?;
-    serde_json::from_str(&text).map_err(|e| TextError::Config { path: path.to_owned(), message: e.to_string() })
+    use spineseg_io::json::JsonFileError;
+    spineseg_io::json::read_json(path).map_err(|e| match e {
+        JsonFileError::Read { path, source } => TextError::Io { path, source },
+        JsonFileError::Parse { path, source } => TextError::Config { path, message: source.to_string() },
+        other => TextError::Config { path: path.to_owned(), message: other.to_string() },
+    })
 }
 
 impl BertConfig {

@@ -8,7 +8,8 @@
 //! `NAME/` or (between the two renames) `.NAME.old/` complete; [`find_checkpoint`] looks at both.
 
 use crate::config::TrainerConfig;
-use crate::error::{os, read_json, write_json, Result, TrainError};
+use crate::error::{os, Result, TrainError};
+use spineseg_io::json::{read_json, write_json};
 use crate::progress::EpochSummary;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -87,7 +88,7 @@ pub fn save_checkpoint(dir: &Path, model: &PlainConvUNet, optimizer: &ModuleOpti
         model.clone().save_file(&weights).map_err(|e| TrainError::Record { path: weights, detail: e.to_string() })?;
         let optim = tmp.join(OPTIMIZER_FILE);
         optimizer.save(&optim).map_err(|e| TrainError::Record { path: optim, detail: e.to_string() })?;
-        write_json(&tmp.join(STATE_FILE), state)
+        Ok(write_json(&tmp.join(STATE_FILE), state)?)
     })
 }
 

@@ -48,18 +48,13 @@ pub(crate) fn os(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Train
     move |source| TrainError::Os { path: path.to_path_buf(), source }
 }
 
-/// Reads a JSON file; errors name it.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(os(path))?;
-    serde_json::from_str(&text).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })
-}
-
-/// Writes pretty JSON atomically.
-pub(crate) fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })?;
-    spineseg_io::atomic::write_atomically(path, |w| {
-        w.write_all(text.as_bytes())?;
-        w.write_all(b"\n")
-    })?;
-    Ok(())
+impl From<spineseg_io::json::JsonFileError> for TrainError {
+    fn from(error: spineseg_io::json::JsonFileError) -> Self {
+        use spineseg_io::json::JsonFileError;
+        match error {
+            JsonFileError::Read { path, source } => TrainError::Os { path, source },
+            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => TrainError::Json { path, source },
+            JsonFileError::Write(e) => e.into(),
+        }
+    }
 }

@@ -10,7 +10,8 @@
 //! MODEL_DIR/training/       log.csv, progress.png, splits_final.json, checkpoint_last/, checkpoint_best/
 //! ```
 
-use crate::error::{read_json, write_json, Result, TrainError};
+use crate::error::{Result, TrainError};
+use spineseg_io::json::{read_json, write_json};
 use serde::{Deserialize, Serialize};
 use spineseg_data::plan::{ConfigurationName, Plan};
 use spineseg_model::PlainConvUNetConfig;
@@ -76,7 +77,7 @@ pub fn load_manifest(path: &Path) -> Result<ModelManifest> {
 
 /// Writes a `model.json` atomically.
 pub fn save_manifest(path: &Path, manifest: &ModelManifest) -> Result<()> {
-    write_json(path, manifest)
+    Ok(write_json(path, manifest)?)
 }
 
 /// The `PlainConvUNet` of a plan's configuration, with deep supervision (for training; prediction

@@ -12,7 +12,8 @@
 //!   folds stay fixed when more cases are preprocessed; ids missing from the preprocessed data
 //!   are an error.
 
-use crate::error::{read_json, write_json, Result, TrainError};
+use crate::error::{Result, TrainError};
+use spineseg_io::json::{read_json, write_json};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -308,7 +308,7 @@ pub fn train(
     }
     let training_dir = paths.training();
     std::fs::create_dir_all(&training_dir).map_err(os(&training_dir))?;
-    crate::error::write_json(&training_dir.join("splits_final.json"), &splits)?;
+    spineseg_io::json::write_json(&training_dir.join("splits_final.json"), &splits)?;
     let train_cases = load_cases(&data_dir, &split.train)?;
     let val_cases = load_cases(&data_dir, &split.val)?;
     for case in train_cases.iter().chain(&val_cases) {
