@@ -5,6 +5,7 @@
 //! 2 invalid command-line usage (clap).
 
 mod commands;
+mod values;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -252,3 +252,26 @@ fn text_guided_training_resumes_exactly_and_structures_filter_its_prediction() {
     let one = spineseg_io::read_labels(&one).unwrap();
     support::assert_only_structure_kept(all.data(), one.data(), target);
 }
+
+#[test]
+fn enum_flags_refuse_unknown_values_as_usage_errors() {
+    // clap value enums: exit 2 with the list of choices, before any file is touched.
+    let cases: [(&[&str], &str); 3] = [
+        (&["train", "w", "--out", "m", "--optimizer", "rmsprop"], "sgd, adamw"),
+        (&["train", "w", "--out", "m", "--configuration", "4d"], "2d, 3d_fullres"),
+        (&["plan", "d", "--out", "w", "--configurations", "2d,4d"], "2d, 3d_fullres"),
+    ];
+    for (args, choices) in cases {
+        let out = spineseg(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(choices), "{args:?}: {err}");
+    }
+    // The aliases the string parser took still parse: the run then fails on the missing work
+    // folder (exit 1), not on the flags.
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("missing");
+    let model = dir.path().join("m");
+    let out = spineseg(&["train", work.to_str().unwrap(), "--out", model.to_str().unwrap(), "--configuration", "3d", "--optimizer", "adam"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -86,7 +86,7 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
     plan_command::run(PlanArgs {
         dataset: dataset_dir.clone(),
         out: work.clone(),
-        configurations: vec!["2d".into()],
+        configurations: vec![crate::values::ConfigurationArg::TwoD],
         exclude_cases: test_ids.clone(),
         base_features: Some(args.base_features),
         max_features: None,

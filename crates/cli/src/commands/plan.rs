@@ -1,6 +1,7 @@
 //! `spineseg plan`: dataset fingerprint, typed plan and preprocessing (nnU-Net's
 //! plan_and_preprocess), into a work folder that training reads.
 
+use crate::values::ConfigurationArg;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use spineseg_data::datasets::{detect_and_open, LabelTarget};
@@ -24,7 +25,7 @@ pub struct PlanArgs {
     pub out: PathBuf,
     /// Configurations to preprocess (comma separated): 2d, 3d_fullres.
     #[arg(long, value_delimiter = ',', default_value = "2d,3d_fullres")]
-    pub configurations: Vec<String>,
+    pub configurations: Vec<ConfigurationArg>,
     /// Leave out cases whose id matches one of these patterns (`*` matches any text), e.g.
     /// `ivd_*` to train on vertebral-body cases only.
     #[arg(long, value_delimiter = ',')]
@@ -52,11 +53,7 @@ pub struct PlanArgs {
 }
 
 pub fn run(args: PlanArgs) -> Result<Outcome> {
-    let configurations = args
-        .configurations
-        .iter()
-        .map(|c| parse_configuration(c))
-        .collect::<Result<Vec<_>>>()?;
+    let configurations: Vec<ConfigurationName> = args.configurations.iter().map(|&c| c.into()).collect();
     let mut dataset = detect_and_open(&args.dataset)?;
     let before = dataset.cases.len();
     dataset.cases.retain(|c| !args.exclude_cases.iter().any(|p| glob_match(p, &c.id)));
@@ -139,14 +136,6 @@ pub fn run(args: PlanArgs) -> Result<Outcome> {
 
 pub fn preprocessed_dir(work: &Path, configuration: ConfigurationName) -> PathBuf {
     work.join("preprocessed").join(configuration.as_str())
-}
-
-pub fn parse_configuration(name: &str) -> Result<ConfigurationName> {
-    match name.trim() {
-        "2d" => Ok(ConfigurationName::TwoD),
-        "3d_fullres" | "3d" => Ok(ConfigurationName::ThreeDFullres),
-        other => bail!("unknown configuration {other:?}: expected 2d or 3d_fullres"),
-    }
 }
 
 /// labels.json: for every ontology structure the dataset labels, the dataset's own value and

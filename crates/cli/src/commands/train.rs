@@ -1,6 +1,6 @@
 //! `spineseg train`: nnU-Net-style training of a plan's configuration into a model folder.
 
-use crate::commands::plan::parse_configuration;
+use crate::values::{ConfigurationArg, OptimizerArg};
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,8 +21,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Plan configuration: 2d or 3d_fullres.
-    #[arg(long, default_value = "2d")]
-    pub configuration: String,
+    #[arg(long, value_enum, default_value = "2d")]
+    pub configuration: ConfigurationArg,
     /// Cross-validation fold (0-4) of WORK/splits_final.json.
     #[arg(long, default_value_t = 0)]
     pub fold: usize,
@@ -40,8 +40,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub time_budget_min: Option<f64>,
     /// sgd (nnU-Net: lr 0.01, momentum 0.99, Nesterov) or adamw (lr 1e-3, weight decay 0.01).
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
+    #[arg(long, value_enum, default_value = "sgd")]
+    pub optimizer: OptimizerArg,
     /// Initial learning rate (default: the optimiser's).
     #[arg(long)]
     pub lr: Option<f64>,
@@ -92,7 +92,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         }
         rayon_global(threads)?;
     }
-    let configuration = parse_configuration(&args.configuration)?;
+    let configuration = args.configuration.into();
     let mut config = TrainerConfig::new(configuration);
     config.fold = args.fold;
     config.epochs = args.epochs;
@@ -102,10 +102,9 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     config.loader_threads = args.loader_threads.max(1);
     config.partial_labels = args.partial_labels;
     config.time_budget_s = args.time_budget_min.map(|m| m * 60.0);
-    config.optimizer = match args.optimizer.to_lowercase().as_str() {
-        "sgd" => OptimizerConfig::sgd(),
-        "adamw" | "adam" => OptimizerConfig::adamw(),
-        other => bail!("unknown optimizer {other:?}: expected sgd or adamw"),
+    config.optimizer = match args.optimizer {
+        OptimizerArg::Sgd => OptimizerConfig::sgd(),
+        OptimizerArg::Adamw => OptimizerConfig::adamw(),
     };
     if let Some(lr) = args.lr {
         config.optimizer = config.optimizer.with_lr(lr);
