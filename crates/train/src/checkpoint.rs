@@ -1,24 +1,27 @@
 //! Checkpoints: `checkpoint_last/` (every epoch) and `checkpoint_best/` (when the EMA pseudo
-//! Dice improves), each holding `model.bpk` (weights), `optimizer.bpk` (optimiser state, burn's
-//! optimiser record) and `state.json` ([`TrainState`]).
+//! Dice improves), each holding the method's files (weights and optimiser states; one network:
+//! `model.bpk` and `optimizer.bpk`, see [`crate::method::TrainingMethod::save`]) and
+//! `state.json` ([`TrainState`]).
 //!
 //! # Atomic replacement
 //! A checkpoint is written completely into `.NAME.tmp/`, then the old `NAME/` is renamed to
 //! `.NAME.old/`, the new one renamed to `NAME/`, and the old one removed. A crash leaves either
 //! `NAME/` or (between the two renames) `.NAME.old/` complete; [`find_checkpoint`] looks at both.
 
-use crate::config::TrainerConfig;
+use crate::config::EngineConfig;
 use crate::error::{os, Result, TrainError};
-use spineseg_io::json::{read_json, write_json};
+use crate::method::TrainingMethod;
 use crate::progress::EpochSummary;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
+use spineseg_io::json::{read_json, write_json};
 use spineseg_model::{PlainConvUNet, PlainConvUNetConfig};
 use std::path::{Path, PathBuf};
 
-/// Version of the `state.json` layout.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+/// Version of the `state.json` layout. Version 1 (method flags inside the config, one network)
+/// is converted on reading, so runs started before the engine/method split still resume.
+pub const STATE_FORMAT_VERSION: u32 = 2;
 pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 pub const STATE_FILE: &str = "state.json";
@@ -27,10 +30,14 @@ pub const STATE_FILE: &str = "state.json";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainState {
     pub format_version: u32,
-    /// The run's settings (a resumed run uses these).
-    pub config: TrainerConfig,
-    /// The network being trained.
-    pub network: PlainConvUNetConfig,
+    /// The engine's settings (a resumed run uses these).
+    pub config: EngineConfig,
+    /// The method and its settings ([`crate::method::MethodSpec`]; for the built-in methods a
+    /// [`crate::methods::MethodConfig`], tagged by `kind`).
+    pub method: serde_json::Value,
+    /// What the method needs to be rebuilt on resume ([`TrainingMethod::state`]).
+    #[serde(default)]
+    pub method_state: serde_json::Value,
     /// Epochs completed.
     pub epochs_done: usize,
     /// Length of the learning-rate schedule; with a time budget fixed after the first epoch.
@@ -81,32 +88,44 @@ fn replace_dir(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()>
     Ok(())
 }
 
-/// Writes weights, optimiser state and `state` as the checkpoint `dir`, atomically.
-pub fn save_checkpoint(dir: &Path, model: &PlainConvUNet, optimizer: &ModuleOptimizer, state: &TrainState) -> Result<()> {
+/// Writes the method's files and `state` as the checkpoint `dir`, atomically (`state.json`
+/// last).
+pub fn save_checkpoint(dir: &Path, method: &dyn TrainingMethod, state: &TrainState) -> Result<()> {
     replace_dir(dir, |tmp| {
-        let weights = tmp.join(MODEL_FILE);
-        model.clone().save_file(&weights).map_err(|e| TrainError::Record { path: weights, detail: e.to_string() })?;
-        let optim = tmp.join(OPTIMIZER_FILE);
-        optimizer.save(&optim).map_err(|e| TrainError::Record { path: optim, detail: e.to_string() })?;
+        method.save(tmp)?;
         Ok(write_json(&tmp.join(STATE_FILE), state)?)
     })
 }
 
-/// Copies the checkpoint `from` to `to`, atomically.
+/// Copies every file of the checkpoint `from` to `to`, atomically.
 pub fn copy_checkpoint(from: &Path, to: &Path) -> Result<()> {
     replace_dir(to, |tmp| {
-        for name in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
-            let source = from.join(name);
-            std::fs::copy(&source, tmp.join(name)).map_err(os(&source))?;
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(from)
+            .map_err(os(from))?
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+            .map(|entry| entry.file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            let source = from.join(&name);
+            std::fs::copy(&source, tmp.join(&name)).map_err(os(&source))?;
         }
         Ok(())
     })
 }
 
-/// Reads `state.json` of a checkpoint folder.
+/// Reads `state.json` of a checkpoint folder (version 1 is converted, see
+/// [`STATE_FORMAT_VERSION`]).
 pub fn load_state(dir: &Path) -> Result<TrainState> {
     let path = dir.join(STATE_FILE);
-    let state: TrainState = read_json(&path)?;
+    let mut value: serde_json::Value = read_json(&path)?;
+    let version = value.get("format_version").and_then(serde_json::Value::as_u64);
+    if version == Some(1) {
+        value = state_from_version_1(value);
+    }
+    let state: TrainState = serde_json::from_value(value)
+        .map_err(|e| TrainError::Incompatible { path: path.clone(), detail: format!("not a training state: {e}") })?;
     if state.format_version != STATE_FORMAT_VERSION {
         return Err(TrainError::Incompatible {
             path,
@@ -116,9 +135,55 @@ pub fn load_state(dir: &Path) -> Result<TrainState> {
     Ok(state)
 }
 
+/// A version-1 `state.json` in the version-2 layout: the flags `partial_labels` and
+/// `text_guided` of the config become the method (the text-guidance settings of that time were
+/// the defaults, held in the plan), and the one network becomes the method's state.
+fn state_from_version_1(mut value: serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let config = value.get_mut("config").and_then(Value::as_object_mut);
+    let (partial_labels, text_guided) = match config {
+        Some(config) => (
+            config.remove("partial_labels").and_then(|v| v.as_bool()).unwrap_or(false),
+            config.remove("text_guided").and_then(|v| v.as_bool()).unwrap_or(false),
+        ),
+        None => (false, false),
+    };
+    let method = if text_guided {
+        serde_json::to_value(crate::methods::MethodConfig::TextGuided(crate::methods::TextGuidedSettings {
+            partial_labels,
+            ..Default::default()
+        }))
+    } else {
+        serde_json::to_value(crate::methods::MethodConfig::Supervised(crate::methods::SupervisedSettings { partial_labels }))
+    }
+    .expect("method settings should serialise");
+    if let Some(object) = value.as_object_mut() {
+        let network = object.remove("network").unwrap_or(Value::Null);
+        object.insert("method".into(), method);
+        object.insert("method_state".into(), json!({ "network": network }));
+        object.insert("format_version".into(), json!(STATE_FORMAT_VERSION));
+    }
+    value
+}
+
+/// Loads a module's weights from a burn record file (the module built from the same config).
+pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
+    module.try_load_file(path).map_err(|e| TrainError::Record { path: path.to_path_buf(), detail: e.to_string() })
+}
+
+/// Writes a module's weights as a burn record file.
+pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
+    module.clone().save_file(path).map_err(|e| TrainError::Record { path: path.to_path_buf(), detail: e.to_string() })
+}
+
+/// Writes an optimiser's state.
+pub fn save_optimizer(optimizer: &ModuleOptimizer, path: &Path) -> Result<()> {
+    optimizer.save(path).map_err(|e| TrainError::Record { path: path.to_path_buf(), detail: e.to_string() })
+}
+
 /// Loads a checkpoint's weights into `model` (built from the same network config).
 pub fn load_weights(model: PlainConvUNet, path: &Path) -> Result<PlainConvUNet> {
-    model.try_load_file(path).map_err(|e| TrainError::Record { path: path.to_path_buf(), detail: e.to_string() })
+    load_module(model, path)
 }
 
 /// Loads a checkpoint's optimiser state into `optimizer`.

@@ -1,5 +1,6 @@
-//! Settings of a training run ([`TrainerConfig`]), stored in every checkpoint's `state.json` so
-//! a resumed run continues with exactly the same settings.
+//! The engine's settings of a training run ([`EngineConfig`]: schedule, optimiser, seed, time
+//! budget, sampling), stored in every checkpoint's `state.json` so a resumed run continues with
+//! exactly the same settings. What a method adds is its own [`crate::method::MethodSpec`].
 
 use crate::error::{Result, TrainError};
 use burn::optim::decay::WeightDecayConfig;
@@ -74,10 +75,10 @@ impl OptimizerConfig {
     }
 }
 
-/// Everything that decides what a training run computes. With the same config, plan, data and
-/// seed, a run gives bit-identical weights whether or not it was interrupted and resumed.
+/// What the engine needs to run any method. With the same config, method, plan, data and seed, a
+/// run gives bit-identical weights whether or not it was interrupted and resumed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainerConfig {
+pub struct EngineConfig {
     /// `2d` or `3d_fullres`.
     pub configuration: ConfigurationName,
     /// Cross-validation fold, 0..5 (see [`crate::splits`]).
@@ -109,22 +110,12 @@ pub struct TrainerConfig {
     pub prefetch_batches: usize,
     /// Clip the global gradient norm to this value (nnU-Net: 12); `None`: no clipping.
     pub grad_clip_norm: Option<f64>,
-    /// Partial labels: each case supervises only the classes it annotates
-    /// (`spineseg_data::partial_labels`, by structure kind); the loss leaves the others out
-    /// instead of teaching them as background. Off: every case annotates every class.
-    #[serde(default)]
-    pub partial_labels: bool,
-    /// Text guidance: the network gets HASF fusion with the class-prompt embeddings of
-    /// `MODEL/prompt_embeddings.json` and the loss adds CCAE, with the plan's `text_guidance`
-    /// settings. Off: the visual-only U-Net.
-    #[serde(default)]
-    pub text_guided: bool,
 }
 
-impl TrainerConfig {
+impl EngineConfig {
     /// nnU-Net's settings scaled for a CPU: 50 iterations per epoch, 10 validation batches.
     pub fn new(configuration: ConfigurationName) -> Self {
-        TrainerConfig {
+        EngineConfig {
             configuration,
             fold: 0,
             epochs: 1000,
@@ -139,8 +130,6 @@ impl TrainerConfig {
             loader_threads: 1,
             prefetch_batches: 2,
             grad_clip_norm: Some(12.0),
-            partial_labels: false,
-            text_guided: false,
         }
     }
 

@@ -1,34 +1,40 @@
-//! Training for spineseg (nnU-Net v2's `nnUNetTrainer`): losses, optimisers, folds, the loop,
-//! checkpoints and the trained model folder.
+//! Training for spineseg (nnU-Net v2's `nnUNetTrainer`, MONAI's `Workflow`): one engine that
+//! owns the loop, and training methods behind one trait.
 //!
-//! - [`loss`]: nnU-Net's Dice + cross-entropy with deep supervision and a partial-label mask.
-//! - [`contrastive`]: the class-wise channel-level InfoNCE of ATM-Net's CCAE, used by text-guided
-//!   training.
+//! - [`engine`]: [`run`], the loop (epochs, learning-rate schedule, time budget, batch-index
+//!   determinism, checkpoints, `log.csv`/`progress.png`, observer, the model folder).
+//! - [`method`]: the [`TrainingMethod`] / [`MethodSpec`] interface between engine and method.
+//! - [`methods`]: the built-in methods, one file each ([`methods::supervised`],
+//!   [`methods::text_guided`]), and [`MethodConfig`], their tagged settings; [`train`] runs one.
+//! - [`losses`]: one file per loss (Dice + CE with a partial-label mask, deep supervision,
+//!   ATM-Net's CCAE).
 //! - [`optim`]: nnU-Net's SGD, polynomial learning-rate decay, global-norm gradient clipping.
-//! - [`config`]: [`TrainerConfig`] (epochs, iterations, optimiser, seed, time budget, augmentation).
+//! - [`config`]: [`EngineConfig`] (epochs, iterations, optimiser, seed, time budget, augmentation).
 //! - [`splits`]: 5-fold `splits_final.json`.
 //! - [`pseudo_dice`]: the online validation pseudo-Dice and its EMA.
-//! - [`trainer`]: [`train`], the loop; [`checkpoint`]: atomic checkpoints and resume state;
-//!   [`progress`]: per-epoch summaries, observer callbacks, `log.csv`, `progress.png`.
+//! - [`checkpoint`]: atomic checkpoints and the resume state; [`progress`]: per-epoch summaries,
+//!   observer callbacks, `log.csv`, `progress.png`.
 //! - [`manifest`]: the model folder's `model.json` ([`ModelManifest`]) and
 //!   [`network_config_from_plan`].
 
 pub mod checkpoint;
 pub mod config;
-pub mod contrastive;
+pub mod engine;
 pub mod error;
-pub mod loss;
+pub mod losses;
 pub mod manifest;
+pub mod method;
+pub mod methods;
 pub mod optim;
 pub mod progress;
 pub mod pseudo_dice;
 pub mod splits;
-pub mod trainer;
 
 pub use checkpoint::TrainState;
-pub use config::{OptimizerConfig, TrainerConfig};
+pub use config::{EngineConfig, OptimizerConfig};
+pub use engine::{list_preprocessed_cases, run, RunOptions, RunPaths, StopReason, TrainOutcome};
 pub use error::{Result, TrainError};
-pub use loss::{
+pub use losses::{
     deep_supervision_weights, downsample_labels, DeepSupervisionLoss, DeepSupervisionLossConfig, DiceCeLoss,
     DiceCeLossConfig,
 };
@@ -36,8 +42,10 @@ pub use manifest::{
     load_manifest, manifest_for, network_config_from_plan, save_manifest, training_record, try_network_config_from_plan,
     ModelManifest, TrainingRecord,
 };
+pub use method::{ExportedNetwork, MethodContext, MethodSpec, StepStats, TrainingMethod};
+pub use methods::single_network::init_network;
+pub use methods::{train, MethodConfig, SupervisedSettings, TextGuidedSettings};
 pub use optim::{clip_grad_norm, grad_norm, nnunet_sgd, poly_lr, poly_lr_with_exponent};
 pub use progress::{EpochSummary, RunInfo, Silent, TrainingObserver};
 pub use pseudo_dice::{ema_update, PseudoDice};
 pub use splits::{load_or_create_splits, make_splits, Split};
-pub use trainer::{init_network, list_preprocessed_cases, train, RunOptions, RunPaths, StopReason, TrainOutcome};

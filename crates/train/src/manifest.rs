@@ -36,6 +36,10 @@ pub struct TrainingRecord {
     pub train_time_s: f64,
     /// `sgd` or `adamw`.
     pub optimizer: String,
+    /// The training method (`supervised`, `text_guided`, ...); empty in records written before
+    /// methods were named.
+    #[serde(default)]
+    pub method: String,
     /// When the model folder was written, ISO 8601 UTC.
     pub date: String,
 }

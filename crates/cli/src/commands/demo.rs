@@ -26,7 +26,7 @@ use spineseg_infer::{network_config_for_plan, BurnUNetPredictor, ModelFolder, Mo
 use spineseg_io::{read_image, read_labels, Label};
 use spineseg_metrics::{evaluate_folders, format_table, write_report, EvaluationOptions};
 use spineseg_train::{
-    train, EpochSummary, OptimizerConfig, RunInfo, RunOptions, RunPaths, TrainerConfig, TrainingObserver,
+    train, EngineConfig, EpochSummary, MethodConfig, OptimizerConfig, RunInfo, RunOptions, RunPaths, TrainingObserver,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -168,7 +168,7 @@ fn train_demo_model(work: &Path, model_dir: &Path, minutes: f64, seed: u64) -> R
         // A checkpoint from an earlier demo run would make the trainer refuse to start.
         std::fs::remove_dir_all(model_dir).with_context(|| format!("{}: cannot clear folder", model_dir.display()))?;
     }
-    let mut config = TrainerConfig::new(ConfigurationName::TwoD);
+    let mut config = EngineConfig::new(ConfigurationName::TwoD);
     config.seed = seed;
     config.time_budget_s = Some(minutes * 60.0);
     // Short epochs so that the schedule gets several epochs (and checkpoints) in a few minutes.
@@ -177,7 +177,7 @@ fn train_demo_model(work: &Path, model_dir: &Path, minutes: f64, seed: u64) -> R
     // Adam moves much faster than nnU-Net's SGD in a budget of a few hundred steps.
     config.optimizer = OptimizerConfig::adamw().with_lr(3e-3);
     let paths = RunPaths { work: work.to_path_buf(), model_dir: model_dir.to_path_buf() };
-    let outcome = train(&paths, config, &RunOptions::default(), &mut EpochPrinter)?;
+    let outcome = train(&paths, config, MethodConfig::default(), &RunOptions::default(), &mut EpochPrinter)?;
     let state = &outcome.state;
     eprintln!(
         "trained {} epochs in {:.1} min; best EMA pseudo-Dice {} at epoch {}",

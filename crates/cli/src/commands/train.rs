@@ -5,7 +5,8 @@ use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use spineseg_train::{
-    train, EpochSummary, OptimizerConfig, RunInfo, RunOptions, RunPaths, StopReason, TrainerConfig, TrainingObserver,
+    train, EngineConfig, EpochSummary, MethodConfig, OptimizerConfig, RunInfo, RunOptions, RunPaths, StopReason,
+    SupervisedSettings, TextGuidedSettings, TrainingObserver,
 };
 use std::path::PathBuf;
 
@@ -93,14 +94,13 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         rayon_global(threads)?;
     }
     let configuration = args.configuration.into();
-    let mut config = TrainerConfig::new(configuration);
+    let mut config = EngineConfig::new(configuration);
     config.fold = args.fold;
     config.epochs = args.epochs;
     config.iterations_per_epoch = args.iterations_per_epoch;
     config.validation_batches = args.validation_batches;
     config.seed = args.seed;
     config.loader_threads = args.loader_threads.max(1);
-    config.partial_labels = args.partial_labels;
     config.time_budget_s = args.time_budget_min.map(|m| m * 60.0);
     config.optimizer = match args.optimizer {
         OptimizerArg::Sgd => OptimizerConfig::sgd(),
@@ -114,7 +114,12 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create folder", args.out.display()))?;
     let paths = RunPaths { work: args.work.clone(), model_dir: args.out.clone() };
-    config.text_guided = args.text_guided;
+    // The method; a resumed run takes it (and the engine settings) from its checkpoint instead.
+    let method = if args.text_guided {
+        MethodConfig::TextGuided(TextGuidedSettings { partial_labels: args.partial_labels, ..TextGuidedSettings::default() })
+    } else {
+        MethodConfig::Supervised(SupervisedSettings { partial_labels: args.partial_labels })
+    };
     if args.text_guided && !args.resume && !paths.checkpoint_last().exists() {
         // Embedded once here; a resumed run reads the file (and the weights hold the vectors).
         let plans = paths.plans();
@@ -126,7 +131,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     }
     let options = RunOptions { resume: args.resume, stop_after_epochs: args.stop_after_epochs, device: None };
     let mut observer = CliObserver::new(args.quiet);
-    let outcome = train(&paths, config, &options, &mut observer)?;
+    let outcome = train(&paths, config, method, &options, &mut observer)?;
     observer.finish();
     let state = &outcome.state;
     let why = match outcome.reason {

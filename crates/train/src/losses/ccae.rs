@@ -15,7 +15,7 @@
 //! anchor (its prompt says only "not a spine structure") but stays a negative; with partial
 //! labels a class a sample does not annotate contributes none of its voxels.
 
-use crate::loss::one_hot;
+use crate::losses::dice_ce::one_hot;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use spineseg_model::TextFusion;

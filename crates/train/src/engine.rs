@@ -1,53 +1,46 @@
-//! The training loop (nnU-Net v2's `nnUNetTrainer.run_training`), from a work folder written by
-//! `spineseg plan` to a model folder (see [`crate::manifest`]).
+//! The training engine (nnU-Net v2's `nnUNetTrainer.run_training`, MONAI's `Workflow`): from a
+//! work folder written by `spineseg plan` to a model folder (see [`crate::manifest`]), driving a
+//! [`TrainingMethod`] (see [`crate::method`]).
 //!
 //! Per epoch `e` (0-based):
 //! 1. learning rate `poly(lr, e, total_epochs)`, fixed for the epoch (nnU-Net steps its
 //!    scheduler per epoch);
-//! 2. `iterations_per_epoch` steps on batches `e * iterations_per_epoch + i` of a
-//!    [`PatchSampler`] over the fold's training cases (made ahead on a [`BatchLoader`] thread):
-//!    forward with deep supervision, [`DeepSupervisionLoss`] (plus the plan's `ccae_weight` x
-//!    [`ccae_loss`] for a text-guided network; the logged training loss includes it, the
-//!    validation loss does not), backward, global-norm gradient clipping, optimiser step;
+//! 2. `iterations_per_epoch` calls of [`TrainingMethod::train_step`] on batches
+//!    `e * iterations_per_epoch + i` of a [`PatchSampler`] over the fold's training cases (made
+//!    ahead on a [`BatchLoader`] thread);
 //! 3. validation on `validation_batches` fixed batches (the same every epoch) of a sampler over
 //!    the validation cases without augmentation (nnU-Net's validation loader also oversamples
-//!    foreground): loss and TP/FP/FN of the arg-max of the full-resolution output,
-//!    [`PseudoDice`], its EMA;
-//! 4. `checkpoint_last` (and `checkpoint_best` when the EMA improved), `log.csv`,
-//!    `progress.png`.
+//!    foreground): [`TrainingMethod::validation_step`] adds each batch's loss and TP/FP/FN to a
+//!    [`PseudoDice`]; the engine keeps its EMA and the best epoch;
+//! 4. `checkpoint_last` (and `checkpoint_best` when the EMA improved): the method's files plus
+//!    `state.json` ([`TrainState`]), `log.csv`, `progress.png`.
 //!
 //! At the end (all epochs, the time budget, or an observer asking to stop) the model folder gets
-//! `model.json`, `plans.json`, `labels.json` and `weights.bpk` (the best checkpoint's weights).
+//! `model.json`, `plans.json`, `labels.json` and `weights.bpk` (the best checkpoint's copy of
+//! the method's exported network).
 //!
 //! # Determinism
-//! Batches are pure functions of `(seed, batch index)`, the network is initialised from `seed`,
-//! and a checkpoint holds weights, optimiser state and the batch index, so a run stopped after
-//! any epoch and resumed computes exactly what an uninterrupted run computes.
+//! Batches are pure functions of `(seed, batch index)`, methods initialise their networks from
+//! the seed, and a checkpoint holds the method's weights and optimiser states and the batch
+//! index, so a run stopped after any epoch and resumed computes exactly what an uninterrupted
+//! run computes.
 
-use crate::checkpoint::{
-    copy_checkpoint, find_checkpoint, load_optimizer, load_state, load_weights, save_checkpoint, TrainState,
-    MODEL_FILE, OPTIMIZER_FILE, STATE_FORMAT_VERSION,
-};
-use crate::config::TrainerConfig;
-use crate::contrastive::ccae_loss;
+use crate::checkpoint::{copy_checkpoint, find_checkpoint, load_state, save_checkpoint, TrainState, STATE_FORMAT_VERSION};
+use crate::config::EngineConfig;
 use crate::error::{os, Result, TrainError};
-use crate::loss::{DeepSupervisionLoss, DeepSupervisionLossConfig, DiceCeLossConfig};
 use crate::manifest::{manifest_for, save_manifest, try_network_config_from_plan, ModelManifest, TrainingRecord, MANIFEST_FILE, WEIGHTS_FILE};
-use crate::optim::{clip_grad_norm, poly_lr_with_exponent};
+use crate::method::{MethodContext, MethodSpec, TrainingMethod};
+use crate::optim::poly_lr_with_exponent;
 use crate::progress::{write_log_csv, write_progress_png, EpochSummary, RunInfo, TrainingObserver};
 use crate::pseudo_dice::{ema_update, PseudoDice};
 use crate::splits::load_or_create_splits;
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use spineseg_data::augment::AugmentationConfig;
-use spineseg_data::partial_labels::annotated_classes;
 use spineseg_data::plan::{ConfigurationName, Plan};
 use spineseg_data::sampling::{load_cases, Batch, BatchLoader, PatchSampler, SamplerConfig};
-use spineseg_infer::model_folder::{PromptEmbeddings, PROMPT_EMBEDDINGS_FILE};
-use spineseg_model::{PlainConvUNet, PlainConvUNetConfig, TextGuidanceConfig};
+use spineseg_model::PlainConvUNetConfig;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Seed offset of the validation batches (so they differ from the training batches).
@@ -139,73 +132,6 @@ pub fn list_preprocessed_cases(dir: &Path) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// Serialises seeding + initialisation: flex's RNG is global to the process, and parameters are
-/// created lazily, so both happen under this lock and every parameter is touched before release.
-static INIT_LOCK: Mutex<()> = Mutex::new(());
-
-struct Materialise;
-impl ModuleVisitor for Materialise {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
-    }
-}
-
-/// A network initialised deterministically from `seed` on `device`.
-pub fn init_network(config: &PlainConvUNetConfig, device: &Device, seed: u64) -> PlainConvUNet {
-    let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    device.seed(seed);
-    let model = config.init(device);
-    model.visit(&mut Materialise);
-    model
-}
-
-/// `MODEL/prompt_embeddings.json`, checked against the plan's classes.
-fn load_prompt_embeddings(paths: &RunPaths, plan: &Plan) -> Result<PromptEmbeddings> {
-    let path = paths.model_dir.join(PROMPT_EMBEDDINGS_FILE);
-    if !path.is_file() {
-        return Err(TrainError::Missing {
-            path,
-            detail: "text-guided training needs the class-prompt embeddings (`spineseg train --text-guided` writes them)".into(),
-        });
-    }
-    let embeddings = PromptEmbeddings::load(&path)?;
-    embeddings.check_plan(plan, &path)?;
-    Ok(embeddings)
-}
-
-/// `[B, C, *patch]` images and `[B, *patch]` labels as canonical 5D tensors
-/// (`[B, C, 1, Y, Z]` for 2D) on `device`.
-fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<5>, Tensor<5, Int>) {
-    let spatial: [usize; 3] = match batch.patch_shape.as_slice() {
-        [y, z] => [1, *y, *z],
-        [x, y, z] => [*x, *y, *z],
-        other => panic!("a patch should have 2 or 3 sides, got {other:?}"),
-    };
-    let [d, h, w] = spatial;
-    let images = Tensor::<5>::from_data(TensorData::new(batch.images.clone(), [batch.batch_size, batch.channels, d, h, w]), device);
-    let labels: Vec<i64> = batch.seg.iter().map(|&v| v as i64).collect();
-    let target = Tensor::<5, Int>::from_data(TensorData::new(labels, [batch.batch_size, 1, d, h, w]), device);
-    (images, target)
-}
-
-/// `[batch, classes]`: which classes each sample of `batch` annotates, from its case's entry of
-/// `annotated` (indexed like the sampler's cases); `None` when every sample annotates every
-/// foreground class (background always counts as supervised).
-///
-/// A full mask gives the plain loss in exact arithmetic but through other floating-point
-/// operations (the marginal cross-entropy), whose rounding depends on the CPU's SIMD kernels.
-/// Passing no mask makes a batch without missing labels train exactly as without
-/// `--partial-labels`, on every CPU.
-fn batch_label_mask(batch: &Batch, annotated: &[Vec<bool>], device: &Device) -> Option<Tensor<2, Bool>> {
-    let classes = annotated.first().map_or(0, Vec::len);
-    let rows = || batch.samples.iter().map(|sample| &annotated[sample.case]);
-    if rows().all(|row| row.iter().skip(1).all(|&flag| flag)) {
-        return None;
-    }
-    let flags: Vec<bool> = rows().flat_map(|row| row.iter().copied()).collect();
-    Some(Tensor::<2, Bool>::from_data(TensorData::new(flags, [batch.samples.len(), classes]), device))
-}
-
 fn check_divisible(config: &PlainConvUNetConfig, patch: &[usize]) -> Result<()> {
     let total = config.cumulative_stride(config.n_stages() - 1);
     if patch.iter().zip(&total).any(|(p, s)| p % s != 0) {
@@ -214,17 +140,17 @@ fn check_divisible(config: &PlainConvUNetConfig, patch: &[usize]) -> Result<()> 
     Ok(())
 }
 
-/// Trains (or resumes) a model; see the module documentation.
+/// Trains (or resumes) a model with `method`; see the module documentation.
 ///
-/// `config` is used for a new run; with `options.resume` the settings stored in
+/// `config` and `method` are used for a new run; with `options.resume` the settings stored in
 /// `checkpoint_last/state.json` are used instead (so the result does not depend on flags).
-pub fn train(
+pub fn run<M: MethodSpec>(
     paths: &RunPaths,
-    config: TrainerConfig,
+    config: EngineConfig,
+    method: M,
     options: &RunOptions,
     observer: &mut dyn TrainingObserver,
 ) -> Result<TrainOutcome> {
-    let started = Instant::now();
     let plans_path = paths.plans();
     if !plans_path.is_file() {
         return Err(TrainError::Missing { path: plans_path, detail: "no plan (run `spineseg plan DATASET --out WORK` first)".into() });
@@ -233,15 +159,17 @@ pub fn train(
 
     // The run's state: new, or from the last checkpoint.
     let last_dir = paths.checkpoint_last();
-    // A new text-guided run reads its class embeddings once, for the network's text width and
-    // its frozen parameter; a resumed run takes both from its checkpoint.
-    let mut new_run_prompts: Option<PromptEmbeddings> = None;
-    let (mut state, resume_from) = if options.resume {
+    let (mut state, method, resume_from) = if options.resume {
         let dir = find_checkpoint(&last_dir).ok_or_else(|| TrainError::Missing {
             path: last_dir.clone(),
             detail: "no checkpoint to resume from".into(),
         })?;
-        (load_state(&dir)?, Some(dir))
+        let state = load_state(&dir)?;
+        let method: M = serde_json::from_value(state.method.clone()).map_err(|e| TrainError::Incompatible {
+            path: dir.join(crate::checkpoint::STATE_FILE),
+            detail: format!("method: {e}"),
+        })?;
+        (state, method, Some(dir))
     } else {
         if find_checkpoint(&last_dir).is_some() {
             return Err(TrainError::Invalid(format!(
@@ -250,25 +178,13 @@ pub fn train(
             )));
         }
         config.validate()?;
-        let mut network = try_network_config_from_plan(&plan, config.configuration)?;
-        if config.text_guided {
-            let prompts = new_run_prompts.insert(load_prompt_embeddings(paths, &plan)?);
-            let settings = &plan.text_guidance;
-            network = network.with_text_guidance(Some(
-                TextGuidanceConfig::new(prompts.dim)
-                    .with_embed_dim(settings.embed_dim)
-                    .with_heads(settings.heads)
-                    .with_fused_stages(settings.fused_stages),
-            ));
-            network
-                .validate()
-                .map_err(|e| TrainError::Invalid(format!("{}: text_guidance: {e}", plans_path.display())))?;
-        }
+        method.validate()?;
         let total_epochs = config.epochs;
         let state = TrainState {
             format_version: STATE_FORMAT_VERSION,
             config,
-            network,
+            method: serde_json::to_value(&method).expect("a method's settings should serialise"),
+            method_state: serde_json::Value::Null,
             epochs_done: 0,
             total_epochs,
             total_epochs_fixed: false,
@@ -279,7 +195,7 @@ pub fn train(
             elapsed_s: 0.0,
             history: Vec::new(),
         };
-        (state, None)
+        (state, method, None)
     };
     let config = state.config.clone();
     let configuration = config.configuration;
@@ -287,14 +203,8 @@ pub fn train(
         .configuration(configuration)
         .ok_or_else(|| TrainError::Invalid(format!("{}: the plan has no configuration {configuration}", plans_path.display())))?
         .clone();
-    let network = state.network.clone();
-    if resume_from.is_some() && try_network_config_from_plan(&plan, configuration)?.features_per_stage != network.features_per_stage {
-        return Err(TrainError::Incompatible {
-            path: plans_path,
-            detail: "the plan's network differs from the checkpoint's; resume with the plan the run started with".into(),
-        });
-    }
-    check_divisible(&network, &plan_config.patch_size)?;
+    let plan_network = try_network_config_from_plan(&plan, configuration)?;
+    check_divisible(&plan_network, &plan_config.patch_size)?;
 
     // Cases and folds.
     let data_dir = paths.preprocessed(configuration);
@@ -312,28 +222,38 @@ pub fn train(
     let train_cases = load_cases(&data_dir, &split.train)?;
     let val_cases = load_cases(&data_dir, &split.val)?;
     for case in train_cases.iter().chain(&val_cases) {
-        if case.images.len() != network.in_channels {
+        if case.images.len() != plan_network.in_channels {
             return Err(TrainError::Incompatible {
                 path: data_dir.join(format!("{}.json", case.properties.id)),
-                detail: format!("{} channels, the network takes {}", case.images.len(), network.in_channels),
+                detail: format!("{} channels, the network takes {}", case.images.len(), plan_network.in_channels),
             });
         }
     }
 
-    // Partial labels: the classes each case annotates, looked up by the samples' case index.
-    let annotated_in = |cases: &[spineseg_data::preprocess::PreprocessedCase]| -> Option<Vec<Vec<bool>>> {
-        config.partial_labels.then(|| {
-            cases
-                .iter()
-                .map(|case| match &case.seg {
-                    Some(seg) => annotated_classes(&plan.labels, seg.data()),
-                    None => vec![true; plan.labels.len()],
-                })
-                .collect()
-        })
+    // The method, built before the samplers take the cases.
+    let inference_device = options.device.clone().unwrap_or_else(Device::flex);
+    let device = inference_device.clone().autodiff();
+    let context = MethodContext {
+        plan: &plan,
+        plans_path: &plans_path,
+        configuration,
+        plan_network,
+        model_dir: &paths.model_dir,
+        train_cases: &train_cases,
+        val_cases: &val_cases,
+        device,
+        inference_device,
+        seed: config.seed,
+        optimizer: &config.optimizer,
+        grad_clip_norm: config.grad_clip_norm,
     };
-    let train_annotated = annotated_in(&train_cases);
-    let val_annotated = annotated_in(&val_cases);
+    let saved_state = resume_from.as_ref().map(|_| state.method_state.clone());
+    let mut trainee: Box<dyn TrainingMethod> = method.build(&context, saved_state.as_ref())?;
+    if let Some(dir) = &resume_from {
+        trainee.load(dir)?;
+    }
+    state.method_state = trainee.state();
+    drop(context);
 
     // Samplers: training batches from the batch index on, fixed validation batches.
     let mut train_sampler_config =
@@ -352,25 +272,6 @@ pub fn train(
     let val_batches: Vec<Batch> = (0..config.validation_batches as u64).map(|b| val_sampler.batch(b)).collect();
     drop(val_sampler);
 
-    // Network, optimiser, loss.
-    let base_device = options.device.clone().unwrap_or_else(Device::flex);
-    let device = base_device.clone().autodiff();
-    let mut model = init_network(&network, &device, config.seed);
-    let mut optimizer: ModuleOptimizer = config.optimizer.init();
-    if let Some(dir) = &resume_from {
-        // The weights hold the class embeddings of a text-guided run.
-        model = load_weights(model, &dir.join(MODEL_FILE))?;
-        optimizer = load_optimizer(optimizer, &dir.join(OPTIMIZER_FILE))?;
-    } else if let Some(prompts) = &new_run_prompts {
-        let fusion = model.text_fusion.take().expect("a text-guided network has a text fusion");
-        let (values, shape) = prompts.matrix();
-        let embeddings = Tensor::<2>::from_data(TensorData::new(values, shape), &device);
-        model.text_fusion = Some(fusion.with_class_embeddings(embeddings));
-    }
-    let ccae = model.text_fusion.is_some().then(|| plan.text_guidance.clone()).filter(|s| s.ccae_weight > 0.0);
-    let loss_fn: DeepSupervisionLoss =
-        DeepSupervisionLossConfig::new(DiceCeLossConfig::new().with_batch_dice(plan_config.batch_dice), model.num_outputs()).init();
-
     observer.on_start(&RunInfo {
         train_cases: split.train.len(),
         val_cases: split.val.len(),
@@ -379,10 +280,11 @@ pub fn train(
         iterations_per_epoch: config.iterations_per_epoch,
         patch_size: plan_config.patch_size.clone(),
         batch_size,
-        num_params: model.num_params(),
+        num_params: trainee.num_params(),
         resumed: resume_from.is_some(),
     });
 
+    let num_classes = plan.num_classes();
     let class_names: Vec<String> = plan.labels[1..].iter().map(|l| l.name.clone()).collect();
     let mut loader: Option<BatchLoader> = None;
     let loop_started = Instant::now();
@@ -418,53 +320,21 @@ pub fn train(
         let train_started = Instant::now();
         for iteration in 0..config.iterations_per_epoch {
             let batch = loader.next().ok_or_else(|| TrainError::Invalid("the batch loader stopped (a panic while sampling)".into()))?;
-            let (images, target) = batch_tensors(&batch, &device);
-            let label_mask = train_annotated.as_deref().and_then(|a| batch_label_mask(&batch, a, &device));
-            let output = model.forward_detailed(images);
-            let mut loss = loss_fn.forward(output.logits, target.clone(), label_mask.clone());
-            if let (Some(settings), Some(fusion)) = (&ccae, &model.text_fusion) {
-                let contrastive = ccae_loss(fusion, output.features, target, label_mask, settings.ccae_temperature);
-                loss = loss + contrastive.mul_scalar(settings.ccae_weight);
-            }
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            let norm = match config.grad_clip_norm {
-                Some(max) => clip_grad_norm(&model, &mut grads, max),
-                None => f64::NAN,
-            };
-            model = optimizer.step(lr, model, grads);
+            let step = trainee.train_step(&batch, lr)?;
             state.next_batch_index += 1;
-            loss_sum += loss_value;
-            norm_sum += norm;
-            observer.on_step(epoch + 1, iteration + 1, loss_value, lr);
+            loss_sum += step.loss;
+            norm_sum += step.grad_norm;
+            observer.on_step(epoch + 1, iteration + 1, step.loss, lr);
         }
         let train_time = train_started.elapsed().as_secs_f64();
 
         // Validation.
         observer.on_validation(epoch + 1);
-        let eval_model = model.valid();
-        let mut dice = PseudoDice::new(network.num_classes);
+        let mut dice = PseudoDice::new(num_classes);
         let mut val_loss_sum = 0.0;
         for batch in &val_batches {
-            let (images, target) = batch_tensors(batch, &base_device);
-            let label_mask = val_annotated.as_deref().and_then(|a| batch_label_mask(batch, a, &base_device));
-            let outputs = eval_model.forward_canonical(images);
-            let prediction = outputs[0].clone().argmax(1);
-            val_loss_sum += loss_fn.forward(outputs, target, label_mask).into_scalar::<f32>() as f64;
-            let prediction: Vec<u8> = prediction
-                .try_into_vec_as::<i64>()
-                .expect("arg max indices should convert to i64")
-                .into_iter()
-                .map(|c| c as u8)
-                .collect();
-            let per_sample = batch.seg.len() / batch.batch_size.max(1);
-            for (b, sample) in batch.samples.iter().enumerate() {
-                let voxels = b * per_sample..(b + 1) * per_sample;
-                let annotated = val_annotated.as_ref().map(|a| a[sample.case].as_slice());
-                dice.add_annotated(&prediction[voxels.clone()], &batch.seg[voxels], annotated);
-            }
+            val_loss_sum += trainee.validation_step(batch, &mut dice)?;
         }
-        drop(eval_model);
         let pseudo_dice = dice.mean();
         state.ema_pseudo_dice = ema_update(state.ema_pseudo_dice, pseudo_dice);
         let new_best = match (state.ema_pseudo_dice, state.best_ema_pseudo_dice) {
@@ -505,7 +375,7 @@ pub fn train(
         summary.epoch_time_s = epoch_started.elapsed().as_secs_f64();
         state.elapsed_s = elapsed_before + loop_started.elapsed().as_secs_f64();
         state.history.push(summary.clone());
-        save_checkpoint(&last_dir, &model, &optimizer, &state)?;
+        save_checkpoint(&last_dir, trainee.as_ref(), &state)?;
         if new_best {
             copy_checkpoint(&last_dir, &paths.checkpoint_best())?;
         }
@@ -521,7 +391,7 @@ pub fn train(
     if state.epochs_done < state.total_epochs && reason == StopReason::Finished {
         reason = StopReason::Interrupted;
     }
-    let manifest = write_model_folder(paths, &plan, &state, started)?;
+    let manifest = write_model_folder(paths, &plan, &state, trainee.as_ref(), &method.name())?;
     Ok(TrainOutcome { reason, state, model_dir: paths.model_dir.clone(), manifest })
 }
 
@@ -542,15 +412,23 @@ pub fn utc_timestamp(seconds: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest / 60 % 60, rest % 60)
 }
 
-/// `model.json`, `plans.json`, `labels.json` and `weights.bpk` (best checkpoint, else last).
-fn write_model_folder(paths: &RunPaths, plan: &Plan, state: &TrainState, _started: Instant) -> Result<ModelManifest> {
+/// `model.json`, `plans.json`, `labels.json` and `weights.bpk` (the method's exported network
+/// from the best checkpoint, else the last).
+fn write_model_folder(
+    paths: &RunPaths,
+    plan: &Plan,
+    state: &TrainState,
+    method: &dyn TrainingMethod,
+    method_name: &str,
+) -> Result<ModelManifest> {
     let model_dir = &paths.model_dir;
     let best = find_checkpoint(&paths.checkpoint_best()).or_else(|| find_checkpoint(&paths.checkpoint_last()));
     let Some(best) = best else {
         return Err(TrainError::Missing { path: paths.checkpoint_last(), detail: "no checkpoint: no epoch finished".into() });
     };
     let weights = model_dir.join(WEIGHTS_FILE);
-    let source = best.join(MODEL_FILE);
+    let exported = method.export();
+    let source = best.join(&exported.checkpoint_file);
     let tmp = spineseg_io::atomic::temporary_path(&weights);
     std::fs::copy(&source, &tmp).map_err(os(&source))?;
     std::fs::rename(&tmp, &weights).map_err(os(&weights))?;
@@ -572,9 +450,10 @@ fn write_model_folder(paths: &RunPaths, plan: &Plan, state: &TrainState, _starte
         best_ema_pseudo_dice: state.best_ema_pseudo_dice,
         train_time_s: state.elapsed_s,
         optimizer: state.config.optimizer.name().into(),
+        method: method_name.to_string(),
         date: utc_timestamp(now),
     };
-    let manifest = manifest_for(state.config.configuration, state.network.clone(), &record);
+    let manifest = manifest_for(state.config.configuration, exported.network, &record);
     save_manifest(&model_dir.join(MANIFEST_FILE), &manifest)?;
     Ok(manifest)
 }
@@ -582,29 +461,6 @@ fn write_model_folder(paths: &RunPaths, plan: &Plan, state: &TrainState, _starte
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_masks_follow_each_samples_case() {
-        use spineseg_data::sampling::SampleInfo;
-        let sample = |case| SampleInfo { case, origin: [0; 3], valid: [1, 2, 2], forced_foreground: false, class: None };
-        let batch = Batch {
-            images: vec![0.0; 12],
-            seg: vec![0; 12],
-            batch_size: 3,
-            channels: 1,
-            patch_shape: vec![2, 2],
-            samples: vec![sample(1), sample(0), sample(1)],
-        };
-        let annotated = vec![vec![true, true, false], vec![true, false, true]];
-        let mask = batch_label_mask(&batch, &annotated, &Device::flex()).expect("two cases lack a class");
-        assert_eq!(mask.dims(), [3, 3]);
-        let flags: Vec<bool> = mask.into_data().try_to_vec::<bool>().unwrap();
-        assert_eq!(flags, [true, false, true, true, true, false, true, false, true]);
-        // Every sample annotates every foreground class (background's flag does not matter):
-        // no mask, so the loss is the plain one, operation for operation.
-        let complete = vec![vec![false, true, true], vec![true, true, true]];
-        assert!(batch_label_mask(&batch, &complete, &Device::flex()).is_none());
-    }
 
     #[test]
     fn timestamps_are_iso_utc() {

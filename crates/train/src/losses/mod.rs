@@ -1,0 +1,12 @@
+//! Training losses, one file each.
+//!
+//! - [`dice_ce`]: nnU-Net's soft Dice + cross-entropy with an optional partial-label mask.
+//! - [`deep_supervision`]: the weighted sum of a per-output loss over the decoder's outputs.
+//! - [`ccae`]: the class-wise channel-level InfoNCE of ATM-Net's CCAE (text-guided training).
+
+pub mod ccae;
+pub mod deep_supervision;
+pub mod dice_ce;
+
+pub use deep_supervision::{deep_supervision_weights, downsample_labels, DeepSupervisionLoss, DeepSupervisionLossConfig};
+pub use dice_ce::{DiceCeLoss, DiceCeLossConfig};

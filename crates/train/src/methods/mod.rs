@@ -1,0 +1,86 @@
+//! The built-in training methods, one file each, behind [`crate::method::TrainingMethod`]:
+//!
+//! - [`supervised`]: nnU-Net's supervised training of one U-Net (Dice + cross-entropy with deep
+//!   supervision), optionally with partial labels.
+//! - [`text_guided`]: ATM-Net's text guidance: the U-Net with HASF text-image fusion, trained with
+//!   Dice + cross-entropy plus the CCAE contrastive loss.
+//!
+//! [`single_network`] holds what both share (one network, one optimiser, the deep-supervision
+//! loss, partial-label masks, validation). [`MethodConfig`] is the tagged enum of the built-in
+//! methods' settings stored in every checkpoint; adding a method is a file here and one variant
+//! plus one match arm below.
+
+pub mod single_network;
+pub mod supervised;
+pub mod text_guided;
+
+pub use supervised::{SupervisedMethod, SupervisedSettings};
+pub use text_guided::{TextGuidedMethod, TextGuidedSettings};
+
+use crate::config::EngineConfig;
+use crate::engine::{run, RunOptions, RunPaths, TrainOutcome};
+use crate::error::Result;
+use crate::method::{MethodContext, MethodSpec, TrainingMethod};
+use crate::progress::TrainingObserver;
+use serde::{Deserialize, Serialize};
+
+/// The built-in methods and their settings (`state.json` "method", tagged by `kind`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MethodConfig {
+    /// Visual-only supervised training.
+    Supervised(SupervisedSettings),
+    /// Text-guided training (HASF + CCAE).
+    TextGuided(TextGuidedSettings),
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        MethodConfig::Supervised(SupervisedSettings::default())
+    }
+}
+
+impl MethodConfig {
+    /// Whether the method trains with partial labels.
+    pub fn partial_labels(&self) -> bool {
+        match self {
+            MethodConfig::Supervised(s) => s.partial_labels,
+            MethodConfig::TextGuided(s) => s.partial_labels,
+        }
+    }
+}
+
+impl MethodSpec for MethodConfig {
+    fn name(&self) -> String {
+        match self {
+            MethodConfig::Supervised(_) => "supervised",
+            MethodConfig::TextGuided(_) => "text_guided",
+        }
+        .to_string()
+    }
+
+    fn validate(&self) -> Result<()> {
+        match self {
+            MethodConfig::Supervised(_) => Ok(()),
+            MethodConfig::TextGuided(settings) => settings.validate(),
+        }
+    }
+
+    fn build(&self, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Box<dyn TrainingMethod>> {
+        Ok(match self {
+            MethodConfig::Supervised(settings) => Box::new(SupervisedMethod::build(settings, ctx, saved)?),
+            MethodConfig::TextGuided(settings) => Box::new(TextGuidedMethod::build(settings, ctx, saved)?),
+        })
+    }
+}
+
+/// Trains (or resumes) a model with a built-in method: [`run`] with a [`MethodConfig`].
+pub fn train(
+    paths: &RunPaths,
+    config: EngineConfig,
+    method: MethodConfig,
+    options: &RunOptions,
+    observer: &mut dyn TrainingObserver,
+) -> Result<TrainOutcome> {
+    run(paths, config, method, options, observer)
+}

@@ -1,0 +1,275 @@
+//! What the one-network methods share: a [`PlainConvUNet`] with its optimiser, nnU-Net's
+//! deep-supervision Dice + cross-entropy, partial-label masks, the optimisation step and
+//! validation. The methods add their own loss terms through [`SingleNetwork::train_step`]'s
+//! `extra_loss`.
+
+use crate::checkpoint::{load_module, load_optimizer, save_module, save_optimizer, MODEL_FILE, OPTIMIZER_FILE};
+use crate::error::{Result, TrainError};
+use crate::losses::{DeepSupervisionLoss, DeepSupervisionLossConfig, DiceCeLossConfig};
+use crate::method::{ExportedNetwork, MethodContext, StepStats};
+use crate::optim::clip_grad_norm;
+use crate::pseudo_dice::PseudoDice;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use spineseg_data::partial_labels::annotated_classes;
+use spineseg_data::plan::Plan;
+use spineseg_data::preprocess::PreprocessedCase;
+use spineseg_data::sampling::Batch;
+use spineseg_model::{PlainConvUNet, PlainConvUNetConfig, UNetOutput};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Serialises seeding + initialisation: flex's RNG is global to the process, and parameters are
+/// created lazily, so both happen under this lock and every parameter is touched before release.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+struct Materialise;
+impl ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// A network initialised deterministically from `seed` on `device`.
+pub fn init_network(config: &PlainConvUNetConfig, device: &Device, seed: u64) -> PlainConvUNet {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    device.seed(seed);
+    let model = config.init(device);
+    model.visit(&mut Materialise);
+    model
+}
+
+/// `method_state` of a one-network method: the network as built (a resumed run rebuilds
+/// exactly this, whatever the plan says now).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SingleNetworkState {
+    pub network: PlainConvUNetConfig,
+}
+
+impl SingleNetworkState {
+    /// The network a resumed run trains, from the checkpoint's `method_state`; checked against
+    /// the plan's U-Net (a plan edited between the parts of a run would change the data).
+    pub fn from_saved(saved: &serde_json::Value, ctx: &MethodContext<'_>) -> Result<SingleNetworkState> {
+        let state: SingleNetworkState = serde_json::from_value(saved.clone()).map_err(|e| TrainError::Incompatible {
+            path: ctx.model_dir.join("training"),
+            detail: format!("the checkpoint's method_state is not a one-network state: {e}"),
+        })?;
+        if state.network.features_per_stage != ctx.plan_network.features_per_stage {
+            return Err(TrainError::Incompatible {
+                path: ctx.plans_path.to_path_buf(),
+                detail: "the plan's network differs from the checkpoint's; resume with the plan the run started with".into(),
+            });
+        }
+        Ok(state)
+    }
+}
+
+/// `[B, C, *patch]` images and `[B, *patch]` labels as canonical 5D tensors
+/// (`[B, C, 1, Y, Z]` for 2D) on `device`.
+pub fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<5>, Tensor<5, Int>) {
+    let spatial: [usize; 3] = match batch.patch_shape.as_slice() {
+        [y, z] => [1, *y, *z],
+        [x, y, z] => [*x, *y, *z],
+        other => panic!("a patch should have 2 or 3 sides, got {other:?}"),
+    };
+    let [d, h, w] = spatial;
+    let images = Tensor::<5>::from_data(TensorData::new(batch.images.clone(), [batch.batch_size, batch.channels, d, h, w]), device);
+    let labels: Vec<i64> = batch.seg.iter().map(|&v| v as i64).collect();
+    let target = Tensor::<5, Int>::from_data(TensorData::new(labels, [batch.batch_size, 1, d, h, w]), device);
+    (images, target)
+}
+
+/// `[batch, classes]`: which classes each sample of `batch` annotates, from its case's entry of
+/// `annotated` (indexed like the sampler's cases); `None` when every sample annotates every
+/// foreground class (background always counts as supervised).
+///
+/// A full mask gives the plain loss in exact arithmetic but through other floating-point
+/// operations (the marginal cross-entropy), whose rounding depends on the CPU's SIMD kernels.
+/// Passing no mask makes a batch without missing labels train exactly as without
+/// partial labels, on every CPU.
+pub fn batch_label_mask(batch: &Batch, annotated: &[Vec<bool>], device: &Device) -> Option<Tensor<2, Bool>> {
+    let classes = annotated.first().map_or(0, Vec::len);
+    let rows = || batch.samples.iter().map(|sample| &annotated[sample.case]);
+    if rows().all(|row| row.iter().skip(1).all(|&flag| flag)) {
+        return None;
+    }
+    let flags: Vec<bool> = rows().flat_map(|row| row.iter().copied()).collect();
+    Some(Tensor::<2, Bool>::from_data(TensorData::new(flags, [batch.samples.len(), classes]), device))
+}
+
+/// The classes each case annotates (partial labels, by structure kind); a case without labels
+/// annotates everything.
+pub fn annotated_per_case(plan: &Plan, cases: &[PreprocessedCase]) -> Vec<Vec<bool>> {
+    cases
+        .iter()
+        .map(|case| match &case.seg {
+            Some(seg) => annotated_classes(&plan.labels, seg.data()),
+            None => vec![true; plan.labels.len()],
+        })
+        .collect()
+}
+
+/// One network in training (see the module documentation).
+pub struct SingleNetwork {
+    /// `None` only inside an optimiser step, which takes the network by value.
+    model: Option<PlainConvUNet>,
+    config: PlainConvUNetConfig,
+    optimizer: ModuleOptimizer,
+    loss: DeepSupervisionLoss,
+    device: Device,
+    inference_device: Device,
+    grad_clip_norm: Option<f64>,
+    /// Per training / validation case, with partial labels.
+    train_annotated: Option<Vec<Vec<bool>>>,
+    val_annotated: Option<Vec<Vec<bool>>>,
+}
+
+impl SingleNetwork {
+    /// Initialises `config` from the run's seed and the run's optimiser; `partial_labels` turns
+    /// on the per-case label masks. `prepare` may replace parts of the fresh network before the
+    /// optimiser sees it (the text method's frozen class embeddings).
+    pub fn new(
+        config: PlainConvUNetConfig,
+        ctx: &MethodContext<'_>,
+        partial_labels: bool,
+        prepare: impl FnOnce(PlainConvUNet) -> PlainConvUNet,
+    ) -> Result<SingleNetwork> {
+        let model = prepare(init_network(&config, &ctx.device, ctx.seed));
+        let optimizer = ctx.optimizer.init();
+        let batch_dice = ctx
+            .plan
+            .configuration(ctx.configuration)
+            .ok_or_else(|| TrainError::Invalid(format!("the plan has no configuration {}", ctx.configuration)))?
+            .batch_dice;
+        let loss = DeepSupervisionLossConfig::new(DiceCeLossConfig::new().with_batch_dice(batch_dice), model.num_outputs()).init();
+        let annotated = |cases| partial_labels.then(|| annotated_per_case(ctx.plan, cases));
+        Ok(SingleNetwork {
+            model: Some(model),
+            config,
+            optimizer,
+            loss,
+            device: ctx.device.clone(),
+            inference_device: ctx.inference_device.clone(),
+            grad_clip_norm: ctx.grad_clip_norm,
+            train_annotated: annotated(ctx.train_cases),
+            val_annotated: annotated(ctx.val_cases),
+        })
+    }
+
+    pub fn model(&self) -> &PlainConvUNet {
+        self.model.as_ref().expect("the network is only taken during an optimiser step")
+    }
+
+    pub fn config(&self) -> &PlainConvUNetConfig {
+        &self.config
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.model().num_params()
+    }
+
+    /// Forward with deep supervision, the Dice + CE loss plus `extra_loss(network, output,
+    /// target, label_mask)` if it returns one, backward, global-norm clipping, optimiser step.
+    pub fn train_step(
+        &mut self,
+        batch: &Batch,
+        lr: f64,
+        extra_loss: impl FnOnce(&PlainConvUNet, UNetOutput, Tensor<5, Int>, Option<Tensor<2, Bool>>) -> Option<Tensor<1>>,
+    ) -> Result<StepStats> {
+        let model = self.model.take().expect("the network is only taken during an optimiser step");
+        let (images, target) = batch_tensors(batch, &self.device);
+        let label_mask = self.train_annotated.as_deref().and_then(|a| batch_label_mask(batch, a, &self.device));
+        let output = model.forward_detailed(images);
+        let logits = output.logits.clone();
+        let mut loss = self.loss.forward(logits, target.clone(), label_mask.clone());
+        if let Some(extra) = extra_loss(&model, output, target, label_mask) {
+            loss = loss + extra;
+        }
+        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grad_norm = match self.grad_clip_norm {
+            Some(max) => clip_grad_norm(&model, &mut grads, max),
+            None => f64::NAN,
+        };
+        self.model = Some(self.optimizer.step(lr, model, grads));
+        Ok(StepStats { loss: loss_value, grad_norm })
+    }
+
+    /// Loss of one validation batch (Dice + CE only) and its arg max into `dice`.
+    pub fn validation_step(&self, batch: &Batch, dice: &mut PseudoDice) -> Result<f64> {
+        let eval_model = self.model().valid();
+        let (images, target) = batch_tensors(batch, &self.inference_device);
+        let label_mask = self.val_annotated.as_deref().and_then(|a| batch_label_mask(batch, a, &self.inference_device));
+        let outputs = eval_model.forward_canonical(images);
+        let prediction = outputs[0].clone().argmax(1);
+        let loss = self.loss.forward(outputs, target, label_mask).into_scalar::<f32>() as f64;
+        let prediction: Vec<u8> = prediction
+            .try_into_vec_as::<i64>()
+            .expect("arg max indices should convert to i64")
+            .into_iter()
+            .map(|c| c as u8)
+            .collect();
+        let per_sample = batch.seg.len() / batch.batch_size.max(1);
+        for (b, sample) in batch.samples.iter().enumerate() {
+            let voxels = b * per_sample..(b + 1) * per_sample;
+            let annotated = self.val_annotated.as_ref().map(|a| a[sample.case].as_slice());
+            dice.add_annotated(&prediction[voxels.clone()], &batch.seg[voxels], annotated);
+        }
+        Ok(loss)
+    }
+
+    /// `model.bpk` and `optimizer.bpk` in `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        save_module(self.model(), &dir.join(MODEL_FILE))?;
+        save_optimizer(&self.optimizer, &dir.join(OPTIMIZER_FILE))
+    }
+
+    /// Restores what [`SingleNetwork::save`] wrote.
+    pub fn load(&mut self, dir: &Path) -> Result<()> {
+        let model = self.model.take().expect("the network is only taken during an optimiser step");
+        self.model = Some(load_module(model, &dir.join(MODEL_FILE))?);
+        let optimizer = std::mem::replace(&mut self.optimizer, crate::config::OptimizerConfig::sgd().init());
+        self.optimizer = load_optimizer(optimizer, &dir.join(OPTIMIZER_FILE))?;
+        Ok(())
+    }
+
+    /// The network of `model.bpk`.
+    pub fn export(&self) -> ExportedNetwork {
+        ExportedNetwork { checkpoint_file: MODEL_FILE.to_string(), network: self.config.clone() }
+    }
+
+    /// `{"network": ...}`.
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::to_value(SingleNetworkState { network: self.config.clone() }).expect("a network config should serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_masks_follow_each_samples_case() {
+        use spineseg_data::sampling::SampleInfo;
+        let sample = |case| SampleInfo { case, origin: [0; 3], valid: [1, 2, 2], forced_foreground: false, class: None };
+        let batch = Batch {
+            images: vec![0.0; 12],
+            seg: vec![0; 12],
+            batch_size: 3,
+            channels: 1,
+            patch_shape: vec![2, 2],
+            samples: vec![sample(1), sample(0), sample(1)],
+        };
+        let annotated = vec![vec![true, true, false], vec![true, false, true]];
+        let mask = batch_label_mask(&batch, &annotated, &Device::flex()).expect("two cases lack a class");
+        assert_eq!(mask.dims(), [3, 3]);
+        let flags: Vec<bool> = mask.into_data().try_to_vec::<bool>().unwrap();
+        assert_eq!(flags, [true, false, true, true, true, false, true, false, true]);
+        // Every sample annotates every foreground class (background's flag does not matter):
+        // no mask, so the loss is the plain one, operation for operation.
+        let complete = vec![vec![false, true, true], vec![true, true, true]];
+        assert!(batch_label_mask(&batch, &complete, &Device::flex()).is_none());
+    }
+}

@@ -1,0 +1,236 @@
+//! A method outside the crate with two networks and two optimisers (the shape of cross pseudo
+//! supervision) runs on the unchanged engine: it trains, checkpoints both networks, resumes bit
+//! for bit and exports one network into a model folder that prediction loads.
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+use spineseg_data::datasets::detect_and_open;
+use spineseg_data::fingerprint::{fingerprint_dataset, FingerprintOptions};
+use spineseg_data::phantom::{write_nnunet_dataset, PhantomConfig};
+use spineseg_data::plan::{ConfigurationName, Plan, PlanOptions};
+use spineseg_data::preprocess::preprocess_dataset;
+use spineseg_data::sampling::Batch;
+use spineseg_model::{PlainConvUNet, PlainConvUNetConfig};
+use spineseg_train::checkpoint::{load_module, load_optimizer, parameter_values, save_module, save_optimizer, STATE_FILE};
+use spineseg_train::methods::single_network::batch_tensors;
+use spineseg_train::{
+    clip_grad_norm, init_network, run, DeepSupervisionLoss, DeepSupervisionLossConfig, DiceCeLossConfig, EngineConfig,
+    ExportedNetwork, MethodContext, MethodSpec, OptimizerConfig, PseudoDice, Result, RunOptions, RunPaths, Silent,
+    StepStats, TrainingMethod,
+};
+use std::path::Path;
+
+/// Cross pseudo supervision in miniature: networks A and B, each supervised by the labels and
+/// by the other's arg max (weight `pseudo_weight`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CrossPseudoSpec {
+    pseudo_weight: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CrossPseudoState {
+    network: PlainConvUNetConfig,
+}
+
+struct CrossPseudo {
+    config: PlainConvUNetConfig,
+    a: Option<PlainConvUNet>,
+    b: Option<PlainConvUNet>,
+    optimizer_a: ModuleOptimizer,
+    optimizer_b: ModuleOptimizer,
+    loss: DeepSupervisionLoss,
+    device: Device,
+    inference_device: Device,
+    pseudo_weight: f64,
+}
+
+impl MethodSpec for CrossPseudoSpec {
+    fn name(&self) -> String {
+        "cross_pseudo_test".into()
+    }
+
+    fn build(&self, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Box<dyn TrainingMethod>> {
+        let config = match saved {
+            Some(saved) => serde_json::from_value::<CrossPseudoState>(saved.clone()).expect("our own state").network,
+            None => ctx.plan_network.clone(),
+        };
+        let a = init_network(&config, &ctx.device, ctx.seed);
+        let b = init_network(&config, &ctx.device, ctx.seed.wrapping_add(1));
+        let loss = DeepSupervisionLossConfig::new(DiceCeLossConfig::new(), a.num_outputs()).init();
+        Ok(Box::new(CrossPseudo {
+            config,
+            a: Some(a),
+            b: Some(b),
+            optimizer_a: ctx.optimizer.init(),
+            optimizer_b: ctx.optimizer.init(),
+            loss,
+            device: ctx.device.clone(),
+            inference_device: ctx.inference_device.clone(),
+            pseudo_weight: self.pseudo_weight,
+        }))
+    }
+}
+
+/// The arg max of a network's full-resolution output as `[B, 1, ...]` labels, without gradient.
+fn pseudo_labels(network: &PlainConvUNet, images: Tensor<5>) -> Tensor<5, Int> {
+    network.forward_canonical(images)[0].clone().detach().argmax(1)
+}
+
+impl CrossPseudo {
+    fn step_one(
+        &self,
+        network: PlainConvUNet,
+        optimizer: &mut ModuleOptimizer,
+        images: Tensor<5>,
+        target: Tensor<5, Int>,
+        pseudo: Tensor<5, Int>,
+        lr: f64,
+    ) -> (PlainConvUNet, f64, f64) {
+        let outputs = network.forward_canonical(images);
+        let supervised = self.loss.forward(outputs.clone(), target, None);
+        let loss = supervised + self.loss.forward(outputs, pseudo, None).mul_scalar(self.pseudo_weight);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        let mut grads = GradientsParams::from_grads(loss.backward(), &network);
+        let norm = clip_grad_norm(&network, &mut grads, 12.0);
+        (optimizer.step(lr, network, grads), value, norm)
+    }
+}
+
+impl TrainingMethod for CrossPseudo {
+    fn num_params(&self) -> usize {
+        self.a.as_ref().unwrap().num_params() + self.b.as_ref().unwrap().num_params()
+    }
+
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
+        let (images, target) = batch_tensors(batch, &self.device);
+        let (a, b) = (self.a.take().unwrap(), self.b.take().unwrap());
+        let pseudo_from_a = pseudo_labels(&a, images.clone());
+        let pseudo_from_b = pseudo_labels(&b, images.clone());
+        let mut optimizer_a = std::mem::replace(&mut self.optimizer_a, OptimizerConfig::sgd().init());
+        let mut optimizer_b = std::mem::replace(&mut self.optimizer_b, OptimizerConfig::sgd().init());
+        let (a, loss_a, norm_a) = self.step_one(a, &mut optimizer_a, images.clone(), target.clone(), pseudo_from_b, lr);
+        let (b, loss_b, norm_b) = self.step_one(b, &mut optimizer_b, images, target, pseudo_from_a, lr);
+        (self.a, self.b, self.optimizer_a, self.optimizer_b) = (Some(a), Some(b), optimizer_a, optimizer_b);
+        Ok(StepStats { loss: loss_a + loss_b, grad_norm: norm_a.max(norm_b) })
+    }
+
+    fn validation_step(&self, batch: &Batch, dice: &mut PseudoDice) -> Result<f64> {
+        let network = self.a.as_ref().unwrap().valid();
+        let (images, target) = batch_tensors(batch, &self.inference_device);
+        let outputs = network.forward_canonical(images);
+        let prediction: Vec<u8> =
+            outputs[0].clone().argmax(1).try_into_vec_as::<i64>().unwrap().into_iter().map(|c| c as u8).collect();
+        dice.add(&prediction, &batch.seg);
+        Ok(self.loss.forward(outputs, target, None).into_scalar::<f32>() as f64)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        save_module(self.a.as_ref().unwrap(), &dir.join("network_a.bpk"))?;
+        save_module(self.b.as_ref().unwrap(), &dir.join("network_b.bpk"))?;
+        save_optimizer(&self.optimizer_a, &dir.join("optimizer_a.bpk"))?;
+        save_optimizer(&self.optimizer_b, &dir.join("optimizer_b.bpk"))
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        self.a = Some(load_module(self.a.take().unwrap(), &dir.join("network_a.bpk"))?);
+        self.b = Some(load_module(self.b.take().unwrap(), &dir.join("network_b.bpk"))?);
+        let optimizer_a = std::mem::replace(&mut self.optimizer_a, OptimizerConfig::sgd().init());
+        self.optimizer_a = load_optimizer(optimizer_a, &dir.join("optimizer_a.bpk"))?;
+        let optimizer_b = std::mem::replace(&mut self.optimizer_b, OptimizerConfig::sgd().init());
+        self.optimizer_b = load_optimizer(optimizer_b, &dir.join("optimizer_b.bpk"))?;
+        Ok(())
+    }
+
+    fn export(&self) -> ExportedNetwork {
+        ExportedNetwork { checkpoint_file: "network_a.bpk".into(), network: self.config.clone() }
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::to_value(CrossPseudoState { network: self.config.clone() }).unwrap()
+    }
+}
+
+/// A 3-case phantom planned and preprocessed for 2D with a tiny network (32x32 patch, batch 2,
+/// 3 stages 4-8-16).
+fn tiny_work(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("phantom");
+    write_nnunet_dataset(&data, &PhantomConfig::small(), 3, 1, false).unwrap();
+    let dataset = detect_and_open(&data).unwrap();
+    let fingerprint = fingerprint_dataset(&dataset, &FingerprintOptions::default()).unwrap();
+    let mut plan = Plan::from_fingerprint(&fingerprint, &PlanOptions::default()).unwrap();
+    let configuration = ConfigurationName::TwoD;
+    plan.configurations.retain(|name, _| *name == configuration);
+    let c = plan.configurations.get_mut(&configuration).unwrap();
+    c.patch_size = vec![32, 32];
+    c.batch_size = 2;
+    c.network.n_stages = 3;
+    c.network.features_per_stage = vec![4, 8, 16];
+    c.network.kernel_sizes = vec![vec![3, 3]; 3];
+    c.network.strides = vec![vec![1, 1], vec![2, 2], vec![2, 2]];
+    c.network.n_conv_per_stage_encoder = vec![2; 3];
+    c.network.n_conv_per_stage_decoder = vec![2; 2];
+    let work = dir.join("work");
+    let preprocessed = work.join("preprocessed").join(configuration.as_str());
+    std::fs::create_dir_all(&preprocessed).unwrap();
+    plan.save(&work.join("plans.json")).unwrap();
+    preprocess_dataset(&dataset, &plan, configuration, &preprocessed, 1).unwrap();
+    work
+}
+
+fn engine_config() -> EngineConfig {
+    let mut config = EngineConfig::new(ConfigurationName::TwoD);
+    config.epochs = 2;
+    config.iterations_per_epoch = 2;
+    config.validation_batches = 1;
+    config.seed = 3;
+    config.optimizer = OptimizerConfig::adamw();
+    config
+}
+
+fn weights(path: &Path, config: &PlainConvUNetConfig) -> Vec<Vec<f32>> {
+    parameter_values(&load_module(config.init(&Device::flex()), path).unwrap())
+}
+
+#[test]
+fn a_two_network_method_trains_resumes_exactly_and_exports_one_network() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tiny_work(tmp.path());
+    let spec = CrossPseudoSpec { pseudo_weight: 0.5 };
+    let paths = |name: &str| RunPaths { work: work.clone(), model_dir: tmp.path().join(name) };
+
+    // Uninterrupted.
+    let whole = paths("whole");
+    let outcome = run(&whole, engine_config(), spec.clone(), &RunOptions::default(), &mut Silent).unwrap();
+    assert_eq!(outcome.state.epochs_done, 2);
+    let last = whole.checkpoint_last();
+    for file in ["network_a.bpk", "network_b.bpk", "optimizer_a.bpk", "optimizer_b.bpk", STATE_FILE] {
+        assert!(last.join(file).is_file(), "checkpoint_last/{file}");
+    }
+    let state = std::fs::read_to_string(last.join(STATE_FILE)).unwrap();
+    assert!(state.contains("\"pseudo_weight\": 0.5"), "the method's settings are in the checkpoint: {state}");
+    let config: PlainConvUNetConfig = outcome.manifest.network.clone();
+    let (a, b) = (weights(&last.join("network_a.bpk"), &config), weights(&last.join("network_b.bpk"), &config));
+    assert_ne!(a, b, "the two networks start from different seeds and stay different");
+
+    // The model folder holds network A of the best checkpoint, and prediction loads it.
+    let best = whole.checkpoint_best();
+    assert_eq!(
+        std::fs::read(whole.model_dir.join("weights.bpk")).unwrap(),
+        std::fs::read(best.join("network_a.bpk")).unwrap()
+    );
+    assert_eq!(outcome.manifest.training["method"], "cross_pseudo_test");
+
+    // Stopped after one epoch, then resumed with a different spec that the checkpoint overrides.
+    let parts = paths("parts");
+    let stop = RunOptions { stop_after_epochs: Some(1), ..RunOptions::default() };
+    run(&parts, engine_config(), spec.clone(), &stop, &mut Silent).unwrap();
+    let resume = RunOptions { resume: true, ..RunOptions::default() };
+    let resumed = run(&parts, engine_config(), CrossPseudoSpec { pseudo_weight: 9.0 }, &resume, &mut Silent).unwrap();
+    assert_eq!(resumed.state.epochs_done, 2);
+    let parts_last = parts.checkpoint_last();
+    for file in ["network_a.bpk", "network_b.bpk"] {
+        assert_eq!(weights(&last.join(file), &config), weights(&parts_last.join(file), &config), "{file}");
+    }
+}
