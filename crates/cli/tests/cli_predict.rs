@@ -5,7 +5,7 @@
 
 use spineseg_data::plan::{ConfigurationName, Plan};
 use spineseg_infer::network::Device;
-use spineseg_infer::{network_config_for_plan, BurnUNetPredictor, ModelFolder, ModelManifest, OutputLabels};
+use spineseg_infer::{network_config_for_plan, ModelFolder, ModelManifest, NetworkPredictor, OutputLabels};
 use spineseg_io::{read_volume, AnyVolume, Geometry, Label, Spacing};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -54,10 +54,10 @@ fn tiny_model(root: &Path) -> (PathBuf, PathBuf) {
     let plan = Plan::load(&plans).unwrap();
     let labels = OutputLabels::load(&work.join("labels.json")).unwrap();
     let config = network_config_for_plan(&plan, ConfigurationName::TwoD).unwrap();
-    let predictor = BurnUNetPredictor::random(&config, 42, Device::flex());
+    let predictor = NetworkPredictor::random(&config, 42, Device::flex());
     let model = root.join("model");
-    ModelFolder::save(&model, &ModelManifest::new(ConfigurationName::TwoD, config), &plan, &labels, predictor.model())
-        .unwrap();
+    let manifest = ModelManifest::new(ConfigurationName::TwoD, config);
+    ModelFolder::save(&model, &manifest, &plan, &labels, predictor.network()).unwrap();
     (dataset, model)
 }
 

@@ -21,10 +21,11 @@ fn train_writes_a_model_folder_and_resume_is_exact() {
         assert!(a.join(name).is_file(), "{name} missing");
     }
     let manifest = load_manifest(&a.join("model.json")).unwrap();
+    let unet = manifest.network.plain_conv_unet().expect("the trainer trains a plain U-Net");
     assert_eq!(manifest.weights, "weights.bpk");
     let record = training_record(&manifest).expect("the trainer should record its run");
     assert_eq!((record.epochs_done, record.iterations_per_epoch, record.seed), (2, 2, 5));
-    assert_eq!(manifest.network.features_per_stage, vec![4, 8, 16]);
+    assert_eq!(unet.features_per_stage, vec![4, 8, 16]);
     let log = std::fs::read_to_string(a.join("training/log.csv")).unwrap();
     assert_eq!(log.lines().count(), 3, "{log}");
     assert!(log.starts_with("epoch,train_loss,val_loss,pseudo_dice_mean,ema_pseudo_dice,"), "{log}");
@@ -219,11 +220,12 @@ fn text_guided_training_resumes_exactly_and_structures_filter_its_prediction() {
     let report = train(&work, &a, &["--text-guided", "--text-encoder", encoder]);
     assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
     let manifest = load_manifest(&a.join("model.json")).unwrap();
-    let text = manifest.network.text_guidance.clone().expect("model.json records the text guidance");
+    let unet = manifest.network.plain_conv_unet().expect("the trainer trains a plain U-Net");
+    let text = unet.text_guidance.clone().expect("model.json records the text guidance");
     let prompts = spineseg_infer::model_folder::PromptEmbeddings::load(&a.join("prompt_embeddings.json")).unwrap();
-    assert_eq!((text.text_dim, prompts.classes.len()), (prompts.dim, manifest.network.num_classes));
+    assert_eq!((text.text_dim, prompts.classes.len()), (prompts.dim, unet.num_classes));
     // The frozen class embeddings travel inside the weights, unchanged by training.
-    let network = load_network(&manifest.network, &a.join("weights.bpk")).unwrap();
+    let network = load_network(unet, &a.join("weights.bpk")).unwrap();
     let stored = network.text_fusion.as_ref().unwrap().class_embeddings.val().into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(stored, prompts.matrix().0);
 

@@ -12,7 +12,7 @@ use spineseg_data::plan::{ConfigurationName, Plan};
 use spineseg_data::preprocess::{preprocess_case, CaseVolumes};
 use spineseg_infer::network::Device;
 use spineseg_infer::{
-    network_config_for_plan, predict_case, BurnUNetPredictor, ModelFolder, ModelManifest, OutputLabels,
+    network_config_for_plan, predict_case, ModelFolder, ModelManifest, NetworkPredictor, OutputLabels,
     PredictOptions,
 };
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ fn main() {
     };
     let plan = Plan::load(&work.join("plans.json")).expect("plans.json should load");
     let config = network_config_for_plan(&plan, configuration).expect("the plan should describe a network");
-    let mut predictor = BurnUNetPredictor::random(&config, 0, Device::flex());
+    let mut predictor = NetworkPredictor::random(&config, 0, Device::flex());
     if let Some(out) = args.get(3) {
         let labels = OutputLabels::load(&work.join("labels.json")).expect("labels.json should load");
         ModelFolder::save(
@@ -41,7 +41,7 @@ fn main() {
             &ModelManifest::new(configuration, config.clone()),
             &plan,
             &labels,
-            predictor.model(),
+            predictor.network(),
         )
         .expect("the model folder should be written");
         eprintln!("wrote random model folder {out}");

@@ -7,10 +7,12 @@
 //! - [`postprocess`]: softmax, arg max, connected components and the largest component per
 //!   class.
 //! - [`predict`]: [`predict_case`], one preprocessed case to a label volume on the input's grid.
-//! - [`network`]: [`BurnUNetPredictor`], the burn `PlainConvUNet` as a [`PatchPredictor`]
-//!   (no autodiff, full-resolution output only), and [`network_config_for_plan`].
-//! - [`model_folder`]: [`ModelFolder`], a trained model folder (`model.json`, `plans.json`,
-//!   `labels.json`, `weights.bpk`) loaded and cross-checked, and written by [`ModelFolder::save`].
+//! - [`network`]: [`NetworkPredictor`], a burn network of any kind ([`spineseg_model::Network`])
+//!   as a [`PatchPredictor`] (no autodiff, full-resolution output only), and
+//!   [`network_config_for_plan`].
+//! - [`model_folder`]: [`ModelFolder`], a trained model folder (`model.json` naming the network's
+//!   kind, `plans.json`, `labels.json`, `weights.bpk`) loaded and cross-checked, and written by
+//!   [`ModelFolder::save`].
 //!
 //! The sliding window, post-processing and [`predict_case`] know nothing about the network
 //! framework (any [`PatchPredictor`] works); only [`network`] and [`model_folder`] use burn.
@@ -25,8 +27,11 @@ pub mod predict;
 pub mod sliding_window;
 
 pub use error::{InferError, PredictorError, Result};
-pub use model_folder::{ModelFolder, ModelManifest, OutputLabels, OutputStructure, Postprocessing, MODEL_FORMAT_VERSION};
-pub use network::{network_config_for_plan, BurnUNetPredictor};
+pub use model_folder::{
+    ModelFolder, ModelManifest, OutputLabels, OutputStructure, Postprocessing, MODEL_FORMAT_VERSION,
+    OLDEST_MODEL_FORMAT_VERSION,
+};
+pub use network::{network_config_for_plan, NetworkPredictor};
 pub use postprocess::{
     argmax, connected_components, keep_largest_component_per_class, softmax_in_place, Components, Connectivity,
 };
@@ -35,3 +40,5 @@ pub use sliding_window::{
     compute_gaussian, compute_steps_for_sliding_window, predict_sliding_window, predict_sliding_window_argmax,
     predictor_fn, ClassScores, FnPredictor, PatchPredictor, Progress, ProgressCallback, SlidingWindowOptions,
 };
+/// The network types a model folder holds (re-exported so callers need no model dependency).
+pub use spineseg_model::{Network, NetworkConfig};

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! DIR/model.json   ModelManifest: format_version, configuration ("2d" | "3d_fullres"),
-//!                  network (PlainConvUNetConfig as JSON), weights (file name), training (free form)
+//!                  network ({"kind": "plain_conv_unet", "config": {...}}, a NetworkConfig),
+//!                  weights (file name), training (free form)
 //! DIR/plans.json   the Plan the network was trained with (preprocessing, patch, label classes)
 //! DIR/labels.json  OutputLabels, written by `spineseg plan`: ontology id -> training dataset value
 //! DIR/weights.bpk  burn's own format (Module::save_file)
@@ -13,24 +14,29 @@
 //! the offending file in every error. [`ModelFolder::save`] writes the folder, `model.json` last,
 //! so a folder with a `model.json` is complete.
 //!
+//! Format versions: 2 names the network's kind (`network.kind`, its config under
+//! `network.config`); version 1 (the bare `PlainConvUNetConfig` under `network`) is still read
+//! and converted to 2 on reading, so older folders keep loading unchanged.
+//!
 //! Label values: the network predicts class indices; [`crate::predict_case`] turns them into the
 //! plan's label values (ontology ids); [`OutputLabels::to_dataset_values`] then maps those onto
 //! the training dataset's own values, which is what nnU-Net writes.
 
 use spineseg_io::json::JsonFileError;
 use crate::error::{InferError, Result};
-use crate::network::BurnUNetPredictor;
+use crate::network::NetworkPredictor;
 use crate::predict::PredictOptions;
-use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use spineseg_data::plan::{ConfigurationName, Plan};
 use spineseg_io::{Label, Volume};
-use spineseg_model::{PlainConvUNet, PlainConvUNetConfig};
+use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig};
 use std::path::{Path, PathBuf};
 
-/// Version of the `model.json` layout.
-pub const MODEL_FORMAT_VERSION: u32 = 1;
+/// Version of the `model.json` layout that this build writes.
+pub const MODEL_FORMAT_VERSION: u32 = 2;
+/// The oldest `model.json` layout this build reads (converted on reading).
+pub const OLDEST_MODEL_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "model.json";
 pub const PLAN_FILE: &str = "plans.json";
 pub const LABELS_FILE: &str = "labels.json";
@@ -39,12 +45,18 @@ pub const WEIGHTS_FILE: &str = "weights.bpk";
 pub const PROMPT_EMBEDDINGS_FILE: &str = "prompt_embeddings.json";
 
 /// `model.json`.
+///
+/// Deserialising reads every format version from [`OLDEST_MODEL_FORMAT_VERSION`] to
+/// [`MODEL_FORMAT_VERSION`] and converts older ones, so a read manifest is always of the current
+/// version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "ManifestOnDisk")]
 pub struct ModelManifest {
     pub format_version: u32,
     /// The plan configuration the network was trained on.
     pub configuration: ConfigurationName,
-    pub network: PlainConvUNetConfig,
+    /// The network's kind and configuration.
+    pub network: NetworkConfig,
     /// File name of the weights inside the folder (normally [`WEIGHTS_FILE`]).
     pub weights: String,
     /// Whatever the trainer wants to record (epochs, losses, seed, time); not read here.
@@ -54,6 +66,48 @@ pub struct ModelManifest {
     /// chosen on validation cases). Absent in older folders: none.
     #[serde(default)]
     pub postprocessing: Postprocessing,
+}
+
+/// `model.json` of any readable format version, before its `network` is read by the layout of
+/// that version.
+#[derive(Deserialize)]
+struct ManifestOnDisk {
+    format_version: u32,
+    configuration: ConfigurationName,
+    network: serde_json::Value,
+    weights: String,
+    #[serde(default)]
+    training: serde_json::Value,
+    #[serde(default)]
+    postprocessing: Postprocessing,
+}
+
+impl TryFrom<ManifestOnDisk> for ModelManifest {
+    type Error = String;
+
+    fn try_from(file: ManifestOnDisk) -> std::result::Result<Self, String> {
+        let network = match file.format_version {
+            // Version 1 had only the plain U-Net, its config directly under `network`.
+            1 => serde_json::from_value::<PlainConvUNetConfig>(file.network).map(NetworkConfig::from),
+            MODEL_FORMAT_VERSION => serde_json::from_value::<NetworkConfig>(file.network),
+            other => return Err(unsupported_version(other)),
+        }
+        .map_err(|e| format!("network: {e}"))?;
+        Ok(ModelManifest {
+            format_version: MODEL_FORMAT_VERSION,
+            configuration: file.configuration,
+            network,
+            weights: file.weights,
+            training: file.training,
+            postprocessing: file.postprocessing,
+        })
+    }
+}
+
+fn unsupported_version(version: impl std::fmt::Display) -> String {
+    format!(
+        "format_version {version} is not supported (this build reads {OLDEST_MODEL_FORMAT_VERSION} to {MODEL_FORMAT_VERSION})"
+    )
 }
 
 /// `prompt_embeddings.json`: the class prompts of a model's classes (row `k` = class index `k`,
@@ -134,15 +188,29 @@ pub struct Postprocessing {
 
 impl ModelManifest {
     /// A manifest for `network` trained on `configuration`, weights in [`WEIGHTS_FILE`].
-    pub fn new(configuration: ConfigurationName, network: PlainConvUNetConfig) -> Self {
+    pub fn new(configuration: ConfigurationName, network: impl Into<NetworkConfig>) -> Self {
         ModelManifest {
             format_version: MODEL_FORMAT_VERSION,
             configuration,
-            network,
+            network: network.into(),
             weights: WEIGHTS_FILE.to_string(),
             training: serde_json::Value::Null,
             postprocessing: Postprocessing::default(),
         }
+    }
+
+    /// Reads a `model.json` of any readable format version (see the type's documentation);
+    /// errors name the file.
+    pub fn load(path: &Path) -> Result<ModelManifest> {
+        let value: serde_json::Value = read_json(path)?;
+        // Checked before the layout, so an unknown version is reported as such, not as a field
+        // that does not fit.
+        if let Some(version) = value.get("format_version").and_then(serde_json::Value::as_u64) {
+            if !(u64::from(OLDEST_MODEL_FORMAT_VERSION)..=u64::from(MODEL_FORMAT_VERSION)).contains(&version) {
+                return Err(model_err(path, unsupported_version(version)));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| model_err(path, format!("invalid JSON: {e}")))
     }
 }
 
@@ -233,7 +301,7 @@ pub struct ModelFolder {
     pub plan: Plan,
     pub labels: OutputLabels,
     /// With its trained weights, on [`ModelFolder::device`], without autodiff.
-    pub network: PlainConvUNet,
+    pub network: Network,
     pub device: Device,
 }
 
@@ -249,23 +317,17 @@ impl ModelFolder {
             return Err(model_err(dir, "not a folder (expected a trained model folder with model.json)"));
         }
         let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest: ModelManifest = read_json(&manifest_path)?;
+        let manifest = ModelManifest::load(&manifest_path)?;
         let bad_manifest = |detail: String| Err(model_err(&manifest_path, detail));
-        if manifest.format_version != MODEL_FORMAT_VERSION {
-            return bad_manifest(format!(
-                "format_version {} is not supported (this build reads {MODEL_FORMAT_VERSION})",
-                manifest.format_version
-            ));
-        }
         let network = &manifest.network;
         if let Err(e) = network.validate() {
             return bad_manifest(format!("invalid network: {e}"));
         }
         let configuration = manifest.configuration;
-        if network.spatial_dims.count() != configuration.dims() {
+        if network.spatial_dims().count() != configuration.dims() {
             return bad_manifest(format!(
                 "the network is {}D but the configuration {configuration} is {}D",
-                network.spatial_dims.count(),
+                network.spatial_dims().count(),
                 configuration.dims()
             ));
         }
@@ -278,25 +340,23 @@ impl ModelFolder {
         let Some(plan_configuration) = plan.configuration(configuration) else {
             return Err(model_err(&plan_path, format!("has no configuration {configuration} (model.json asks for it)")));
         };
-        if network.num_classes != plan.num_classes() {
+        if network.num_classes() != plan.num_classes() {
             return bad_manifest(format!(
                 "the network has {} output classes but {} lists {} labels",
-                network.num_classes,
+                network.num_classes(),
                 plan_path.display(),
                 plan.num_classes()
             ));
         }
-        if network.in_channels != plan.channel_names.len() {
+        if network.in_channels() != plan.channel_names.len() {
             return bad_manifest(format!(
                 "the network takes {} input channels but {} lists {} channels",
-                network.in_channels,
+                network.in_channels(),
                 plan_path.display(),
                 plan.channel_names.len()
             ));
         }
-        let divisor = (0..configuration.dims())
-            .map(|a| network.strides.iter().map(|s| s[a]).product::<usize>())
-            .collect::<Vec<_>>();
+        let divisor = network.size_divisor();
         if plan_configuration.patch_size.iter().zip(&divisor).any(|(p, d)| p % d != 0) {
             return bad_manifest(format!(
                 "the patch {:?} of {} is not a multiple of the network's total stride {divisor:?}",
@@ -342,8 +402,8 @@ impl ModelFolder {
     }
 
     /// A predictor over a copy of the network.
-    pub fn predictor(&self) -> BurnUNetPredictor {
-        BurnUNetPredictor::new(self.network.clone(), &self.manifest.network, self.device.clone())
+    pub fn predictor(&self) -> NetworkPredictor {
+        NetworkPredictor::new(self.network.clone(), self.device.clone())
     }
 
     /// [`PredictOptions::for_plan`] for the model's configuration (the plan's patch, step 0.5,
@@ -365,13 +425,13 @@ impl ModelFolder {
         manifest: &ModelManifest,
         plan: &Plan,
         labels: &OutputLabels,
-        network: &PlainConvUNet,
+        network: &Network,
     ) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| model_err(dir, format!("cannot create folder: {e}")))?;
         let weights_path = dir.join(&manifest.weights);
         // burn writes the file itself; write beside it and rename for atomicity.
         let tmp = dir.join(format!(".{}.{}.tmp.bpk", manifest.weights, std::process::id()));
-        network.clone().save_file(&tmp).map_err(|e| {
+        network.save_file(&tmp).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             model_err(&weights_path, format!("cannot write the weights: {e}"))
         })?;

@@ -1,18 +1,17 @@
-//! The burn network as a [`PatchPredictor`]: [`BurnUNetPredictor`] runs a
-//! [`PlainConvUNet`] on C-order patch batches and returns the full-resolution logits.
+//! The burn network as a [`PatchPredictor`]: [`NetworkPredictor`] runs a [`Network`] of any
+//! kind on C-order patch batches and returns the full-resolution logits.
 //!
-//! The network runs without autodiff (a plain device, [`Module::valid`]) and without deep
+//! The network runs without autodiff (a plain device, [`Network::valid`]) and without deep
 //! supervision: only the full-resolution output is computed, the lower decoder heads are skipped
 //! (their weights stay in the module, so a training checkpoint loads unchanged).
 
 use crate::error::{InferError, PredictorError, Result};
 use crate::sliding_window::PatchPredictor;
-use burn::module::Module;
 /// The burn device type (re-exported so callers need no burn dependency).
 pub use burn::tensor::Device;
 use burn::tensor::{Tensor, TensorData};
 use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_model::{PlainConvUNet, PlainConvUNetConfig, SpatialDims};
+use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig, SpatialDims};
 
 /// The network configuration a plan's configuration describes: its stage widths, strides and
 /// kernels, the plan's channel and class counts, with deep supervision (as trained).
@@ -51,7 +50,7 @@ pub fn network_config_for_plan(plan: &Plan, configuration: ConfigurationName) ->
     Ok(config)
 }
 
-/// A [`PlainConvUNet`] behind the [`PatchPredictor`] interface.
+/// A [`Network`] of any kind behind the [`PatchPredictor`] interface.
 ///
 /// # Shapes
 /// `predict(input, shape)`: `shape` is `[B, in_channels, pj, pk]` for a 2D network and
@@ -59,34 +58,36 @@ pub fn network_config_for_plan(plan: &Plan, configuration: ConfigurationName) ->
 /// spatial side must be a multiple of the network's total stride (plan patches are). Returns
 /// `[B, num_classes, *spatial]` logits in C-order.
 #[derive(Debug, Clone)]
-pub struct BurnUNetPredictor {
-    model: PlainConvUNet,
+pub struct NetworkPredictor {
+    network: Network,
     device: Device,
     in_channels: usize,
     num_classes: usize,
 }
 
-impl BurnUNetPredictor {
-    /// Wraps a network built from `config` (its weights loaded or not). The model is moved to
-    /// `device` without autodiff and switched to full-resolution output only.
-    pub fn new(model: PlainConvUNet, config: &PlainConvUNetConfig, device: Device) -> Self {
+impl NetworkPredictor {
+    /// Wraps a network (its weights loaded or not). The network is moved to `device` without
+    /// autodiff and switched to full-resolution output only.
+    pub fn new(network: impl Into<Network>, device: Device) -> Self {
         let device = device.without_autodiff();
-        let model = model.valid().to_device(&device).with_deep_supervision(false);
-        BurnUNetPredictor { model, device, in_channels: config.in_channels, num_classes: config.num_classes }
+        let network = network.into().valid().to_device(&device).with_deep_supervision(false);
+        let (in_channels, num_classes) = (network.in_channels(), network.num_classes());
+        NetworkPredictor { network, device, in_channels, num_classes }
     }
 
     /// A network with fresh (Kaiming) weights from `config` on `device`, seeded with `seed`
     /// (the device's generator may be global: another thread drawing random numbers at the same
     /// time makes the weights differ). For tests and speed measurements.
-    pub fn random(config: &PlainConvUNetConfig, seed: u64, device: Device) -> Self {
+    pub fn random(config: impl Into<NetworkConfig>, seed: u64, device: Device) -> Self {
         let device = device.without_autodiff();
         device.seed(seed);
-        let model = config.init(&device);
-        Self::new(model, config, device)
+        let network = config.into().init(&device);
+        Self::new(network, device)
     }
 
-    pub fn model(&self) -> &PlainConvUNet {
-        &self.model
+    /// The network (full-resolution output only, no autodiff).
+    pub fn network(&self) -> &Network {
+        &self.network
     }
 
     pub fn device(&self) -> &Device {
@@ -99,7 +100,7 @@ impl BurnUNetPredictor {
 
     /// 2 or 3.
     pub fn spatial_dims(&self) -> usize {
-        self.model.spatial_dims.count()
+        self.network.spatial_dims().count()
     }
 
     fn check_shape(&self, input: &[f32], shape: &[usize]) -> std::result::Result<(), String> {
@@ -113,7 +114,7 @@ impl BurnUNetPredictor {
         if input.len() != shape.iter().product::<usize>() {
             return Err(format!("{} input values for shape {shape:?}", input.len()));
         }
-        let divisor = self.model.size_divisor();
+        let divisor = self.network.size_divisor();
         if shape[2..].iter().zip(&divisor).any(|(s, d)| *s == 0 || s % d != 0) {
             return Err(format!("patch {:?} is not a multiple of the network's total stride {divisor:?}", &shape[2..]));
         }
@@ -123,7 +124,7 @@ impl BurnUNetPredictor {
     fn forward<const D: usize>(&self, input: &[f32], shape: &[usize]) -> std::result::Result<Vec<f32>, PredictorError> {
         let dims: [usize; D] = shape.try_into().expect("the shape length was checked against the network's rank");
         let x = Tensor::<D>::from_data(TensorData::new(input.to_vec(), dims), &self.device);
-        let logits = self.model.forward(x).into_iter().next().expect("a U-Net returns at least one output");
+        let logits = self.network.forward_logits(x);
         let out_dims = logits.dims();
         if out_dims[0] != dims[0] || out_dims[1] != self.num_classes || out_dims[2..] != dims[2..] {
             return Err(format!(
@@ -136,7 +137,7 @@ impl BurnUNetPredictor {
     }
 }
 
-impl PatchPredictor for BurnUNetPredictor {
+impl PatchPredictor for NetworkPredictor {
     fn num_classes(&self) -> usize {
         self.num_classes
     }
@@ -169,7 +170,7 @@ mod tests {
     #[test]
     fn output_shapes_2d_and_3d() {
         for (dims, shape) in [(SpatialDims::D2, vec![3, 2, 8, 4]), (SpatialDims::D3, vec![2, 2, 4, 6, 8])] {
-            let mut p = BurnUNetPredictor::random(&tiny(dims), 1, Device::flex());
+            let mut p = NetworkPredictor::random(tiny(dims), 1, Device::flex());
             let n: usize = shape.iter().product();
             let out = p.predict(&random_input(n, 7), &shape).unwrap();
             assert_eq!(out.len(), n / 2 * 3, "{dims:?}: batch x 3 classes x spatial");
@@ -190,7 +191,7 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_errors_not_panics() {
-        let mut p = BurnUNetPredictor::random(&tiny(SpatialDims::D2), 1, Device::flex());
+        let mut p = NetworkPredictor::random(tiny(SpatialDims::D2), 1, Device::flex());
         for shape in [vec![1, 2, 8], vec![1, 1, 8, 8], vec![1, 2, 7, 8], vec![1, 2, 4, 4, 4]] {
             let n: usize = shape.iter().product();
             let err = p.predict(&vec![0.0; n], &shape).unwrap_err().to_string();
@@ -210,7 +211,7 @@ mod tests {
             })
             .collect();
         for (dims, patch, axes) in [(SpatialDims::D3, vec![4, 8, 8], vec![0, 1, 2]), (SpatialDims::D2, vec![8, 8], vec![0, 1])] {
-            let mut p = BurnUNetPredictor::random(&tiny(dims), 2, Device::flex());
+            let mut p = NetworkPredictor::random(tiny(dims), 2, Device::flex());
             let plain = SlidingWindowOptions::new(patch.clone()).with_mirror_axes(vec![]).with_batch_size(2);
             let tta = plain.clone().with_mirror_axes(axes);
             let a = predict_sliding_window(&images, &mut p, &plain).unwrap();

@@ -8,7 +8,8 @@ use spineseg_data::resample::ResampleSettings;
 use spineseg_infer::model_folder::{LABELS_FILE, MANIFEST_FILE, PLAN_FILE, WEIGHTS_FILE};
 use spineseg_infer::network::Device;
 use spineseg_infer::{
-    network_config_for_plan, BurnUNetPredictor, ModelFolder, ModelManifest, OutputLabels, PatchPredictor,
+    network_config_for_plan, ModelFolder, ModelManifest, NetworkPredictor, OutputLabels, PatchPredictor,
+    MODEL_FORMAT_VERSION,
 };
 use spineseg_io::{Geometry, Volume};
 use std::collections::BTreeMap;
@@ -65,12 +66,12 @@ fn tiny_labels() -> OutputLabels {
     .unwrap()
 }
 
-fn save_tiny(dir: &Path, seed: u64) -> BurnUNetPredictor {
+fn save_tiny(dir: &Path, seed: u64) -> NetworkPredictor {
     let plan = tiny_plan();
     let config = network_config_for_plan(&plan, ConfigurationName::TwoD).unwrap();
-    let predictor = BurnUNetPredictor::random(&config, seed, Device::flex());
-    ModelFolder::save(dir, &ModelManifest::new(ConfigurationName::TwoD, config), &plan, &tiny_labels(), predictor.model())
-        .unwrap();
+    let predictor = NetworkPredictor::random(&config, seed, Device::flex());
+    let manifest = ModelManifest::new(ConfigurationName::TwoD, config);
+    ModelFolder::save(dir, &manifest, &plan, &tiny_labels(), predictor.network()).unwrap();
     predictor
 }
 
@@ -144,7 +145,9 @@ fn broken_folders_name_the_file() {
     assert!(err.contains("model.json") && err.contains("invalid JSON"), "{err}");
 
     let model = fresh("other_widths");
-    edit_json(&model.join(MANIFEST_FILE), |v| v["network"]["features_per_stage"] = serde_json::json!([4, 16]));
+    edit_json(&model.join(MANIFEST_FILE), |v| {
+        v["network"]["config"]["features_per_stage"] = serde_json::json!([4, 16])
+    });
     let err = load_err(&model);
     assert!(err.contains("weights.bpk") && err.contains("do not fit"), "{err}");
 
@@ -176,4 +179,40 @@ fn broken_folders_name_the_file() {
     edit_json(&model.join(MANIFEST_FILE), |v| v["configuration"] = serde_json::json!("3d_fullres"));
     let err = load_err(&model);
     assert!(err.contains("model.json") && err.contains("2D"), "{err}");
+}
+
+#[test]
+fn a_version_1_model_json_loads_and_predicts_like_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let v2 = dir.path().join("v2");
+    save_tiny(&v2, 4);
+    // Format 1 had the bare U-Net config under "network" (as models/lumbar-2d had).
+    let v1 = dir.path().join("v1");
+    std::fs::create_dir(&v1).unwrap();
+    for name in [MANIFEST_FILE, PLAN_FILE, LABELS_FILE, WEIGHTS_FILE] {
+        std::fs::copy(v2.join(name), v1.join(name)).unwrap();
+    }
+    edit_json(&v1.join(MANIFEST_FILE), |v| {
+        assert_eq!((v["format_version"].as_u64(), v["network"]["kind"].as_str()), (Some(2), Some("plain_conv_unet")));
+        let unet = v["network"]["config"].take();
+        v["network"] = unet;
+        v["format_version"] = serde_json::json!(1);
+    });
+
+    let new = ModelFolder::load(&v2).unwrap();
+    let old = ModelFolder::load(&v1).unwrap();
+    assert_eq!(old.manifest.format_version, MODEL_FORMAT_VERSION, "converted on reading");
+    assert_eq!(serde_json::to_value(&old.manifest).unwrap(), serde_json::to_value(&new.manifest).unwrap());
+    let shape = [2, 1, 16, 16];
+    let input: Vec<f32> = (0..512).map(|v| ((v * 53) % 97) as f32 / 40.0 - 1.2).collect();
+    let a = new.predictor().predict(&input, &shape).unwrap();
+    let b = old.predictor().predict(&input, &shape).unwrap();
+    assert_eq!(a, b, "both formats give the same network and weights");
+
+    edit_json(&v1.join(MANIFEST_FILE), |v| v["format_version"] = serde_json::json!(3));
+    let err = load_err(&v1);
+    assert!(err.contains("model.json") && err.contains("format_version 3"), "{err}");
+    edit_json(&v2.join(MANIFEST_FILE), |v| v["network"]["kind"] = serde_json::json!("no_such_network"));
+    let err = load_err(&v2);
+    assert!(err.contains("model.json") && err.contains("no_such_network"), "{err}");
 }

@@ -1,23 +1,39 @@
 //! Segmentation networks for spineseg, written with burn's `nn` modules only (no I/O).
 //!
-//! - [`unet`]: nnU-Net's `PlainConvUNet` for 2D and 3D ([`PlainConvUNetConfig`],
-//!   [`PlainConvUNet`]), built from the swappable conv block [`StackedConvBlocks`].
-//! - [`text_guided`]: ATM-Net's text-image fusion (HASF) as an option of the same U-Net
-//!   ([`TextGuidanceConfig`] in the U-Net's config; `None` is the visual-only baseline).
+//! Laid out by role:
+//! - [`blocks`]: the rank-agnostic convolutions [`ConvNd`] / [`ConvTransposeNd`], nnU-Net's
+//!   conv-norm-act stack [`StackedConvBlocks`] (the swappable conv block), the switch to the fast
+//!   CPU kernels ([`fast_kernels`]) and [`SpatialDims`].
+//! - [`encoders`]: [`PlainConvEncoder`]. [`decoders`]: [`UNetDecoder`] with its 1x1 segmentation
+//!   heads (plain `ConvNd`s in `seg_layers`, so the weight keys match nnU-Net's).
+//! - [`fusion`]: ATM-Net's text-image fusion (HASF, [`fusion::hasf`]) as an option of the U-Net
+//!   ([`TextGuidanceConfig`] in the U-Net's config; `None` is the visual-only baseline); its
+//!   text-conditioned class queries live in [`TextFusion`].
+//! - [`networks`]: whole networks, one file each: nnU-Net's `PlainConvUNet` for 2D and 3D
+//!   ([`PlainConvUNetConfig`], [`PlainConvUNet`]).
+//! - [`network`]: [`NetworkConfig`] / [`Network`], a network named by its kind as model folders
+//!   store it (nnU-Net's `network_class_name` + `arch_kwargs`).
 //!
 //! Backends are cargo features (`flex` by default, `rayon` and `simd` to speed flex up, `wgpu`);
 //! the device is chosen at run time with [`burn::tensor::Device`], e.g. `Device::flex()` or
 //! `Device::flex().autodiff()` for training. See `docs/burn-0.22-notes.md`.
 
-pub mod text_guided;
-pub mod unet;
+pub mod blocks;
+pub mod decoders;
+pub mod encoders;
+pub mod fusion;
+pub mod network;
+pub mod networks;
 
-pub use unet::fast_kernels;
-pub use unet::{
-    features_per_stage, ConvNd, ConvNormAct, ConvNormActConfig, ConvTransposeNd, PlainConvEncoder, PlainConvUNet,
-    PlainConvUNetConfig, SpatialDims, StackedConvBlocks, StackedConvBlocksConfig, UNetConfigError, UNetDecoder, UNetOutput,
+pub use blocks::fast_kernels;
+pub use blocks::{
+    ConvNd, ConvNormAct, ConvNormActConfig, ConvTransposeNd, SpatialDims, StackedConvBlocks, StackedConvBlocksConfig,
 };
-pub use text_guided::{TextFusion, TextGuidanceConfig};
+pub use decoders::UNetDecoder;
+pub use encoders::PlainConvEncoder;
+pub use fusion::{TextFusion, TextGuidanceConfig};
+pub use network::{Network, NetworkConfig, NetworkConfigError};
+pub use networks::{features_per_stage, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};
 
 /// The burn version this crate is written against, re-exported so dependants use the same one.
 pub use burn;

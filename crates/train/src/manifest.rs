@@ -3,7 +3,7 @@
 //!
 //! # Model folder
 //! ```text
-//! MODEL_DIR/model.json      ModelManifest: configuration, network config, weights file, training record
+//! MODEL_DIR/model.json      ModelManifest: configuration, network kind + config, weights file, training record
 //! MODEL_DIR/plans.json      copy of WORK/plans.json
 //! MODEL_DIR/labels.json     copy of WORK/labels.json
 //! MODEL_DIR/weights.bpk     the best checkpoint's weights (burn's `Module::save_file` format)
@@ -14,10 +14,12 @@ use crate::error::{Result, TrainError};
 use spineseg_io::json::{read_json, write_json};
 use serde::{Deserialize, Serialize};
 use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_model::PlainConvUNetConfig;
+use spineseg_model::{NetworkConfig, PlainConvUNetConfig};
 use std::path::Path;
 
-pub use spineseg_infer::model_folder::{ModelManifest, MANIFEST_FILE, MODEL_FORMAT_VERSION, WEIGHTS_FILE};
+pub use spineseg_infer::model_folder::{
+    ModelManifest, MANIFEST_FILE, MODEL_FORMAT_VERSION, OLDEST_MODEL_FORMAT_VERSION, WEIGHTS_FILE,
+};
 
 /// How the weights were trained: the `training` object of `model.json` (for the record;
 /// prediction does not read it).
@@ -46,7 +48,11 @@ pub struct TrainingRecord {
 
 /// The manifest of a trained model (the struct is `spineseg_infer::ModelManifest`, shared with
 /// prediction; its `training` field holds a [`TrainingRecord`]).
-pub fn manifest_for(configuration: ConfigurationName, network: PlainConvUNetConfig, record: &TrainingRecord) -> ModelManifest {
+pub fn manifest_for(
+    configuration: ConfigurationName,
+    network: impl Into<NetworkConfig>,
+    record: &TrainingRecord,
+) -> ModelManifest {
     let mut manifest = ModelManifest::new(configuration, network);
     manifest.training = serde_json::to_value(record).expect("a training record should serialise");
     manifest
@@ -58,22 +64,28 @@ pub fn training_record(manifest: &ModelManifest) -> Option<TrainingRecord> {
 }
 
 /// Reads and checks a `model.json` (format version, network, rank against the configuration).
+/// Older format versions are converted on reading (see [`ModelManifest`]).
 pub fn load_manifest(path: &Path) -> Result<ModelManifest> {
-    let manifest: ModelManifest = read_json(path)?;
-    if manifest.format_version != MODEL_FORMAT_VERSION {
+    let value: serde_json::Value = read_json(path)?;
+    let readable = u64::from(OLDEST_MODEL_FORMAT_VERSION)..=u64::from(MODEL_FORMAT_VERSION);
+    let version = value.get("format_version").and_then(serde_json::Value::as_u64);
+    if let Some(version) = version.filter(|v| !readable.contains(v)) {
         return Err(TrainError::Incompatible {
             path: path.to_path_buf(),
-            detail: format!("format_version {} is not {MODEL_FORMAT_VERSION}", manifest.format_version),
+            detail: format!("format_version {version} is not {OLDEST_MODEL_FORMAT_VERSION} to {MODEL_FORMAT_VERSION}"),
         });
     }
+    let manifest: ModelManifest =
+        serde_json::from_value(value).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })?;
     manifest
         .network
         .validate()
         .map_err(|e| TrainError::Incompatible { path: path.to_path_buf(), detail: format!("network: {e}") })?;
-    if manifest.network.spatial_dims.count() != manifest.configuration.dims() {
+    let dims = manifest.network.spatial_dims().count();
+    if dims != manifest.configuration.dims() {
         return Err(TrainError::Incompatible {
             path: path.to_path_buf(),
-            detail: format!("a {}D network for configuration {}", manifest.network.spatial_dims.count(), manifest.configuration),
+            detail: format!("a {dims}D network for configuration {}", manifest.configuration),
         });
     }
     Ok(manifest)
@@ -101,4 +113,35 @@ pub fn network_config_from_plan(plan: &Plan, configuration: ConfigurationName) -
 pub fn try_network_config_from_plan(plan: &Plan, configuration: ConfigurationName) -> Result<PlainConvUNetConfig> {
     // One builder for training and prediction: infer's, so a trained folder always loads.
     spineseg_infer::network_config_for_plan(plan, configuration).map_err(|e| TrainError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spineseg_model::SpatialDims;
+
+    fn unet() -> PlainConvUNetConfig {
+        PlainConvUNetConfig::new(SpatialDims::D2, 1, 3, vec![4, 8], vec![vec![1, 1], vec![2, 2]])
+    }
+
+    #[test]
+    fn manifests_of_format_1_and_2_load_to_the_same_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = ModelManifest::new(ConfigurationName::TwoD, unet());
+        let v2 = dir.path().join("v2.json");
+        save_manifest(&v2, &manifest).unwrap();
+        let mut json = serde_json::to_value(&manifest).unwrap();
+        json["format_version"] = serde_json::json!(1);
+        json["network"] = serde_json::to_value(unet()).unwrap();
+        let v1 = dir.path().join("v1.json");
+        std::fs::write(&v1, json.to_string()).unwrap();
+        let (a, b) = (load_manifest(&v2).unwrap(), load_manifest(&v1).unwrap());
+        assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::to_value(&b).unwrap());
+        assert_eq!(b.format_version, MODEL_FORMAT_VERSION);
+        assert_eq!(b.network.plain_conv_unet().unwrap().features_per_stage, vec![4, 8]);
+
+        json["format_version"] = serde_json::json!(7);
+        std::fs::write(&v1, json.to_string()).unwrap();
+        assert!(matches!(load_manifest(&v1), Err(TrainError::Incompatible { .. })));
+    }
 }

@@ -22,7 +22,7 @@ use spineseg_data::overlay::{render_overlay, write_png, OverlayOptions, RgbImage
 use spineseg_data::phantom::{case_id, write_nnunet_dataset, PhantomConfig};
 use spineseg_data::plan::{ConfigurationName, Plan};
 use spineseg_data::Ontology;
-use spineseg_infer::{network_config_for_plan, BurnUNetPredictor, ModelFolder, ModelManifest, OutputLabels};
+use spineseg_infer::{network_config_for_plan, ModelFolder, ModelManifest, NetworkPredictor, OutputLabels};
 use spineseg_io::{read_image, read_labels, Label};
 use spineseg_metrics::{evaluate_folders, format_table, write_report, EvaluationOptions};
 use spineseg_train::{
@@ -224,10 +224,10 @@ fn write_untrained_model(work: &Path, model_dir: &Path, seed: u64) -> Result<()>
     let labels_path = work.join("labels.json");
     let labels = OutputLabels::load(&labels_path)?;
     let config = network_config_for_plan(&plan, ConfigurationName::TwoD)?;
-    let predictor = BurnUNetPredictor::random(&config, seed, burn_device());
+    let predictor = NetworkPredictor::random(&config, seed, burn_device());
     let mut manifest = ModelManifest::new(ConfigurationName::TwoD, config);
     manifest.training = serde_json::json!({ "untrained": true, "seed": seed });
-    ModelFolder::save(model_dir, &manifest, &plan, &labels, predictor.model())?;
+    ModelFolder::save(model_dir, &manifest, &plan, &labels, predictor.network())?;
     Ok(())
 }
 

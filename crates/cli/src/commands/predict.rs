@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use spineseg_data::ontology::{Ontology, StructureId};
 use spineseg_data::preprocess::{preprocess_case, CaseVolumes};
-use spineseg_infer::{predict_case, BurnUNetPredictor, Connectivity, ModelFolder, PredictOptions};
+use spineseg_infer::{predict_case, Connectivity, ModelFolder, NetworkPredictor, PredictOptions};
 use spineseg_io::{AnyVolume, ImageFormat};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -274,7 +274,7 @@ pub fn predict_jobs(
 
 fn predict_one(
     model: &ModelFolder,
-    predictor: &mut BurnUNetPredictor,
+    predictor: &mut NetworkPredictor,
     job: &CaseJob,
     options: &PredictOptions,
 ) -> Result<()> {

@@ -99,5 +99,6 @@ pub fn train(work: &Path, out: &Path, extra: &[&str]) -> String {
 /// The parameter values of the network in `file`, built as `model_dir`'s model.json says.
 pub fn weights(model_dir: &Path, file: &Path) -> Vec<Vec<f32>> {
     let manifest = load_manifest(&model_dir.join("model.json")).unwrap();
-    parameter_values(&load_network(&manifest.network, file).unwrap())
+    let unet = manifest.network.plain_conv_unet().expect("the trainer trains a plain U-Net");
+    parameter_values(&load_network(unet, file).unwrap())
 }

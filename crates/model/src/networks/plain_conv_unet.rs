@@ -27,45 +27,22 @@
 //!
 //! # Swapping the conv block
 //!
-//! [`StackedConvBlocks`] is the unit a faster implementation replaces: it is built from
-//! [`StackedConvBlocksConfig`] and maps `[batch, in_channels, d, h, w]` to
-//! `[batch, out_channels, d / stride_d, h / stride_h, w / stride_w]`.
+//! [`StackedConvBlocks`](crate::blocks::StackedConvBlocks) is the unit a faster implementation
+//! replaces (see [`crate::blocks::conv_norm_act`]).
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{
-    Conv2d, Conv2dConfig, Conv3d, Conv3dConfig, ConvTranspose2d, ConvTranspose2dConfig, ConvTranspose3d,
-    ConvTranspose3dConfig,
-};
-use burn::nn::{
-    Initializer, InstanceNorm, InstanceNormConfig, LeakyRelu, LeakyReluConfig, PaddingConfig2d, PaddingConfig3d,
-};
 use burn::tensor::{Device, Tensor};
 
-use crate::text_guided::{TextFusion, TextGuidanceConfig};
+use crate::blocks::spatial::{from_canonical, to_canonical};
+use crate::blocks::{ConvNd, ConvTransposeNd, SpatialDims, StackedConvBlocksConfig};
+use crate::decoders::UNetDecoder;
+use crate::encoders::PlainConvEncoder;
+use crate::fusion::hasf::{TextFusion, TextGuidanceConfig};
 
 // ---------------------------------------------------------------------------------------------
 // Configs
 // ---------------------------------------------------------------------------------------------
-
-/// Number of spatial dimensions of a network.
-#[derive(Config, Debug, Copy, PartialEq, Eq)]
-pub enum SpatialDims {
-    /// Images: tensors `[batch, channels, height, width]`.
-    D2,
-    /// Volumes: tensors `[batch, channels, depth, height, width]`.
-    D3,
-}
-
-impl SpatialDims {
-    /// 2 or 3.
-    pub fn count(self) -> usize {
-        match self {
-            SpatialDims::D2 => 2,
-            SpatialDims::D3 => 3,
-        }
-    }
-}
 
 /// nnU-Net's feature widths: `base * 2^stage`, capped at `max` (nnU-Net caps at 512 in 2D and
 /// 320 in 3D).
@@ -107,7 +84,7 @@ pub struct PlainConvUNetConfig {
     /// Epsilon of the instance norms.
     #[config(default = 1e-5)]
     pub norm_epsilon: f64,
-    /// Text guidance (HASF, see [`crate::text_guided`]); `None`: the visual-only U-Net.
+    /// Text guidance (HASF, see [`crate::fusion::hasf`]); `None`: the visual-only U-Net.
     pub text_guidance: Option<TextGuidanceConfig>,
 }
 
@@ -209,6 +186,17 @@ impl PlainConvUNetConfig {
         total
     }
 
+    /// Product of all strides per spatial axis: input sizes must be multiples of it.
+    pub fn size_divisor(&self) -> Vec<usize> {
+        let mut total = vec![1; self.spatial_dims.count()];
+        for stride in &self.strides {
+            for (t, s) in total.iter_mut().zip(stride) {
+                *t *= s;
+            }
+        }
+        total
+    }
+
     /// Builds the network.
     ///
     /// # Panics
@@ -279,453 +267,6 @@ impl PlainConvUNetConfig {
     }
 }
 
-/// Configuration of one [`ConvNormAct`].
-#[derive(Config, Debug)]
-pub struct ConvNormActConfig {
-    /// 2D or 3D.
-    pub spatial_dims: SpatialDims,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
-    /// Kernel size per spatial axis (odd; padding keeps the size before striding).
-    pub kernel_size: Vec<usize>,
-    /// Stride per spatial axis.
-    pub stride: Vec<usize>,
-    /// Leaky ReLU slope.
-    #[config(default = 1e-2)]
-    pub negative_slope: f64,
-    /// Instance norm epsilon.
-    #[config(default = 1e-5)]
-    pub norm_epsilon: f64,
-}
-
-impl ConvNormActConfig {
-    /// Builds the block.
-    pub fn init(&self, device: &Device) -> ConvNormAct {
-        ConvNormAct {
-            conv: ConvNd::new(
-                self.spatial_dims,
-                self.in_channels,
-                self.out_channels,
-                &self.kernel_size,
-                &self.stride,
-                self.negative_slope,
-                device,
-            ),
-            norm: InstanceNormConfig::new(self.out_channels)
-                .with_epsilon(self.norm_epsilon)
-                .with_affine(true)
-                .init(device),
-            nonlin: LeakyReluConfig::new().with_negative_slope(self.negative_slope).init(),
-        }
-    }
-}
-
-/// Configuration of a [`StackedConvBlocks`]: `num_convs` conv-norm-act blocks, the first with
-/// `initial_stride`, the others with stride 1.
-#[derive(Config, Debug)]
-pub struct StackedConvBlocksConfig {
-    /// 2D or 3D.
-    pub spatial_dims: SpatialDims,
-    /// Number of conv-norm-act blocks.
-    pub num_convs: usize,
-    /// Input channels of the first conv.
-    pub in_channels: usize,
-    /// Output channels of every conv.
-    pub out_channels: usize,
-    /// Kernel size per spatial axis.
-    pub kernel_size: Vec<usize>,
-    /// Stride of the first conv per spatial axis.
-    pub initial_stride: Vec<usize>,
-    /// Leaky ReLU slope.
-    #[config(default = 1e-2)]
-    pub negative_slope: f64,
-    /// Instance norm epsilon.
-    #[config(default = 1e-5)]
-    pub norm_epsilon: f64,
-}
-
-impl StackedConvBlocksConfig {
-    /// Builds the blocks.
-    pub fn init(&self, device: &Device) -> StackedConvBlocks {
-        let ones = vec![1; self.spatial_dims.count()];
-        let convs = (0..self.num_convs)
-            .map(|i| {
-                let (in_channels, stride) = if i == 0 {
-                    (self.in_channels, self.initial_stride.clone())
-                } else {
-                    (self.out_channels, ones.clone())
-                };
-                ConvNormActConfig::new(
-                    self.spatial_dims,
-                    in_channels,
-                    self.out_channels,
-                    self.kernel_size.clone(),
-                    stride,
-                )
-                .with_negative_slope(self.negative_slope)
-                .with_norm_epsilon(self.norm_epsilon)
-                .init(device)
-            })
-            .collect();
-        StackedConvBlocks { convs }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Small layers, bottom-up
-// ---------------------------------------------------------------------------------------------
-
-/// nnU-Net's `InitWeights_He(neg_slope)`: PyTorch's `kaiming_normal_(a = neg_slope)`, i.e.
-/// std = gain / sqrt(fan_in) with gain = sqrt(2 / (1 + a^2)).
-fn he_normal(negative_slope: f64) -> Initializer {
-    Initializer::KaimingNormal { gain: (2.0 / (1.0 + negative_slope * negative_slope)).sqrt(), fan_out_only: false }
-}
-
-/// Which implementation runs the conv, transposed conv and norm + activation layers.
-///
-/// On the flex device in f32 the layers run `spineseg-kernels` (im2col + gemm convolutions and a
-/// fused instance norm + leaky ReLU with hand-written backward passes, several times faster to
-/// train); anywhere else, or after `set_enabled(false)`, burn's own layers. Both read the same
-/// parameters, so weights and checkpoints do not depend on the choice.
-pub mod fast_kernels {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use burn::tensor::Tensor;
-
-    static ENABLED: AtomicBool = AtomicBool::new(true);
-
-    /// Turns the fast kernels on or off for the whole process (for A/B comparisons; on by default).
-    pub fn set_enabled(enabled: bool) {
-        ENABLED.store(enabled, Ordering::Relaxed);
-    }
-
-    /// Whether the fast kernels are switched on.
-    pub fn enabled() -> bool {
-        ENABLED.load(Ordering::Relaxed)
-    }
-
-    /// Whether the fast kernels will run a layer on `x`.
-    pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
-        #[cfg(feature = "flex")]
-        {
-            enabled() && spineseg_kernels::supports(&x.device(), x.dtype())
-        }
-        #[cfg(not(feature = "flex"))]
-        {
-            let _ = x;
-            false
-        }
-    }
-}
-
-/// The kernels, or stand-ins that are never called when the flex backend is not compiled in
-/// ([`fast_kernels::applies`] is then always false).
-#[cfg(feature = "flex")]
-use spineseg_kernels as fast;
-#[cfg(not(feature = "flex"))]
-mod fast {
-    use burn::tensor::Tensor;
-    pub struct ConvSpec {
-        pub stride: [usize; 3],
-        pub padding: [usize; 3],
-    }
-    pub struct NormActSpec {
-        pub epsilon: f64,
-        pub slope: f64,
-    }
-    pub fn conv(_: Tensor<5>, _: Tensor<5>, _: Tensor<1>, _: ConvSpec) -> Tensor<5> {
-        unreachable!("fast kernels need the flex feature")
-    }
-    pub fn conv_transpose_up(_: Tensor<5>, _: Tensor<5>, _: Tensor<1>) -> Tensor<5> {
-        unreachable!("fast kernels need the flex feature")
-    }
-    pub fn instance_norm_leaky_relu(_: Tensor<5>, _: Tensor<1>, _: Tensor<1>, _: NormActSpec) -> Tensor<5> {
-        unreachable!("fast kernels need the flex feature")
-    }
-}
-
-/// A convolution with bias and 'same' padding (before striding), 2D or 3D.
-#[derive(Module, Debug)]
-pub enum ConvNd {
-    /// Weight `[out, in, kh, kw]`.
-    D2(Conv2d),
-    /// Weight `[out, in, kd, kh, kw]`.
-    D3(Conv3d),
-}
-
-impl ConvNd {
-    /// A conv with Kaiming-normal weights and zero bias (nnU-Net's initialisation).
-    ///
-    /// `kernel_size` and `stride` have one value per spatial axis; kernels are odd.
-    pub fn new(
-        spatial_dims: SpatialDims,
-        in_channels: usize,
-        out_channels: usize,
-        kernel_size: &[usize],
-        stride: &[usize],
-        negative_slope: f64,
-        device: &Device,
-    ) -> Self {
-        let pad: Vec<usize> = kernel_size.iter().map(|k| (k - 1) / 2).collect();
-        let zero_bias = || Some(Initializer::Zeros.init([out_channels], device));
-        match spatial_dims {
-            SpatialDims::D2 => {
-                let mut conv = Conv2dConfig::new([in_channels, out_channels], [kernel_size[0], kernel_size[1]])
-                    .with_stride([stride[0], stride[1]])
-                    .with_padding(PaddingConfig2d::Explicit(pad[0], pad[1], pad[0], pad[1]))
-                    .with_initializer(he_normal(negative_slope))
-                    .init(device);
-                conv.bias = zero_bias();
-                ConvNd::D2(conv)
-            }
-            SpatialDims::D3 => {
-                let mut conv =
-                    Conv3dConfig::new([in_channels, out_channels], [kernel_size[0], kernel_size[1], kernel_size[2]])
-                        .with_stride([stride[0], stride[1], stride[2]])
-                        .with_padding(PaddingConfig3d::Explicit(pad[0], pad[1], pad[2]))
-                        .with_initializer(he_normal(negative_slope))
-                        .init(device);
-                conv.bias = zero_bias();
-                ConvNd::D3(conv)
-            }
-        }
-    }
-
-    /// # Shapes
-    ///
-    /// - input: `[batch, in_channels, depth, height, width]` (`depth = 1` for 2D)
-    /// - output: `[batch, out_channels, depth / sd, height / sh, width / sw]`
-    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        if let Some((weight, bias)) = self.fast_parameters(&x) {
-            // `new` pads by (k - 1) / 2 on both sides; the fast kernel gets the same padding.
-            let kernel = weight.dims();
-            let padding = [kernel[2], kernel[3], kernel[4]].map(|k| (k - 1) / 2);
-            let stride = match self {
-                ConvNd::D2(conv) => [1, conv.stride[0], conv.stride[1]],
-                ConvNd::D3(conv) => conv.stride,
-            };
-            return fast::conv(x, weight, bias, fast::ConvSpec { stride, padding });
-        }
-        match self {
-            ConvNd::D2(conv) => on_2d(x, |x| conv.forward(x)),
-            ConvNd::D3(conv) => conv.forward(x),
-        }
-    }
-
-    /// The weight as 5D and the bias, when the fast kernels can run `x` (see [`fast_kernels`]).
-    fn fast_parameters(&self, x: &Tensor<5>) -> Option<(Tensor<5>, Tensor<1>)> {
-        if !fast_kernels::applies(x) {
-            return None;
-        }
-        match self {
-            ConvNd::D2(conv) => Some((conv.weight.val().unsqueeze_dim(2), conv.bias.as_ref()?.val())),
-            ConvNd::D3(conv) => Some((conv.weight.val(), conv.bias.as_ref()?.val())),
-        }
-    }
-}
-
-/// A transposed convolution with kernel = stride (nnU-Net's up-sampling), 2D or 3D.
-#[derive(Module, Debug)]
-pub enum ConvTransposeNd {
-    /// Weight `[in, out, sh, sw]`.
-    D2(ConvTranspose2d),
-    /// Weight `[in, out, sd, sh, sw]`.
-    D3(ConvTranspose3d),
-}
-
-impl ConvTransposeNd {
-    /// An up-sampling layer multiplying each spatial axis by `stride`, Kaiming-normal weights
-    /// (PyTorch's fan-in of a transposed conv: `out_channels * prod(kernel)`) and zero bias.
-    pub fn new(
-        spatial_dims: SpatialDims,
-        in_channels: usize,
-        out_channels: usize,
-        stride: &[usize],
-        negative_slope: f64,
-        device: &Device,
-    ) -> Self {
-        let zero_bias = || Some(Initializer::Zeros.init([out_channels], device));
-        match spatial_dims {
-            SpatialDims::D2 => {
-                let s = [stride[0], stride[1]];
-                let mut conv = ConvTranspose2dConfig::new([in_channels, out_channels], s)
-                    .with_stride(s)
-                    .with_initializer(he_normal(negative_slope))
-                    .init(device);
-                conv.bias = zero_bias();
-                ConvTransposeNd::D2(conv)
-            }
-            SpatialDims::D3 => {
-                let s = [stride[0], stride[1], stride[2]];
-                let mut conv = ConvTranspose3dConfig::new([in_channels, out_channels], s)
-                    .with_stride(s)
-                    .with_initializer(he_normal(negative_slope))
-                    .init(device);
-                conv.bias = zero_bias();
-                ConvTransposeNd::D3(conv)
-            }
-        }
-    }
-
-    /// # Shapes
-    ///
-    /// - input: `[batch, in_channels, depth, height, width]` (`depth = 1` for 2D)
-    /// - output: `[batch, out_channels, depth * sd, height * sh, width * sw]`
-    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        if fast_kernels::applies(&x) {
-            let parameters = match self {
-                // Weight [in, out, sh, sw] -> [in, out, 1, sh, sw].
-                ConvTransposeNd::D2(conv) => conv.bias.as_ref().map(|b| (conv.weight.val().unsqueeze_dim(2), b.val())),
-                ConvTransposeNd::D3(conv) => conv.bias.as_ref().map(|b| (conv.weight.val(), b.val())),
-            };
-            if let Some((weight, bias)) = parameters {
-                return fast::conv_transpose_up(x, weight, bias);
-            }
-        }
-        match self {
-            ConvTransposeNd::D2(conv) => on_2d(x, |x| conv.forward(x)),
-            ConvTransposeNd::D3(conv) => conv.forward(x),
-        }
-    }
-}
-
-/// Runs a 2D layer on a canonical 5D tensor with `depth = 1`.
-fn on_2d(x: Tensor<5>, layer: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Tensor<5> {
-    let [batch, channels, depth, height, width] = x.dims();
-    assert_eq!(depth, 1, "a 2D layer needs depth 1 in the canonical 5D layout");
-    let y = layer(x.reshape([batch, channels, height, width]));
-    let [batch, channels, height, width] = y.dims();
-    y.reshape([batch, channels, 1, height, width])
-}
-
-/// Conv -> instance norm (affine) -> leaky ReLU, nnU-Net's `ConvDropoutNormReLU` without dropout.
-#[derive(Module, Debug)]
-pub struct ConvNormAct {
-    /// The convolution (with bias, as nnU-Net's `conv_bias=True`).
-    pub conv: ConvNd,
-    /// Instance norm with learnable scale and shift.
-    pub norm: InstanceNorm,
-    /// Leaky ReLU.
-    pub nonlin: LeakyRelu,
-}
-
-impl ConvNormAct {
-    /// # Shapes
-    ///
-    /// - input: `[batch, in_channels, depth, height, width]` (`depth = 1` for 2D)
-    /// - output: `[batch, out_channels, depth / sd, height / sh, width / sw]`
-    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let y = self.conv.forward(x);
-        if let (true, Some(gamma), Some(beta)) = (fast_kernels::applies(&y), &self.norm.gamma, &self.norm.beta) {
-            let spec = fast::NormActSpec { epsilon: self.norm.epsilon, slope: self.nonlin.negative_slope };
-            return fast::instance_norm_leaky_relu(y, gamma.val(), beta.val(), spec);
-        }
-        self.nonlin.forward(self.norm.forward(y))
-    }
-}
-
-/// A stack of [`ConvNormAct`]; the first may stride. The unit a faster block replaces.
-#[derive(Module, Debug)]
-pub struct StackedConvBlocks {
-    /// The blocks, applied in order.
-    pub convs: Vec<ConvNormAct>,
-}
-
-impl StackedConvBlocks {
-    /// # Shapes
-    ///
-    /// - input: `[batch, in_channels, depth, height, width]` (`depth = 1` for 2D)
-    /// - output: `[batch, out_channels, depth / sd, height / sh, width / sw]` (initial stride)
-    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        self.convs.iter().fold(x, |x, block| block.forward(x))
-    }
-}
-
-/// nnU-Net's `PlainConvEncoder`: one [`StackedConvBlocks`] per stage.
-#[derive(Module, Debug)]
-pub struct PlainConvEncoder {
-    /// Stages, full resolution first.
-    pub stages: Vec<StackedConvBlocks>,
-}
-
-impl PlainConvEncoder {
-    /// Returns the output of every stage (the skips), full resolution first.
-    ///
-    /// # Shapes
-    ///
-    /// - input: `[batch, in_channels, depth, height, width]` (`depth = 1` for 2D)
-    /// - output `s`: `[batch, features_per_stage[s], depth / cs_d, height / cs_h, width / cs_w]`
-    ///   with `cs` the cumulative stride of stages `0..=s`
-    pub fn forward(&self, x: Tensor<5>) -> Vec<Tensor<5>> {
-        let mut skips: Vec<Tensor<5>> = Vec::with_capacity(self.stages.len());
-        let mut x = x;
-        for stage in &self.stages {
-            x = stage.forward(x);
-            skips.push(x.clone());
-        }
-        skips
-    }
-}
-
-/// nnU-Net's `UNetDecoder`: transposed conv, skip concatenation, conv blocks, 1x1 heads.
-#[derive(Module, Debug)]
-pub struct UNetDecoder {
-    /// Up-sampling layers, lowest resolution first.
-    pub transpconvs: Vec<ConvTransposeNd>,
-    /// Conv blocks after each concatenation, lowest resolution first.
-    pub stages: Vec<StackedConvBlocks>,
-    /// 1x1 segmentation heads, lowest resolution first (all are created, as in nnU-Net, so the
-    /// parameters match its checkpoints even without deep supervision).
-    pub seg_layers: Vec<ConvNd>,
-}
-
-impl UNetDecoder {
-    /// Returns the logits of every decoder level when `all_levels`, else only the last one;
-    /// full resolution first.
-    ///
-    /// # Shapes
-    ///
-    /// - skips: the encoder outputs, full resolution first
-    /// - output `i`: `[batch, num_classes, depth / cs_d, height / cs_h, width / cs_w]` with `cs`
-    ///   the cumulative stride of stages `0..=i`
-    pub fn forward(&self, skips: Vec<Tensor<5>>, all_levels: bool) -> Vec<Tensor<5>> {
-        self.forward_with_heads(skips, all_levels, |level, features| self.head(level).forward(features)).0
-    }
-
-    /// The 1x1 head of decoder level `level` (full resolution first).
-    pub fn head(&self, level: usize) -> &ConvNd {
-        &self.seg_layers[self.seg_layers.len() - 1 - level]
-    }
-
-    /// [`forward`](Self::forward) with the logits of each level computed by
-    /// `head(level, features)` (level 0 = full resolution), also returning the full-resolution
-    /// decoder features (the pixel embeddings).
-    pub fn forward_with_heads(
-        &self,
-        skips: Vec<Tensor<5>>,
-        all_levels: bool,
-        mut head: impl FnMut(usize, Tensor<5>) -> Tensor<5>,
-    ) -> (Vec<Tensor<5>>, Tensor<5>) {
-        let n_levels = self.stages.len();
-        let mut skips = skips;
-        let mut x = skips.pop().expect("the encoder should return one skip per stage");
-        let mut outputs = Vec::with_capacity(n_levels);
-        for (i, (up, stage)) in self.transpconvs.iter().zip(&self.stages).enumerate() {
-            let skip = skips.pop().expect("the encoder should return one skip per stage");
-            x = up.forward(x);
-            x = stage.forward(Tensor::cat(vec![x, skip], 1));
-            let level = n_levels - 1 - i;
-            if all_levels || level == 0 {
-                outputs.push(head(level, x.clone()));
-            }
-        }
-        outputs.reverse();
-        (outputs, x)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The top model
 // ---------------------------------------------------------------------------------------------
@@ -775,6 +316,16 @@ impl PlainConvUNet {
             }
         }
         total
+    }
+
+    /// Number of input channels, read from the first conv's weight.
+    pub fn in_channels(&self) -> usize {
+        self.encoder.stages[0].convs[0].conv.in_channels()
+    }
+
+    /// Number of output classes, read from the full-resolution head's weight.
+    pub fn num_classes(&self) -> usize {
+        self.decoder.head(0).out_channels()
     }
 
     /// Segmentation logits (no softmax).
@@ -849,29 +400,6 @@ pub struct UNetOutput {
     pub logits: Vec<Tensor<5>>,
     /// Full-resolution decoder features (pixel embeddings), `[batch, features_per_stage[0], ...]`.
     pub features: Tensor<5>,
-}
-
-/// `[b, c, h, w]` -> `[b, c, 1, h, w]`; 5D tensors are returned as they are.
-fn to_canonical<const D: usize>(x: Tensor<D>) -> Tensor<5> {
-    let dims = x.dims();
-    let shape = match D {
-        4 => [dims[0], dims[1], 1, dims[2], dims[3]],
-        5 => [dims[0], dims[1], dims[2], dims[3], dims[4]],
-        _ => panic!("expected a 4D or 5D tensor, got rank {D}"),
-    };
-    x.reshape(shape)
-}
-
-/// Inverse of [`to_canonical`].
-fn from_canonical<const D: usize>(x: Tensor<5>) -> Tensor<D> {
-    let [batch, channels, depth, height, width] = x.dims();
-    let mut shape = [0usize; D];
-    match D {
-        4 => shape.copy_from_slice(&[batch, channels, height, width][..D]),
-        5 => shape.copy_from_slice(&[batch, channels, depth, height, width][..D]),
-        _ => panic!("expected rank 4 or 5, got {D}"),
-    }
-    x.reshape(shape)
 }
 
 #[cfg(test)]
@@ -1041,20 +569,5 @@ mod tests {
         let a = saved.forward(x.clone()).remove(0).into_data();
         let b = loaded.forward(x).remove(0).into_data();
         assert_eq!(a, b);
-    }
-
-    #[test]
-    fn initialisation_is_kaiming_normal_with_zero_bias() {
-        let device = device();
-        device.seed(7);
-        let conv = ConvNd::new(SpatialDims::D2, 16, 32, &[3, 3], &[1, 1], 1e-2, &device);
-        let ConvNd::D2(conv) = conv else { unreachable!() };
-        let weights = conv.weight.val().into_data().try_to_vec::<f32>().unwrap();
-        let n = weights.len() as f64;
-        let var = weights.iter().map(|w| (*w as f64).powi(2)).sum::<f64>() / n;
-        let expected = 2.0 / (1.0 + 1e-4) / (16.0 * 9.0);
-        assert!((var / expected - 1.0).abs() < 0.15, "variance {var}, expected {expected}");
-        let bias = conv.bias.unwrap().val().into_data().try_to_vec::<f32>().unwrap();
-        assert!(bias.iter().all(|b| *b == 0.0));
     }
 }

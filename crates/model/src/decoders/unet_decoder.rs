@@ -1,0 +1,63 @@
+//! nnU-Net's `UNetDecoder`.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+use crate::blocks::{ConvNd, ConvTransposeNd, StackedConvBlocks};
+
+/// nnU-Net's `UNetDecoder`: transposed conv, skip concatenation, conv blocks, 1x1 heads.
+#[derive(Module, Debug)]
+pub struct UNetDecoder {
+    /// Up-sampling layers, lowest resolution first.
+    pub transpconvs: Vec<ConvTransposeNd>,
+    /// Conv blocks after each concatenation, lowest resolution first.
+    pub stages: Vec<StackedConvBlocks>,
+    /// 1x1 segmentation heads, lowest resolution first (all are created, as in nnU-Net, so the
+    /// parameters match its checkpoints even without deep supervision).
+    pub seg_layers: Vec<ConvNd>,
+}
+
+impl UNetDecoder {
+    /// Returns the logits of every decoder level when `all_levels`, else only the last one;
+    /// full resolution first.
+    ///
+    /// # Shapes
+    ///
+    /// - skips: the encoder outputs, full resolution first
+    /// - output `i`: `[batch, num_classes, depth / cs_d, height / cs_h, width / cs_w]` with `cs`
+    ///   the cumulative stride of stages `0..=i`
+    pub fn forward(&self, skips: Vec<Tensor<5>>, all_levels: bool) -> Vec<Tensor<5>> {
+        self.forward_with_heads(skips, all_levels, |level, features| self.head(level).forward(features)).0
+    }
+
+    /// The 1x1 head of decoder level `level` (full resolution first).
+    pub fn head(&self, level: usize) -> &ConvNd {
+        &self.seg_layers[self.seg_layers.len() - 1 - level]
+    }
+
+    /// [`forward`](Self::forward) with the logits of each level computed by
+    /// `head(level, features)` (level 0 = full resolution), also returning the full-resolution
+    /// decoder features (the pixel embeddings).
+    pub fn forward_with_heads(
+        &self,
+        skips: Vec<Tensor<5>>,
+        all_levels: bool,
+        mut head: impl FnMut(usize, Tensor<5>) -> Tensor<5>,
+    ) -> (Vec<Tensor<5>>, Tensor<5>) {
+        let n_levels = self.stages.len();
+        let mut skips = skips;
+        let mut x = skips.pop().expect("the encoder should return one skip per stage");
+        let mut outputs = Vec::with_capacity(n_levels);
+        for (i, (up, stage)) in self.transpconvs.iter().zip(&self.stages).enumerate() {
+            let skip = skips.pop().expect("the encoder should return one skip per stage");
+            x = up.forward(x);
+            x = stage.forward(Tensor::cat(vec![x, skip], 1));
+            let level = n_levels - 1 - i;
+            if all_levels || level == 0 {
+                outputs.push(head(level, x.clone()));
+            }
+        }
+        outputs.reverse();
+        (outputs, x)
+    }
+}

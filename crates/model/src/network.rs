@@ -1,0 +1,299 @@
+//! A network named by its kind, as a model folder stores it (nnU-Net's `network_class_name` +
+//! `arch_kwargs`).
+//!
+//! [`NetworkConfig`] is a tagged enum, serialised as `{"kind": "plain_conv_unet", "config": {...}}`
+//! with the kind's own config under `config`; [`Network`] is the built network, one variant per
+//! kind, with what training exports and prediction need (build, load and save weights,
+//! full-resolution logits, channel and class counts, size divisor), so model folders, checkpoints
+//! and the predictor never name a concrete network type.
+//!
+//! Adding a network: its file under [`crate::networks`], one variant in [`NetworkConfig`] and in
+//! [`Network`] (and [`NetworkConfigError`] for its config errors), and one arm in each `match`
+//! below. The weights file is the variant's own burn record, so adding a kind never changes the
+//! weight keys of another.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::serde::{Deserialize, Serialize};
+use burn::store::RecordError;
+use burn::tensor::{Device, Tensor};
+
+use crate::blocks::SpatialDims;
+use crate::networks::{PlainConvUNet, PlainConvUNetConfig, UNetConfigError};
+
+/// The kind of a network and its configuration: what a model folder's `model.json` stores under
+/// `network`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(crate = "burn::serde", tag = "kind", content = "config")]
+pub enum NetworkConfig {
+    /// nnU-Net's `PlainConvUNet`, 2D or 3D, optionally text-guided.
+    #[serde(rename = "plain_conv_unet")]
+    PlainConvUNet(PlainConvUNetConfig),
+}
+
+/// An invalid [`NetworkConfig`], by kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkConfigError {
+    /// An invalid [`PlainConvUNetConfig`].
+    #[error(transparent)]
+    PlainConvUNet(#[from] UNetConfigError),
+}
+
+impl From<PlainConvUNetConfig> for NetworkConfig {
+    fn from(config: PlainConvUNetConfig) -> Self {
+        NetworkConfig::PlainConvUNet(config)
+    }
+}
+
+impl From<&PlainConvUNetConfig> for NetworkConfig {
+    fn from(config: &PlainConvUNetConfig) -> Self {
+        NetworkConfig::PlainConvUNet(config.clone())
+    }
+}
+
+impl NetworkConfig {
+    /// The kind's name in `model.json` (`"plain_conv_unet"`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NetworkConfig::PlainConvUNet(_) => "plain_conv_unet",
+        }
+    }
+
+    /// The U-Net config, if this is a [`PlainConvUNet`].
+    pub fn plain_conv_unet(&self) -> Option<&PlainConvUNetConfig> {
+        match self {
+            NetworkConfig::PlainConvUNet(config) => Some(config),
+        }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), NetworkConfigError> {
+        match self {
+            NetworkConfig::PlainConvUNet(config) => Ok(config.validate()?),
+        }
+    }
+
+    /// 2D or 3D.
+    pub fn spatial_dims(&self) -> SpatialDims {
+        match self {
+            NetworkConfig::PlainConvUNet(config) => config.spatial_dims,
+        }
+    }
+
+    /// Number of input channels.
+    pub fn in_channels(&self) -> usize {
+        match self {
+            NetworkConfig::PlainConvUNet(config) => config.in_channels,
+        }
+    }
+
+    /// Number of output classes, background included.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            NetworkConfig::PlainConvUNet(config) => config.num_classes,
+        }
+    }
+
+    /// What every spatial side of an input must be a multiple of, per spatial axis.
+    pub fn size_divisor(&self) -> Vec<usize> {
+        match self {
+            NetworkConfig::PlainConvUNet(config) => config.size_divisor(),
+        }
+    }
+
+    /// Builds the network with fresh weights.
+    ///
+    /// # Panics
+    ///
+    /// Panics if [`validate`](Self::validate) fails.
+    pub fn init(&self, device: &Device) -> Network {
+        match self {
+            NetworkConfig::PlainConvUNet(config) => Network::PlainConvUNet(config.init(device)),
+        }
+    }
+}
+
+/// A built network, one variant per kind of [`NetworkConfig`].
+#[derive(Debug, Clone)]
+pub enum Network {
+    /// nnU-Net's `PlainConvUNet`.
+    PlainConvUNet(PlainConvUNet),
+}
+
+impl From<PlainConvUNet> for Network {
+    fn from(network: PlainConvUNet) -> Self {
+        Network::PlainConvUNet(network)
+    }
+}
+
+impl Network {
+    /// The kind's name in `model.json`, as [`NetworkConfig::kind`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Network::PlainConvUNet(_) => "plain_conv_unet",
+        }
+    }
+
+    /// The U-Net, if this is a [`PlainConvUNet`].
+    pub fn plain_conv_unet(&self) -> Option<&PlainConvUNet> {
+        match self {
+            Network::PlainConvUNet(network) => Some(network),
+        }
+    }
+
+    /// 2D or 3D.
+    pub fn spatial_dims(&self) -> SpatialDims {
+        match self {
+            Network::PlainConvUNet(network) => network.spatial_dims,
+        }
+    }
+
+    /// Number of input channels (read from the weights' shapes).
+    pub fn in_channels(&self) -> usize {
+        match self {
+            Network::PlainConvUNet(network) => network.in_channels(),
+        }
+    }
+
+    /// Number of output classes (read from the weights' shapes).
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Network::PlainConvUNet(network) => network.num_classes(),
+        }
+    }
+
+    /// What every spatial side of an input must be a multiple of, per spatial axis.
+    pub fn size_divisor(&self) -> Vec<usize> {
+        match self {
+            Network::PlainConvUNet(network) => network.size_divisor(),
+        }
+    }
+
+    /// The same network computing every deep-supervision output (training, `true`) or only
+    /// the full-resolution one (prediction, `false`).
+    pub fn with_deep_supervision(self, deep_supervision: bool) -> Self {
+        match self {
+            Network::PlainConvUNet(network) => Network::PlainConvUNet(network.with_deep_supervision(deep_supervision)),
+        }
+    }
+
+    /// The network in inference mode (no gradients tracked), see [`Module::valid`].
+    pub fn valid(&self) -> Self {
+        match self {
+            Network::PlainConvUNet(network) => Network::PlainConvUNet(network.valid()),
+        }
+    }
+
+    /// The network with its parameters on `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        match self {
+            Network::PlainConvUNet(network) => Network::PlainConvUNet(network.to_device(device)),
+        }
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        match self {
+            Network::PlainConvUNet(network) => network.num_params(),
+        }
+    }
+
+    /// Loads the weights of a burnpack file written by [`save_file`](Self::save_file) (the
+    /// variant's own burn record).
+    pub fn try_load_file(self, path: &Path) -> Result<Self, RecordError> {
+        match self {
+            Network::PlainConvUNet(network) => Ok(Network::PlainConvUNet(network.try_load_file(path)?)),
+        }
+    }
+
+    /// Writes the weights as a burnpack file (the variant's own burn record).
+    pub fn save_file(&self, path: &Path) -> Result<(), RecordError> {
+        match self {
+            Network::PlainConvUNet(network) => network.clone().save_file(path),
+        }
+    }
+
+    /// Full-resolution segmentation logits (no softmax).
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, in_channels, height, width]` (2D) or
+    ///   `[batch, in_channels, depth, height, width]` (3D), each spatial side a multiple of
+    ///   [`size_divisor`](Self::size_divisor)
+    /// - output: `[batch, num_classes, ...]`, the input's spatial sides when the first stage does
+    ///   not down-sample
+    ///
+    /// # Panics
+    ///
+    /// Panics if the rank, channel count or sizes do not fit the network.
+    pub fn forward_logits<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Network::PlainConvUNet(network) => {
+                network.forward(x).into_iter().next().expect("a U-Net returns at least one output")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn tiny() -> PlainConvUNetConfig {
+        PlainConvUNetConfig::new(SpatialDims::D2, 2, 3, vec![4, 8], vec![vec![1, 1], vec![2, 2]])
+    }
+
+    #[test]
+    fn config_json_names_the_kind() {
+        let config = NetworkConfig::from(tiny());
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["kind"], "plain_conv_unet");
+        assert_eq!(json["config"]["features_per_stage"], serde_json::json!([4, 8]));
+        let back: NetworkConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&config).unwrap());
+        let unknown = serde_json::json!({"kind": "vision_transformer", "config": {}});
+        assert!(serde_json::from_value::<NetworkConfig>(unknown).is_err());
+    }
+
+    #[test]
+    fn network_reports_what_the_config_says() {
+        let device = Device::flex();
+        let config = NetworkConfig::from(tiny());
+        config.validate().unwrap();
+        let network = config.init(&device);
+        assert_eq!(network.kind(), config.kind());
+        assert_eq!((network.in_channels(), network.num_classes()), (config.in_channels(), config.num_classes()));
+        assert_eq!(network.spatial_dims(), config.spatial_dims());
+        assert_eq!(network.size_divisor(), config.size_divisor());
+        assert_eq!(config.size_divisor(), vec![2, 2]);
+    }
+
+    #[test]
+    fn logits_are_the_unets_full_resolution_output() {
+        let device = Device::flex();
+        let network = NetworkConfig::from(tiny()).init(&device);
+        let x = Tensor::<4>::random([2, 2, 8, 4], Distribution::Normal(0.0, 1.0), &device);
+        let full = network.plain_conv_unet().unwrap().forward(x.clone()).remove(0).into_data();
+        let logits = network.clone().with_deep_supervision(false).forward_logits(x.clone());
+        assert_eq!(logits.dims(), [2, 3, 8, 4]);
+        assert_eq!(logits.into_data(), full);
+        assert_eq!(network.forward_logits(x).into_data(), full);
+    }
+
+    #[test]
+    fn weights_round_trip_through_the_enum() {
+        let device = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("network.bpk");
+        let config = NetworkConfig::from(tiny());
+        let saved = config.init(&device);
+        saved.save_file(&path).unwrap();
+        let loaded = config.init(&device).try_load_file(&path).unwrap();
+        let x = Tensor::<4>::random([1, 2, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+        assert_eq!(saved.forward_logits(x.clone()).into_data(), loaded.forward_logits(x).into_data());
+        let other = NetworkConfig::from(PlainConvUNetConfig { features_per_stage: vec![4, 16], ..tiny() });
+        assert!(other.init(&device).try_load_file(&path).is_err(), "weights of other widths do not load");
+    }
+}
