@@ -160,7 +160,7 @@ fn state_from_version_1(mut value: serde_json::Value) -> serde_json::Value {
     if let Some(object) = value.as_object_mut() {
         let network = object.remove("network").unwrap_or(Value::Null);
         object.insert("method".into(), method);
-        object.insert("method_state".into(), json!({ "network": network }));
+        object.insert("method_state".into(), json!({ "network": { "kind": "plain_conv_unet", "config": network } }));
         object.insert("format_version".into(), json!(STATE_FORMAT_VERSION));
     }
     value

@@ -23,7 +23,7 @@ use serde::Serialize;
 use spineseg_data::plan::{ConfigurationName, Plan};
 use spineseg_data::preprocess::PreprocessedCase;
 use spineseg_data::sampling::Batch;
-use spineseg_model::PlainConvUNetConfig;
+use spineseg_model::{NetworkConfig, PlainConvUNetConfig};
 use std::path::Path;
 
 /// What the engine knows when it builds a method.
@@ -69,7 +69,8 @@ pub struct StepStats {
 pub struct ExportedNetwork {
     /// File name inside a checkpoint folder.
     pub checkpoint_file: String,
-    pub network: PlainConvUNetConfig,
+    /// The network's kind and configuration, as `model.json` names it.
+    pub network: NetworkConfig,
 }
 
 /// A method while it trains: its networks, optimisers and losses.

@@ -12,7 +12,7 @@ use spineseg_data::phantom::{write_nnunet_dataset, PhantomConfig};
 use spineseg_data::plan::{ConfigurationName, Plan, PlanOptions};
 use spineseg_data::preprocess::preprocess_dataset;
 use spineseg_data::sampling::Batch;
-use spineseg_model::{PlainConvUNet, PlainConvUNetConfig};
+use spineseg_model::{NetworkConfig, PlainConvUNet, PlainConvUNetConfig};
 use spineseg_train::checkpoint::{load_module, load_optimizer, parameter_values, save_module, save_optimizer, STATE_FILE};
 use spineseg_train::methods::single_network::batch_tensors;
 use spineseg_train::{
@@ -144,7 +144,7 @@ impl TrainingMethod for CrossPseudo {
     }
 
     fn export(&self) -> ExportedNetwork {
-        ExportedNetwork { checkpoint_file: "network_a.bpk".into(), network: self.config.clone() }
+        ExportedNetwork { checkpoint_file: "network_a.bpk".into(), network: NetworkConfig::from(&self.config) }
     }
 
     fn state(&self) -> serde_json::Value {
@@ -210,7 +210,7 @@ fn a_two_network_method_trains_resumes_exactly_and_exports_one_network() {
     }
     let state = std::fs::read_to_string(last.join(STATE_FILE)).unwrap();
     assert!(state.contains("\"pseudo_weight\": 0.5"), "the method's settings are in the checkpoint: {state}");
-    let config: PlainConvUNetConfig = outcome.manifest.network.clone();
+    let config = outcome.manifest.network.plain_conv_unet().expect("a U-Net was exported").clone();
     let (a, b) = (weights(&last.join("network_a.bpk"), &config), weights(&last.join("network_b.bpk"), &config));
     assert_ne!(a, b, "the two networks start from different seeds and stay different");
 

@@ -17,7 +17,7 @@ use spineseg_data::partial_labels::annotated_classes;
 use spineseg_data::plan::Plan;
 use spineseg_data::preprocess::PreprocessedCase;
 use spineseg_data::sampling::Batch;
-use spineseg_model::{PlainConvUNet, PlainConvUNetConfig, UNetOutput};
+use spineseg_model::{NetworkConfig, PlainConvUNet, PlainConvUNetConfig, UNetOutput};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -41,28 +41,30 @@ pub fn init_network(config: &PlainConvUNetConfig, device: &Device, seed: u64) ->
     model
 }
 
-/// `method_state` of a one-network method: the network as built (a resumed run rebuilds
-/// exactly this, whatever the plan says now).
+/// `method_state` of a one-network method: the network as built, by kind (a resumed run
+/// rebuilds exactly this, whatever the plan says now).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SingleNetworkState {
-    pub network: PlainConvUNetConfig,
+    pub network: NetworkConfig,
 }
 
 impl SingleNetworkState {
-    /// The network a resumed run trains, from the checkpoint's `method_state`; checked against
+    /// The U-Net a resumed run trains, from the checkpoint's `method_state`; checked against
     /// the plan's U-Net (a plan edited between the parts of a run would change the data).
-    pub fn from_saved(saved: &serde_json::Value, ctx: &MethodContext<'_>) -> Result<SingleNetworkState> {
-        let state: SingleNetworkState = serde_json::from_value(saved.clone()).map_err(|e| TrainError::Incompatible {
-            path: ctx.model_dir.join("training"),
-            detail: format!("the checkpoint's method_state is not a one-network state: {e}"),
+    pub fn unet_from_saved(saved: &serde_json::Value, ctx: &MethodContext<'_>) -> Result<PlainConvUNetConfig> {
+        let incompatible = |detail: String| TrainError::Incompatible { path: ctx.model_dir.join("training"), detail };
+        let state: SingleNetworkState = serde_json::from_value(saved.clone())
+            .map_err(|e| incompatible(format!("the checkpoint's method_state is not a one-network state: {e}")))?;
+        let network = state.network.plain_conv_unet().cloned().ok_or_else(|| {
+            incompatible(format!("the checkpoint trains a {} network; this method trains a plain_conv_unet", state.network.kind()))
         })?;
-        if state.network.features_per_stage != ctx.plan_network.features_per_stage {
+        if network.features_per_stage != ctx.plan_network.features_per_stage {
             return Err(TrainError::Incompatible {
                 path: ctx.plans_path.to_path_buf(),
                 detail: "the plan's network differs from the checkpoint's; resume with the plan the run started with".into(),
             });
         }
-        Ok(state)
+        Ok(network)
     }
 }
 
@@ -237,12 +239,13 @@ impl SingleNetwork {
 
     /// The network of `model.bpk`.
     pub fn export(&self) -> ExportedNetwork {
-        ExportedNetwork { checkpoint_file: MODEL_FILE.to_string(), network: self.config.clone() }
+        ExportedNetwork { checkpoint_file: MODEL_FILE.to_string(), network: NetworkConfig::from(&self.config) }
     }
 
     /// `{"network": ...}`.
     pub fn state(&self) -> serde_json::Value {
-        serde_json::to_value(SingleNetworkState { network: self.config.clone() }).expect("a network config should serialise")
+        serde_json::to_value(SingleNetworkState { network: NetworkConfig::from(&self.config) })
+            .expect("a network config should serialise")
     }
 }
 

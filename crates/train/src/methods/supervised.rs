@@ -29,7 +29,7 @@ impl SupervisedMethod {
     /// The plan's U-Net (new run) or the checkpoint's (resume).
     pub fn build(settings: &SupervisedSettings, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Self> {
         let config = match saved {
-            Some(saved) => SingleNetworkState::from_saved(saved, ctx)?.network,
+            Some(saved) => SingleNetworkState::unet_from_saved(saved, ctx)?,
             None => ctx.plan_network.clone(),
         };
         Ok(SupervisedMethod { network: SingleNetwork::new(config, ctx, settings.partial_labels, |model| model)? })

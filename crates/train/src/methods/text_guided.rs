@@ -87,7 +87,7 @@ impl TextGuidedMethod {
     /// `method_state`, the embeddings in the weights).
     pub fn build(settings: &TextGuidedSettings, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Self> {
         let network = match saved {
-            Some(saved) => SingleNetwork::new(SingleNetworkState::from_saved(saved, ctx)?.network, ctx, settings.partial_labels, |m| m)?,
+            Some(saved) => SingleNetwork::new(SingleNetworkState::unet_from_saved(saved, ctx)?, ctx, settings.partial_labels, |m| m)?,
             None => {
                 let prompts = load_prompt_embeddings(ctx)?;
                 let config = ctx.plan_network.clone().with_text_guidance(Some(
