@@ -8,8 +8,8 @@
 //! file; `CONFIGURATION` is `2d` (default) or `3d_fullres`. With `MODEL_OUT`, the random model
 //! folder is also written there (for timing `spineseg predict -m MODEL_OUT`).
 
-use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_data::preprocess::{preprocess_case, CaseVolumes};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::preprocess::{preprocess_case, CaseVolumes};
 use spineseg_infer::network::Device;
 use spineseg_infer::{
     network_config_for_plan, predict_case, BurnUNetPredictor, ModelFolder, ModelManifest, OutputLabels,

@@ -24,7 +24,7 @@ use crate::predict::PredictOptions;
 use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_io::{Label, Volume};
 use spineseg_model::{PlainConvUNet, PlainConvUNetConfig};
 use std::path::{Path, PathBuf};

@@ -6,9 +6,9 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
-use spineseg_data::augment::AugmentationConfig;
-use spineseg_data::plan::ConfigurationName;
-use spineseg_data::sampling::OVERSAMPLE_FOREGROUND_PERCENT;
+use spineseg_dataloading::augment::AugmentationConfig;
+use spineseg_preprocessing::plan::ConfigurationName;
+use spineseg_dataloading::sampling::OVERSAMPLE_FOREGROUND_PERCENT;
 
 /// The optimiser and its hyper-parameters. The learning rate given here is the initial one of the
 /// polynomial schedule ([`crate::poly_lr_with_exponent`]).
@@ -110,7 +110,7 @@ pub struct TrainerConfig {
     /// Clip the global gradient norm to this value (nnU-Net: 12); `None`: no clipping.
     pub grad_clip_norm: Option<f64>,
     /// Partial labels: each case supervises only the classes it annotates
-    /// (`spineseg_data::partial_labels`, by structure kind); the loss leaves the others out
+    /// (`spineseg_dataloading::partial_labels`, by structure kind); the loss leaves the others out
     /// instead of teaching them as background. Off: every case annotates every class.
     #[serde(default)]
     pub partial_labels: bool,

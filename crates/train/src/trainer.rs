@@ -40,10 +40,10 @@ use crate::splits::load_or_create_splits;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use spineseg_data::augment::AugmentationConfig;
-use spineseg_data::partial_labels::annotated_classes;
-use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_data::sampling::{load_cases, Batch, BatchLoader, PatchSampler, SamplerConfig};
+use spineseg_dataloading::augment::AugmentationConfig;
+use spineseg_dataloading::partial_labels::annotated_classes;
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_dataloading::sampling::{load_cases, Batch, BatchLoader, PatchSampler, SamplerConfig};
 use spineseg_infer::model_folder::{PromptEmbeddings, PROMPT_EMBEDDINGS_FILE};
 use spineseg_model::{PlainConvUNet, PlainConvUNetConfig, TextGuidanceConfig};
 use std::path::{Path, PathBuf};
@@ -321,7 +321,7 @@ pub fn train(
     }
 
     // Partial labels: the classes each case annotates, looked up by the samples' case index.
-    let annotated_in = |cases: &[spineseg_data::preprocess::PreprocessedCase]| -> Option<Vec<Vec<bool>>> {
+    let annotated_in = |cases: &[spineseg_preprocessing::preprocess::PreprocessedCase]| -> Option<Vec<Vec<bool>>> {
         config.partial_labels.then(|| {
             cases
                 .iter()
@@ -585,7 +585,7 @@ mod tests {
 
     #[test]
     fn label_masks_follow_each_samples_case() {
-        use spineseg_data::sampling::SampleInfo;
+        use spineseg_dataloading::sampling::SampleInfo;
         let sample = |case| SampleInfo { case, origin: [0; 3], valid: [1, 2, 2], forced_foreground: false, class: None };
         let batch = Batch {
             images: vec![0.0; 12],

@@ -2,7 +2,7 @@
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use spineseg_data::Ontology;
+use spineseg_anatomy::Ontology;
 use spineseg_io::geometry::closest_world_axes;
 use spineseg_io::Label;
 use spineseg_metrics::{evaluate_folders, format_table, pair_cases, write_report, Connectivity, EvaluationOptions};

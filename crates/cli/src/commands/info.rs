@@ -2,7 +2,7 @@
 
 use crate::Outcome;
 use anyhow::Result;
-use spineseg_data::Ontology;
+use spineseg_anatomy::Ontology;
 use spineseg_io::{read_volume, AnyVolume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
