@@ -5,7 +5,7 @@
 //! A [`Patch`] holds `C` image channels and a segmentation (class indices) on a grid
 //! `shape = [s0, s1, s2]` in C order, last axis fastest: images `[C, s0, s1, s2]`, seg
 //! `[s0, s1, s2]`. The axes are the canonical voxel axes `(i, j, k)` (left-right,
-//! posterior-anterior, inferior-superior; see [`crate::plan`]). A 2D sagittal patch is a patch of
+//! posterior-anterior, inferior-superior; see [`spineseg_preprocessing::plan`]). A 2D sagittal patch is a patch of
 //! shape `[1, s1, s2]` (one `i` slice), so one code path serves 2D and 3D and "axis `a`" always
 //! means the same anatomical axis. Such a patch is *planar*: the spatial transform stays in the
 //! `(j, k)` plane. 3D patches of strongly anisotropic data are planar too (nnU-Net's

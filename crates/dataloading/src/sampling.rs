@@ -26,6 +26,15 @@
 //!    region's centre (without a spatial transform it is the centre crop), then intensity
 //!    transforms and mirroring.
 //!
+//! # Unlabelled cases (opt-in)
+//! With [`SamplerConfig::allow_unlabelled`] the sampler also accepts cases without a
+//! segmentation (for semi-supervised or masked-autoencoder methods that learn from images
+//! alone). Such a case is picked like any other; its patch position is always random (a forced
+//! element falls back to random, as for a labelled case without foreground), its seg is all 0
+//! (background) and its [`SampleInfo::labelled`] is false. The draws are the same as for a
+//! labelled case, so batches stay a pure function of `(seed, b)`. Off by default: training on
+//! labels refuses unlabelled cases.
+//!
 //! # Batch memory layout
 //! [`Batch::images`] is `[B, C, X, Y, Z]` (3D) or `[B, C, Y, Z]` (2D), C order (row-major, last
 //! axis fastest), where `X, Y, Z` are the patch sides along the canonical axes `i, j, k` (2D:
@@ -89,6 +98,9 @@ pub struct SamplerConfig {
     pub oversample_foreground: f64,
     pub augmentation: AugmentationConfig,
     pub seed: u64,
+    /// Accept cases without a segmentation (see the module documentation); `false` refuses them.
+    #[serde(default)]
+    pub allow_unlabelled: bool,
 }
 
 impl SamplerConfig {
@@ -109,6 +121,7 @@ impl SamplerConfig {
             oversample_foreground: OVERSAMPLE_FOREGROUND_PERCENT,
             augmentation,
             seed,
+            allow_unlabelled: false,
         })
     }
 }
@@ -123,6 +136,7 @@ pub struct ClassLocations {
 }
 
 impl ClassLocations {
+    /// Locations of every foreground class of `seg`, drawn with `seed`.
     pub fn compute(seg: &Volume<u8>, seed: u64) -> ClassLocations {
         let mut counts = vec![0usize; 256];
         for &c in seg.data() {
@@ -162,6 +176,11 @@ impl ClassLocations {
         ClassLocations { per_class }
     }
 
+    /// No locations at all: what an unlabelled case has.
+    pub fn empty() -> ClassLocations {
+        ClassLocations { per_class: Vec::new() }
+    }
+
     /// Foreground classes with at least one location.
     pub fn classes(&self) -> Vec<u8> {
         (1..self.per_class.len()).filter(|&c| !self.per_class[c].is_empty()).map(|c| c as u8).collect()
@@ -188,6 +207,9 @@ pub struct SampleInfo {
     pub forced_foreground: bool,
     /// The class whose location centred the patch (forced elements of cases with foreground).
     pub class: Option<u8>,
+    /// The case has a segmentation; `false` only for unlabelled cases, whose seg is all 0 (see
+    /// [`SamplerConfig::allow_unlabelled`]).
+    pub labelled: bool,
 }
 
 /// A batch of patches; see the module documentation for the memory layout.
@@ -293,7 +315,8 @@ pub struct PatchSampler {
 }
 
 impl PatchSampler {
-    /// Checks that there are cases, all with labels, the same channel count and a patch of the
+    /// Checks that there are cases, all with labels (unless
+    /// [`SamplerConfig::allow_unlabelled`]), the same channel count and a patch of the
     /// configuration's dimensionality.
     pub fn new(cases: Vec<PreprocessedCase>, config: SamplerConfig) -> Result<PatchSampler> {
         let err = |m: String| Err(SamplingError::Sampling(m));
@@ -325,6 +348,7 @@ impl PatchSampler {
             match &case.seg {
                 Some(s) if s.shape() == shape => {}
                 Some(_) => return err(format!("case {id}: seg shape differs from the images'")),
+                None if config.allow_unlabelled => {}
                 None => return err(format!("case {id} has no segmentation; training needs labels")),
             }
         }
@@ -359,11 +383,12 @@ impl PatchSampler {
         self.config.configuration == ConfigurationName::TwoD
     }
 
-    /// The case's class locations (computed on first use, then cached).
+    /// The case's class locations (computed on first use, then cached); empty for an unlabelled
+    /// case, so its forced elements fall back to random positions.
     pub fn class_locations(&self, case: usize) -> &ClassLocations {
-        self.locations[case].get_or_init(|| {
-            let seg = self.cases[case].seg.as_ref().expect("PatchSampler::new checked that every case has a seg");
-            ClassLocations::compute(seg, mix(self.config.seed, u64::MAX, case as u64))
+        self.locations[case].get_or_init(|| match self.cases[case].seg.as_ref() {
+            Some(seg) => ClassLocations::compute(seg, mix(self.config.seed, u64::MAX, case as u64)),
+            None => ClassLocations::empty(),
         })
     }
 
@@ -443,6 +468,7 @@ impl PatchSampler {
             valid: valid_extent(origin, self.final_patch, shape),
             forced_foreground: force_foreground,
             class: centre.map(|(c, _)| c),
+            labelled: case.seg.is_some(),
         };
         (patch, info)
     }
@@ -473,7 +499,9 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
 
 /// Reads preprocessed cases (see [`spineseg_preprocessing::preprocess::load_preprocessed`]).
 pub fn load_cases(dir: &Path, ids: &[String]) -> Result<Vec<PreprocessedCase>> {
-    Ok(ids.iter().map(|id| spineseg_preprocessing::preprocess::load_preprocessed(dir, id)).collect::<std::result::Result<_, _>>()?)
+    let cases: std::result::Result<Vec<_>, _> =
+        ids.iter().map(|id| spineseg_preprocessing::preprocess::load_preprocessed(dir, id)).collect();
+    Ok(cases?)
 }
 
 /// Deterministic validation batches covering every case completely with non-overlapping
@@ -544,6 +572,7 @@ impl Iterator for ValidationTiles<'_> {
                     valid: valid_extent(origin, self.patch, case.images[0].shape()),
                     forced_foreground: false,
                     class: None,
+                    labelled: case.seg.is_some(),
                 };
                 (patch, info)
             })
@@ -643,5 +672,84 @@ mod tests {
         assert_eq!(locs.of(7), &[5]);
         assert!(locs.of(2).iter().all(|p| seg.data()[*p as usize] == 2));
         assert!(locs.of(1).is_empty() && locs.of(200).is_empty());
+    }
+
+    /// A labelled case with a foreground blob of class 1 and an unlabelled one, both 6 x 10 x 12.
+    fn labelled_and_unlabelled() -> Vec<PreprocessedCase> {
+        use spineseg_preprocessing::test_support::synthetic_case;
+        let value = |i: usize, j: usize, k: usize| (i + 10 * j + 100 * k) as f32;
+        let blob = |i: usize, j: usize, k: usize| u8::from(i == 2 && (3..5).contains(&j) && (8..10).contains(&k));
+        vec![
+            synthetic_case("labelled", [6, 10, 12], 1, value, Some(&blob)),
+            synthetic_case("unlabelled", [6, 10, 12], 1, value, None),
+        ]
+    }
+
+    fn config(allow_unlabelled: bool, augmentation: AugmentationConfig) -> SamplerConfig {
+        SamplerConfig {
+            configuration: ConfigurationName::ThreeDFullres,
+            patch_size: vec![4, 4, 4],
+            batch_size: 6,
+            oversample_foreground: 0.33,
+            augmentation,
+            seed: 7,
+            allow_unlabelled,
+        }
+    }
+
+    #[test]
+    fn unlabelled_cases_are_refused_unless_allowed() {
+        let refused = PatchSampler::new(labelled_and_unlabelled(), config(false, AugmentationConfig::none()));
+        let err = refused.err().expect("an unlabelled case should be refused by default");
+        assert_eq!(err.to_string(), "sampling: case unlabelled has no segmentation; training needs labels");
+        assert!(PatchSampler::new(labelled_and_unlabelled(), config(true, AugmentationConfig::none())).is_ok());
+    }
+
+    #[test]
+    fn unlabelled_cases_give_random_patches_with_background_seg() {
+        let augmentation = AugmentationConfig::nnunet(&[4, 4, 4]);
+        let sampler = PatchSampler::new(labelled_and_unlabelled(), config(true, augmentation)).unwrap();
+        sampler.precompute_locations();
+        assert!(sampler.class_locations(1).classes().is_empty());
+        let voxels = 4 * 4 * 4;
+        let (mut labelled, mut unlabelled) = (0, 0);
+        for index in 0..20 {
+            let batch = sampler.batch(index);
+            for (e, info) in batch.samples.iter().enumerate() {
+                assert_eq!(info.labelled, info.case == 0, "{info:?}");
+                if info.labelled {
+                    labelled += 1;
+                    // Forced elements of the labelled case are centred on its blob.
+                    assert_eq!(info.class.is_some(), info.forced_foreground, "{info:?}");
+                } else {
+                    unlabelled += 1;
+                    assert_eq!(info.class, None, "no oversampling for an unlabelled case");
+                    let seg = &batch.seg[e * voxels..(e + 1) * voxels];
+                    assert!(seg.iter().all(|&c| c == 0), "seg of an unlabelled case is background");
+                }
+            }
+        }
+        assert!(labelled > 0 && unlabelled > 0, "{labelled} labelled, {unlabelled} unlabelled elements");
+    }
+
+    #[test]
+    fn unlabelled_batches_depend_only_on_seed_and_index() {
+        let augmentation = AugmentationConfig::nnunet(&[4, 4, 4]);
+        let a = PatchSampler::new(labelled_and_unlabelled(), config(true, augmentation.clone())).unwrap();
+        let b = PatchSampler::new(labelled_and_unlabelled(), config(true, augmentation)).unwrap();
+        let later = a.batch(5);
+        assert_eq!(a.batch(0), b.batch(0));
+        assert_eq!(later, b.batch(5));
+    }
+
+    #[test]
+    fn allowing_unlabelled_cases_changes_nothing_for_labelled_ones() {
+        let labelled = || labelled_and_unlabelled().into_iter().take(1).collect::<Vec<_>>();
+        let augmentation = AugmentationConfig::nnunet(&[4, 4, 4]);
+        let strict = PatchSampler::new(labelled(), config(false, augmentation.clone())).unwrap();
+        let open = PatchSampler::new(labelled(), config(true, augmentation)).unwrap();
+        for index in 0..4 {
+            assert_eq!(strict.batch(index), open.batch(index));
+        }
     }
 }

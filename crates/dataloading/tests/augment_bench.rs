@@ -1,12 +1,12 @@
 //! Time to make one training batch (a benchmark, not a test: ignored by default). Run with
-//! `cargo test --release -p spineseg-data --test augment_bench -- --ignored --nocapture`.
+//! `cargo test --release -p spineseg-dataloading --test augment_bench -- --ignored --nocapture`.
 
 use spineseg_dataloading::augment::AugmentationConfig;
-use spineseg_preprocessing::plan::ConfigurationName;
-use spineseg_preprocessing::preprocess::{BoundingBox, CaseProperties, PreprocessedCase};
 use spineseg_dataloading::sampling::{PatchSampler, SamplerConfig};
-use spineseg_io::reorient::Reorientation;
 use spineseg_io::{Geometry, Volume};
+use spineseg_preprocessing::plan::ConfigurationName;
+use spineseg_preprocessing::preprocess::PreprocessedCase;
+use spineseg_preprocessing::test_support::preprocessed_case;
 use std::time::Instant;
 
 /// A case of `shape` with smooth intensities and 12 slab-shaped classes stacked along `k`.
@@ -24,24 +24,11 @@ fn case(id: usize, shape: [usize; 3]) -> PreprocessedCase {
             }
         }
     }
-    let properties = CaseProperties {
-        id: format!("bench{id}"),
-        configuration: ConfigurationName::ThreeDFullres,
-        original_shape: shape,
-        original_geometry: g,
-        to_canonical: Reorientation { source_axis: [0, 1, 2], flipped: [false; 3], source_shape: shape },
-        canonical_shape: shape,
-        canonical_geometry: g,
-        crop: BoundingBox::full(shape),
-        shape_after_crop: shape,
-        shape_after_resampling: shape,
-        geometry_after_resampling: g,
-    };
-    PreprocessedCase {
-        images: vec![Volume::new(shape, image, g).unwrap()],
-        seg: Some(Volume::new(shape, seg, g).unwrap()),
-        properties,
-    }
+    preprocessed_case(
+        &format!("bench{id}"),
+        vec![Volume::new(shape, image, g).unwrap()],
+        Some(Volume::new(shape, seg, g).unwrap()),
+    )
 }
 
 /// CPU time of this process (all threads) in ms, from /proc (Linux; 10 ms ticks), so numbers
@@ -99,6 +86,7 @@ fn batch_timing() {
             oversample_foreground: 0.33,
             augmentation: aug.clone(),
             seed: 1,
+            allow_unlabelled: false,
         };
         let s2 = PatchSampler::new(cases_2d.clone(), config(ConfigurationName::TwoD, vec![256, 256], 12)).unwrap();
         let s3 = PatchSampler::new(cases_3d.clone(), config(ConfigurationName::ThreeDFullres, vec![64, 128, 128], 2))

@@ -7,11 +7,10 @@ use spineseg_dataloading::augment::{
     augment, augment_intensity_and_mirror, initial_patch_size, spatial_transform, AugmentationConfig, Patch,
     SegInterpolation, SpatialParams,
 };
-use spineseg_preprocessing::plan::ConfigurationName;
-use spineseg_preprocessing::preprocess::{BoundingBox, CaseProperties, PreprocessedCase};
 use spineseg_dataloading::sampling::{BatchLoader, PatchSampler, SamplerConfig, ValidationTiles};
-use spineseg_io::reorient::Reorientation;
-use spineseg_io::{Geometry, Volume};
+use spineseg_preprocessing::plan::ConfigurationName;
+use spineseg_preprocessing::preprocess::PreprocessedCase;
+use spineseg_preprocessing::test_support::synthetic_case;
 use std::sync::Arc;
 
 /// A case of `shape` whose images are `f(i, j, k)` and whose seg is `s(i, j, k)`.
@@ -22,33 +21,7 @@ fn case(
     f: impl Fn(usize, usize, usize) -> f32,
     s: impl Fn(usize, usize, usize) -> u8,
 ) -> PreprocessedCase {
-    let g = Geometry::default();
-    let mut images: Vec<Volume<f32>> = (0..channels).map(|_| Volume::filled(shape, 0.0, g)).collect();
-    let mut seg = Volume::filled(shape, 0u8, g);
-    for k in 0..shape[2] {
-        for j in 0..shape[1] {
-            for i in 0..shape[0] {
-                for (c, im) in images.iter_mut().enumerate() {
-                    im.set([i, j, k], f(i, j, k) + 1000.0 * c as f32);
-                }
-                seg.set([i, j, k], s(i, j, k));
-            }
-        }
-    }
-    let properties = CaseProperties {
-        id: id.into(),
-        configuration: ConfigurationName::ThreeDFullres,
-        original_shape: shape,
-        original_geometry: g,
-        to_canonical: Reorientation { source_axis: [0, 1, 2], flipped: [false; 3], source_shape: shape },
-        canonical_shape: shape,
-        canonical_geometry: g,
-        crop: BoundingBox::full(shape),
-        shape_after_crop: shape,
-        shape_after_resampling: shape,
-        geometry_after_resampling: g,
-    };
-    PreprocessedCase { images, seg: Some(seg), properties }
+    synthetic_case(id, shape, channels, f, Some(&s))
 }
 
 /// Two cases with a small foreground blob of classes 1 and 2 (far from everything else) and
@@ -79,6 +52,7 @@ fn sampler(
         oversample_foreground: 0.33,
         augmentation: aug,
         seed,
+        allow_unlabelled: false,
     };
     PatchSampler::new(cases(), config).unwrap()
 }
@@ -139,6 +113,7 @@ fn patches_beyond_the_case_are_padded_with_zeros() {
         oversample_foreground: 0.33,
         augmentation: AugmentationConfig::none(),
         seed: 1,
+        allow_unlabelled: false,
     };
     let s = PatchSampler::new(vec![c], config).unwrap();
     for i in 0..10 {

@@ -51,7 +51,9 @@ impl From<spineseg_io::json::JsonFileError> for DatasetError {
         use spineseg_io::json::JsonFileError;
         match error {
             JsonFileError::Read { path, source } => DatasetError::Os { path, source },
-            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => DatasetError::Json { path, source },
+            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => {
+                DatasetError::Json { path, source }
+            }
             JsonFileError::Write(e) => e.into(),
         }
     }

@@ -47,7 +47,9 @@ impl From<spineseg_io::json::JsonFileError> for PlanningError {
         use spineseg_io::json::JsonFileError;
         match error {
             JsonFileError::Read { path, source } => PlanningError::Os { path, source },
-            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => PlanningError::Json { path, source },
+            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => {
+                PlanningError::Json { path, source }
+            }
             JsonFileError::Write(e) => e.into(),
         }
     }

@@ -48,7 +48,9 @@ impl From<spineseg_io::json::JsonFileError> for PreprocessError {
         use spineseg_io::json::JsonFileError;
         match error {
             JsonFileError::Read { path, source } => PreprocessError::Os { path, source },
-            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => PreprocessError::Json { path, source },
+            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => {
+                PreprocessError::Json { path, source }
+            }
             JsonFileError::Write(e) => e.into(),
         }
     }

@@ -9,3 +9,6 @@ pub mod plan;
 pub mod preprocess;
 pub mod resample;
 pub mod stats;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod test_support;

@@ -586,7 +586,7 @@ mod tests {
     #[test]
     fn label_masks_follow_each_samples_case() {
         use spineseg_dataloading::sampling::SampleInfo;
-        let sample = |case| SampleInfo { case, origin: [0; 3], valid: [1, 2, 2], forced_foreground: false, class: None };
+        let sample = |case| SampleInfo { case, origin: [0; 3], valid: [1, 2, 2], forced_foreground: false, class: None, labelled: true };
         let batch = Batch {
             images: vec![0.0; 12],
             seg: vec![0; 12],
