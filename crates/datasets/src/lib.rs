@@ -411,7 +411,7 @@ impl Dataset {
 /// Order of checks: `dataset.json` -> nnU-Net raw; `images/` + `masks/` -> SPIDER; files named
 /// `*_seg-vert*_msk.*` -> SPINEPS; `CaseN` / `mask_caseN` files -> MRSpineSeg.
 pub fn detect_and_open(path: &Path) -> Result<Dataset> {
-    let root = if path.is_file() && path.file_name().is_some_and(|n| n == "dataset.json") {
+    let root = if path.is_file() && path.file_name().is_some_and(|n| n == nnunet::DATASET_FILE) {
         path.parent().unwrap_or(Path::new(".")).to_path_buf()
     } else {
         path.to_path_buf()
@@ -422,7 +422,7 @@ pub fn detect_and_open(path: &Path) -> Result<Dataset> {
             detail: "not a folder (expected a dataset folder or an nnU-Net dataset.json)".into(),
         });
     }
-    if root.join("dataset.json").is_file() {
+    if root.join(nnunet::DATASET_FILE).is_file() {
         return open_nnunet(&root, &NnUnetOptions::default());
     }
     if root.join("images").is_dir() && root.join("masks").is_dir() {

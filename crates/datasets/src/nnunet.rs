@@ -30,9 +30,12 @@ pub struct NnUnetOptions {
     pub vertebra_extent: Option<VertebraExtent>,
 }
 
+/// The description file of an nnU-Net raw dataset folder.
+pub const DATASET_FILE: &str = "dataset.json";
+
 /// Opens an nnU-Net raw dataset folder (the one holding `dataset.json`).
 pub fn open_nnunet(root: &Path, options: &NnUnetOptions) -> Result<Dataset> {
-    let json_path = root.join("dataset.json");
+    let json_path = root.join(DATASET_FILE);
     let text = std::fs::read_to_string(&json_path).map_err(|source| DatasetError::Os {
         path: json_path.clone(),
         source,

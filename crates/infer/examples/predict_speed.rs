@@ -31,11 +31,11 @@ fn main() {
         Some("3d_fullres") => ConfigurationName::ThreeDFullres,
         Some(other) => panic!("unknown configuration {other}"),
     };
-    let plan = Plan::load(&work.join("plans.json")).expect("plans.json should load");
+    let plan = Plan::load(&work.join(spineseg_infer::model_folder::PLAN_FILE)).expect("plans.json should load");
     let config = network_config_for_plan(&plan, configuration).expect("the plan should describe a network");
     let mut predictor = BurnUNetPredictor::random(&config, 0, Device::flex());
     if let Some(out) = args.get(3) {
-        let labels = OutputLabels::load(&work.join("labels.json")).expect("labels.json should load");
+        let labels = OutputLabels::load(&work.join(spineseg_infer::model_folder::LABELS_FILE)).expect("labels.json should load");
         ModelFolder::save(
             &PathBuf::from(out),
             &ModelManifest::new(configuration, config.clone()),

@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 /// Version of the `model.json` layout.
 pub const MODEL_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "model.json";
-pub const PLAN_FILE: &str = "plans.json";
-pub const LABELS_FILE: &str = "labels.json";
+/// The plan and the output label map (names owned by the plan schema's crate).
+pub use spineseg_preprocessing::plan::{LABELS_FILE, PLAN_FILE};
 pub const WEIGHTS_FILE: &str = "weights.bpk";
 /// Optional: class prompts and their embeddings (`spineseg text cache`).
 pub const PROMPT_EMBEDDINGS_FILE: &str = "prompt_embeddings.json";

@@ -37,6 +37,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use spineseg_datasets::nnunet::DATASET_FILE;
 use spineseg_io::{AnyVolume, Geometry, Label, Spacing, Volume, VoxelData};
 use std::path::{Path, PathBuf};
 
@@ -638,7 +639,7 @@ pub fn write_nnunet_dataset(
                     }
                 }
             }
-            let json = out_dir.join("dataset.json");
+            let json = out_dir.join(DATASET_FILE);
             if json.exists() {
                 std::fs::remove_file(&json).map_err(os(&json))?;
             }
@@ -697,7 +698,7 @@ pub fn write_nnunet_dataset(
         },
     };
     let text = serde_json::to_string_pretty(&json).expect("dataset.json should serialise");
-    let path = out_dir.join("dataset.json");
+    let path = out_dir.join(DATASET_FILE);
     spineseg_io::atomic::write_atomically(&path, |w| w.write_all(format!("{text}\n").as_bytes()))?;
     Ok(PhantomDatasetSummary { root: out_dir.to_path_buf(), cases: infos })
 }

@@ -26,6 +26,9 @@ use spineseg_io::Label;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The fingerprint's file name in a preprocessed dataset folder.
+pub const FINGERPRINT_FILE: &str = "fingerprint.json";
+
 /// Version of the `fingerprint.json` layout.
 pub const FINGERPRINT_FORMAT_VERSION: u32 = 1;
 

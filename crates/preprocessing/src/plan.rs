@@ -24,6 +24,11 @@ use std::path::{Path, PathBuf};
 /// The plan's file name in a preprocessed dataset folder and in a model folder.
 pub const PLAN_FILE: &str = "plans.json";
 
+/// The output label map written beside the plan and copied into a model folder: class value
+/// (ontology id) -> the training dataset's label value and name (read as
+/// `spineseg_infer::model_folder::OutputLabels`).
+pub const LABELS_FILE: &str = "labels.json";
+
 /// Version of the `plans.json` layout.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
 
@@ -193,8 +198,8 @@ impl TextGuidanceSettings {
 }
 
 /// Options of the planner (`spineseg_planning::plan_from_fingerprint`), kept in the plan for the
-/// record. Budgets are in nnU-Net's feature-map units (elements of
-/// all conv outputs of one sample, see [`estimate_feature_map_size`]) times the batch size.
+/// record. Budgets are in nnU-Net's feature-map units (elements of all conv outputs of one
+/// sample, see `spineseg_planning::planner::estimate_feature_map_size`) times the batch size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanOptions {
     pub base_features: usize,
