@@ -5,5 +5,8 @@
 pub mod error;
 pub mod fingerprint;
 pub mod planner;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod test_support;
 
 pub use planner::plan_from_fingerprint;

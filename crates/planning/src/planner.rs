@@ -309,34 +309,18 @@ pub fn plan_from_fingerprint(fingerprint: &Fingerprint, options: &PlanOptions) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use CaseFingerprint;
+    use crate::test_support::case_fingerprint;
 
     fn case(id: usize, spacing: [f64; 3], shape: [usize; 3]) -> CaseFingerprint {
-        CaseFingerprint {
-            id: format!("case{id}"),
-            original_orientation: "RAS".into(),
-            spacing_mm: spacing,
-            shape,
-            crop_start: [0; 3],
-            crop_end: shape,
-            shape_after_crop: shape,
-            relative_size_after_cropping: 1.0,
-            labels_present: vec![0, 20, 21, 22, 119],
-            foreground_voxels: 1000,
-            foreground_intensities: vec![None],
-        }
+        let labels = vec![0, 20, 21, 22, 119];
+        CaseFingerprint { foreground_voxels: 1000, ..case_fingerprint(&format!("case{id}"), spacing, shape, labels) }
     }
 
     fn fingerprint(cases: Vec<CaseFingerprint>) -> Fingerprint {
         Fingerprint {
-            format_version: crate::fingerprint::FINGERPRINT_FORMAT_VERSION,
-            dataset_name: "toy".into(),
-            channel_names: vec!["T2".into()],
-            label_names: BTreeMap::new(),
-            cases,
-            foreground_intensity_properties_per_channel: vec![None],
             median_relative_size_after_cropping: 0.9,
             samples_per_case: 10,
+            ..crate::test_support::fingerprint("toy", cases)
         }
     }
 

@@ -105,37 +105,18 @@ fn real_resampling_reverts_closely() {
 
 #[test]
 fn typical_lumbar_plan_is_reasonable() {
-    use spineseg_planning::fingerprint::{CaseFingerprint, Fingerprint, FINGERPRINT_FORMAT_VERSION};
+    use spineseg_planning::fingerprint::CaseFingerprint;
+    use spineseg_planning::test_support::{case_fingerprint, fingerprint};
     // Sagittal T2 lumbar scans: ~15 slices of 3.3-4.4 mm, 0.6 mm in plane, 512 x 512.
     let cases = (0..20)
         .map(|n| {
             let spacing = [3.3 + 0.06 * n as f64, 0.6, 0.6];
-            let shape = [15, 448, 512];
-            CaseFingerprint {
-                id: format!("c{n}"),
-                original_orientation: "IPR".into(),
-                spacing_mm: spacing,
-                shape,
-                crop_start: [0; 3],
-                crop_end: shape,
-                shape_after_crop: shape,
-                relative_size_after_cropping: 1.0,
-                labels_present: vec![0, 20, 21, 22, 23, 24, 26, 120, 121, 122, 123, 124],
-                foreground_voxels: 1,
-                foreground_intensities: vec![None],
-            }
+            let labels = vec![0, 20, 21, 22, 23, 24, 26, 120, 121, 122, 123, 124];
+            let case = case_fingerprint(&format!("c{n}"), spacing, [15, 448, 512], labels);
+            CaseFingerprint { original_orientation: "IPR".into(), ..case }
         })
         .collect();
-    let f = Fingerprint {
-        format_version: FINGERPRINT_FORMAT_VERSION,
-        dataset_name: "lumbar".into(),
-        channel_names: vec!["T2".into()],
-        label_names: BTreeMap::new(),
-        cases,
-        foreground_intensity_properties_per_channel: vec![None],
-        median_relative_size_after_cropping: 1.0,
-        samples_per_case: 1,
-    };
+    let f = fingerprint("lumbar", cases);
     for (name, options) in [("cpu", PlanOptions::default()), ("nnunet", PlanOptions::nnunet())] {
         let plan = plan_from_fingerprint(&f, &options).unwrap();
         for (config, c) in &plan.configurations {
@@ -165,29 +146,7 @@ fn labels_not_in_the_plan_are_reported() {
 }
 
 fn tiny_plan(spacing: [f64; 3]) -> Plan {
-    use spineseg_planning::fingerprint::{CaseFingerprint, Fingerprint};
-    let case = CaseFingerprint {
-        id: "a".into(),
-        original_orientation: "RAS".into(),
-        spacing_mm: spacing,
-        shape: [8; 3],
-        crop_start: [0; 3],
-        crop_end: [8; 3],
-        shape_after_crop: [8; 3],
-        relative_size_after_cropping: 1.0,
-        labels_present: vec![0, 1, 2],
-        foreground_voxels: 1,
-        foreground_intensities: vec![None],
-    };
-    let f = Fingerprint {
-        format_version: spineseg_planning::fingerprint::FINGERPRINT_FORMAT_VERSION,
-        dataset_name: "tiny".into(),
-        channel_names: vec!["T2".into()],
-        label_names: Default::default(),
-        cases: vec![case],
-        foreground_intensity_properties_per_channel: vec![None],
-        median_relative_size_after_cropping: 1.0,
-        samples_per_case: 1,
-    };
+    use spineseg_planning::test_support::{case_fingerprint, fingerprint};
+    let f = fingerprint("tiny", vec![case_fingerprint("a", spacing, [8; 3], vec![0, 1, 2])]);
     plan_from_fingerprint(&f, &PlanOptions { overwrite_target_spacing: Some(spacing), ..Default::default() }).unwrap()
 }
