@@ -2,7 +2,7 @@
 //! choices, and commands get the library's own types.
 
 use clap::ValueEnum;
-use spineseg_data::plan::ConfigurationName;
+use spineseg_preprocessing::plan::ConfigurationName;
 
 /// A plan configuration (`--configuration`, `--configurations`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

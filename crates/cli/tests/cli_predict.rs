@@ -3,7 +3,7 @@
 //! shape, geometry, label values and format, for a file, a folder, a rotated anisotropic input,
 //! and that bad inputs fail with exit code 1 and write nothing.
 
-use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_infer::network::Device;
 use spineseg_infer::{network_config_for_plan, ModelFolder, ModelManifest, NetworkPredictor, OutputLabels};
 use spineseg_io::{read_volume, AnyVolume, Geometry, Label, Spacing};
@@ -211,7 +211,7 @@ fn structures_keep_only_the_named_labels() {
     // The phantom's label values are ontology ids; ask for the most frequent predicted one by
     // a synonym of its name.
     let target = support::most_frequent_structure(all.data());
-    let structure = spineseg_data::Ontology::standard().get(spineseg_data::StructureId(target)).unwrap();
+    let structure = spineseg_anatomy::Ontology::standard().get(spineseg_anatomy::StructureId(target)).unwrap();
     let one = root.join("one.nii.gz");
     ok(spineseg(&["predict", "-i", s(&image), "-o", s(&one), "-m", s(&model), "--structures", &structure.display_name]));
     let one = read_volume(&one).unwrap().to_labels(&one).unwrap();

@@ -247,7 +247,7 @@ fn text_guided_training_resumes_exactly_and_structures_filter_its_prediction() {
     ok(spineseg(&["predict", "-i", image.to_str().unwrap(), "-o", all.to_str().unwrap(), "-m", a.to_str().unwrap()]));
     let all = spineseg_io::read_labels(&all).unwrap();
     let target = support::most_frequent_structure(all.data());
-    let name = spineseg_data::Ontology::standard().get(spineseg_data::StructureId(target)).unwrap().display_name.clone();
+    let name = spineseg_anatomy::Ontology::standard().get(spineseg_anatomy::StructureId(target)).unwrap().display_name.clone();
     let one = dir.path().join("one.nii.gz");
     let args = ["predict", "-i", image.to_str().unwrap(), "-o", one.to_str().unwrap(), "-m", a.to_str().unwrap()];
     ok(spineseg(&[&args[..], &["--structures", &name]].concat()));

@@ -8,8 +8,8 @@
 //! file; `CONFIGURATION` is `2d` (default) or `3d_fullres`. With `MODEL_OUT`, the random model
 //! folder is also written there (for timing `spineseg predict -m MODEL_OUT`).
 
-use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_data::preprocess::{preprocess_case, CaseVolumes};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::preprocess::{preprocess_case, CaseVolumes};
 use spineseg_infer::network::Device;
 use spineseg_infer::{
     network_config_for_plan, predict_case, ModelFolder, ModelManifest, NetworkPredictor, OutputLabels,
@@ -31,11 +31,11 @@ fn main() {
         Some("3d_fullres") => ConfigurationName::ThreeDFullres,
         Some(other) => panic!("unknown configuration {other}"),
     };
-    let plan = Plan::load(&work.join("plans.json")).expect("plans.json should load");
+    let plan = Plan::load(&work.join(spineseg_infer::model_folder::PLAN_FILE)).expect("plans.json should load");
     let config = network_config_for_plan(&plan, configuration).expect("the plan should describe a network");
     let mut predictor = NetworkPredictor::random(&config, 0, Device::flex());
     if let Some(out) = args.get(3) {
-        let labels = OutputLabels::load(&work.join("labels.json")).expect("labels.json should load");
+        let labels = OutputLabels::load(&work.join(spineseg_infer::model_folder::LABELS_FILE)).expect("labels.json should load");
         ModelFolder::save(
             &PathBuf::from(out),
             &ModelManifest::new(configuration, config.clone()),

@@ -25,9 +25,10 @@ pub enum InferError {
     /// that do not fit the network, plan and network that disagree); names the file.
     #[error("{path}: {detail}")]
     Model { path: std::path::PathBuf, detail: String },
-    /// Reverting a prediction to the input grid failed (the data error names the case).
+    /// Reading the plan or reverting a prediction to the input grid failed (the error names the
+    /// case or file).
     #[error(transparent)]
-    Data(#[from] spineseg_data::error::DataError),
+    Preprocess(#[from] spineseg_preprocessing::error::PreprocessError),
 }
 
 pub type Result<T, E = InferError> = std::result::Result<T, E>;

@@ -28,7 +28,7 @@ use crate::network::NetworkPredictor;
 use crate::predict::PredictOptions;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_io::{Label, Volume};
 use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig};
 use std::path::{Path, PathBuf};
@@ -38,8 +38,8 @@ pub const MODEL_FORMAT_VERSION: u32 = 2;
 /// The oldest `model.json` layout this build reads (converted on reading).
 pub const OLDEST_MODEL_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "model.json";
-pub const PLAN_FILE: &str = "plans.json";
-pub const LABELS_FILE: &str = "labels.json";
+/// The plan and the output label map (names owned by the plan schema's crate).
+pub use spineseg_preprocessing::plan::{LABELS_FILE, PLAN_FILE};
 pub const WEIGHTS_FILE: &str = "weights.bpk";
 /// Optional: class prompts and their embeddings (`spineseg text cache`).
 pub const PROMPT_EMBEDDINGS_FILE: &str = "prompt_embeddings.json";

@@ -10,7 +10,7 @@ use crate::sliding_window::PatchPredictor;
 /// The burn device type (re-exported so callers need no burn dependency).
 pub use burn::tensor::Device;
 use burn::tensor::{Tensor, TensorData};
-use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig, SpatialDims};
 
 /// The network configuration a plan's configuration describes: its stage widths, strides and

@@ -1,12 +1,12 @@
 //! One case end to end: sliding window -> arg max -> optional largest component per class ->
-//! back onto the input's grid and label values ([`spineseg_data::preprocess::revert_to_original`]
+//! back onto the input's grid and label values ([`spineseg_preprocessing::preprocess::revert_to_original`]
 //! does the resampling, uncropping, reorientation and class index -> label value mapping).
 
 use crate::error::{InferError, Result};
 use crate::postprocess::{keep_largest_component_per_class, Connectivity};
 use crate::sliding_window::{predict_sliding_window_argmax, PatchPredictor, SlidingWindowOptions};
-use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_data::preprocess::{revert_to_original, PreprocessedCase};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::preprocess::{revert_to_original, PreprocessedCase};
 use spineseg_io::{Label, Volume};
 
 /// Options of [`predict_case`].
@@ -50,7 +50,7 @@ pub fn segment_preprocessed<P: PatchPredictor + ?Sized>(
     Ok(seg)
 }
 
-/// Predicts one preprocessed case (from [`spineseg_data::preprocess::preprocess_case`]) and
+/// Predicts one preprocessed case (from [`spineseg_preprocessing::preprocess::preprocess_case`]) and
 /// returns the segmentation on the input files' grid: their shape and geometry, the plan's
 /// label values. The predictor must produce `plan.num_classes()` channels and the patch must
 /// have as many axes as the case's configuration (2 for `2d`, 3 for `3d_fullres`).

@@ -46,7 +46,7 @@
 
 use crate::error::{InferError, PredictorError, Result};
 use rayon::prelude::*;
-use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_io::{Geometry, Volume};
 use std::sync::Arc;
 

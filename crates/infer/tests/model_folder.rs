@@ -1,10 +1,10 @@
 //! Model folders: a saved folder loads back to the same network, and every way a folder can be
 //! broken gives an error naming the file.
 
-use spineseg_data::plan::{
+use spineseg_preprocessing::plan::{
     ConfigurationName, Configuration, LabelClass, Normalization, Plan, PlanOptions, UNetTopology, PLAN_FORMAT_VERSION,
 };
-use spineseg_data::resample::ResampleSettings;
+use spineseg_preprocessing::resample::ResampleSettings;
 use spineseg_infer::model_folder::{LABELS_FILE, MANIFEST_FILE, PLAN_FILE, WEIGHTS_FILE};
 use spineseg_infer::network::Device;
 use spineseg_infer::{

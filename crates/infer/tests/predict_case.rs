@@ -3,9 +3,9 @@
 //! a "network" returns the one-hot of the known labels, and `predict_case` must give back the
 //! original label volume with the original geometry, in 2D and 3D.
 
-use spineseg_data::fingerprint::{compute_fingerprint, FingerprintOptions};
-use spineseg_data::plan::{ConfigurationName, Plan, PlanOptions};
-use spineseg_data::preprocess::{preprocess_case, CaseVolumes};
+use spineseg_planning::fingerprint::{compute_fingerprint, FingerprintOptions};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan, PlanOptions};
+use spineseg_preprocessing::preprocess::{preprocess_case, CaseVolumes};
 use spineseg_infer::{predict_case, predictor_fn, Connectivity, PatchPredictor, PredictOptions, SlidingWindowOptions};
 use spineseg_io::{Geometry, Label, Spacing, Volume};
 use std::collections::BTreeMap;
@@ -60,7 +60,7 @@ fn identity_plan(case: &CaseVolumes) -> Plan {
     )
     .unwrap();
     // The case's own canonical spacing: preprocessing resamples nothing.
-    let plan = Plan::from_fingerprint(
+    let plan = spineseg_planning::plan_from_fingerprint(
         &fingerprint,
         &PlanOptions { overwrite_target_spacing: Some([3.5, 0.7, 0.8]), ..Default::default() },
     )

@@ -12,7 +12,7 @@
 //! Label volumes are in canonical RAS (`i` towards the patient's right, `j` anterior, `k`
 //! superior, `i` fastest), as everywhere in spineseg; label values are ontology ids.
 
-use spineseg_data::ontology::{Ontology, Region, Structure, StructureId, StructureKind};
+use spineseg_anatomy::ontology::{Ontology, Region, Structure, StructureId, StructureKind};
 
 /// The view a prompt describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

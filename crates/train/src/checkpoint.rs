@@ -136,8 +136,8 @@ pub fn load_state(dir: &Path) -> Result<TrainState> {
 }
 
 /// A version-1 `state.json` in the version-2 layout: the flags `partial_labels` and
-/// `text_guided` of the config become the method (the text-guidance settings of that time were
-/// the defaults, held in the plan), and the one network becomes the method's state.
+/// `text_guided` of the config become the method, and the one network becomes the method's
+/// state.
 fn state_from_version_1(mut value: serde_json::Value) -> serde_json::Value {
     use serde_json::{json, Value};
     let config = value.get_mut("config").and_then(Value::as_object_mut);
@@ -148,15 +148,11 @@ fn state_from_version_1(mut value: serde_json::Value) -> serde_json::Value {
         ),
         None => (false, false),
     };
-    let method = if text_guided {
-        serde_json::to_value(crate::methods::MethodConfig::TextGuided(crate::methods::TextGuidedSettings {
-            partial_labels,
-            ..Default::default()
-        }))
-    } else {
-        serde_json::to_value(crate::methods::MethodConfig::Supervised(crate::methods::SupervisedSettings { partial_labels }))
-    }
-    .expect("method settings should serialise");
+    // The built-in methods' tags (`crate::methods::MethodConfig`, named here, not imported, so
+    // checkpoints stay below the methods); the text settings take their defaults, the values of
+    // the plan's `text_guidance` that no command could change.
+    let kind = if text_guided { "text_guided" } else { "supervised" };
+    let method = json!({ "kind": kind, "partial_labels": partial_labels });
     if let Some(object) = value.as_object_mut() {
         let network = object.remove("network").unwrap_or(Value::Null);
         object.insert("method".into(), method);

@@ -7,9 +7,9 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
-use spineseg_data::augment::AugmentationConfig;
-use spineseg_data::plan::ConfigurationName;
-use spineseg_data::sampling::OVERSAMPLE_FOREGROUND_PERCENT;
+use spineseg_dataloading::augment::AugmentationConfig;
+use spineseg_preprocessing::plan::ConfigurationName;
+use spineseg_dataloading::sampling::OVERSAMPLE_FOREGROUND_PERCENT;
 
 /// The optimiser and its hyper-parameters. The learning rate given here is the initial one of the
 /// polynomial schedule ([`crate::poly_lr_with_exponent`]).

@@ -35,9 +35,9 @@ use crate::progress::{write_log_csv, write_progress_png, EpochSummary, RunInfo, 
 use crate::pseudo_dice::{ema_update, PseudoDice};
 use crate::splits::load_or_create_splits;
 use burn::tensor::Device;
-use spineseg_data::augment::AugmentationConfig;
-use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_data::sampling::{load_cases, Batch, BatchLoader, PatchSampler, SamplerConfig};
+use spineseg_dataloading::augment::AugmentationConfig;
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_dataloading::sampling::{load_cases, Batch, BatchLoader, PatchSampler, SamplerConfig};
 use spineseg_model::PlainConvUNetConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,16 +86,16 @@ pub struct RunPaths {
 
 impl RunPaths {
     pub fn plans(&self) -> PathBuf {
-        self.work.join("plans.json")
+        self.work.join(spineseg_preprocessing::plan::PLAN_FILE)
     }
     pub fn labels(&self) -> PathBuf {
-        self.work.join("labels.json")
+        self.work.join(spineseg_preprocessing::plan::LABELS_FILE)
     }
     pub fn preprocessed(&self, configuration: ConfigurationName) -> PathBuf {
         self.work.join("preprocessed").join(configuration.as_str())
     }
     pub fn work_splits(&self) -> PathBuf {
-        self.work.join("splits_final.json")
+        self.work.join(crate::splits::SPLITS_FILE)
     }
     pub fn training(&self) -> PathBuf {
         self.model_dir.join("training")
@@ -218,7 +218,7 @@ pub fn run<M: MethodSpec>(
     }
     let training_dir = paths.training();
     std::fs::create_dir_all(&training_dir).map_err(os(&training_dir))?;
-    spineseg_io::json::write_json(&training_dir.join("splits_final.json"), &splits)?;
+    spineseg_io::json::write_json(&training_dir.join(crate::splits::SPLITS_FILE), &splits)?;
     let train_cases = load_cases(&data_dir, &split.train)?;
     let val_cases = load_cases(&data_dir, &split.val)?;
     for case in train_cases.iter().chain(&val_cases) {
@@ -432,10 +432,10 @@ fn write_model_folder(
     let tmp = spineseg_io::atomic::temporary_path(&weights);
     std::fs::copy(&source, &tmp).map_err(os(&source))?;
     std::fs::rename(&tmp, &weights).map_err(os(&weights))?;
-    plan.save(&model_dir.join("plans.json"))?;
+    plan.save(&model_dir.join(spineseg_preprocessing::plan::PLAN_FILE))?;
     let labels = paths.labels();
     if labels.is_file() {
-        let target = model_dir.join("labels.json");
+        let target = model_dir.join(spineseg_preprocessing::plan::LABELS_FILE);
         let tmp = spineseg_io::atomic::temporary_path(&target);
         std::fs::copy(&labels, &tmp).map_err(os(&labels))?;
         std::fs::rename(&tmp, &target).map_err(os(&target))?;

@@ -5,9 +5,15 @@ use std::path::PathBuf;
 /// Errors from setting up, running or resuming a training run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// Reading the plan or the preprocessed cases, or sampling patches, failed.
+    /// Reading the plan or the preprocessed cases failed.
     #[error(transparent)]
-    Data(#[from] spineseg_data::error::DataError),
+    Preprocess(#[from] spineseg_preprocessing::error::PreprocessError),
+    /// Loading cases for training or sampling patches failed.
+    #[error(transparent)]
+    Sampling(#[from] spineseg_dataloading::error::SamplingError),
+    /// Rendering or writing the progress plot failed.
+    #[error(transparent)]
+    Render(#[from] spineseg_render::error::RenderError),
     /// Writing a file failed (the I/O error names the file).
     #[error(transparent)]
     Io(#[from] spineseg_io::IoError),

@@ -13,7 +13,7 @@
 use crate::error::{Result, TrainError};
 use spineseg_io::json::{read_json, write_json};
 use serde::{Deserialize, Serialize};
-use spineseg_data::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_model::{NetworkConfig, PlainConvUNetConfig};
 use std::path::Path;
 

@@ -20,9 +20,9 @@ use crate::pseudo_dice::PseudoDice;
 use burn::tensor::Device;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_data::preprocess::PreprocessedCase;
-use spineseg_data::sampling::Batch;
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::preprocess::PreprocessedCase;
+use spineseg_dataloading::sampling::Batch;
 use spineseg_model::{NetworkConfig, PlainConvUNetConfig};
 use std::path::Path;
 

@@ -3,8 +3,8 @@
 
 use crate::error::{Result, TrainError};
 use serde::{Deserialize, Serialize};
-use spineseg_data::overlay::write_png;
-use spineseg_data::plot::{render_line_plot, vstack, LinePlot, Series, PALETTE};
+use spineseg_render::overlay::write_png;
+use spineseg_render::plot::{render_line_plot, vstack, LinePlot, Series, PALETTE};
 use std::path::Path;
 
 /// The numbers of one finished epoch. Values that can be undefined (no foreground in the

@@ -22,6 +22,8 @@ use std::path::Path;
 
 /// Number of cross-validation folds.
 pub const NUM_FOLDS: usize = 5;
+/// The splits' file name (in the preprocessed work folder and a model's `training/`).
+pub const SPLITS_FILE: &str = "splits_final.json";
 /// Seed of the shuffle (nnU-Net's `random_state`).
 pub const SPLIT_SEED: u64 = 12345;
 

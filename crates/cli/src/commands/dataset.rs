@@ -2,8 +2,8 @@
 
 use crate::Outcome;
 use anyhow::Result;
-use spineseg_data::check::{check_loaded, CheckOptions};
-use spineseg_data::datasets::detect_and_open;
+use spineseg_datasets::check::{check_loaded, CheckOptions};
+use spineseg_datasets::detect_and_open;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]

@@ -18,10 +18,10 @@ use crate::commands::plan::{self as plan_command, PlanArgs};
 use crate::commands::predict::{predict_jobs, CaseJob};
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use spineseg_data::overlay::{render_overlay, write_png, OverlayOptions, RgbImage};
-use spineseg_data::phantom::{case_id, write_nnunet_dataset, PhantomConfig};
-use spineseg_data::plan::{ConfigurationName, Plan};
-use spineseg_data::Ontology;
+use spineseg_render::overlay::{render_overlay, write_png, OverlayOptions, RgbImage};
+use spineseg_phantom::{case_id, write_nnunet_dataset, PhantomConfig};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_anatomy::Ontology;
 use spineseg_infer::{network_config_for_plan, ModelFolder, ModelManifest, NetworkPredictor, OutputLabels};
 use spineseg_io::{read_image, read_labels, Label};
 use spineseg_metrics::{evaluate_folders, format_table, write_report, EvaluationOptions};
@@ -220,8 +220,8 @@ impl TrainingObserver for EpochPrinter {
 
 /// A model folder with random weights for the work folder's 2D configuration.
 fn write_untrained_model(work: &Path, model_dir: &Path, seed: u64) -> Result<()> {
-    let plan = Plan::load(&work.join("plans.json"))?;
-    let labels_path = work.join("labels.json");
+    let plan = Plan::load(&work.join(spineseg_preprocessing::plan::PLAN_FILE))?;
+    let labels_path = work.join(spineseg_preprocessing::plan::LABELS_FILE);
     let labels = OutputLabels::load(&labels_path)?;
     let config = network_config_for_plan(&plan, ConfigurationName::TwoD)?;
     let predictor = NetworkPredictor::random(&config, seed, burn_device());

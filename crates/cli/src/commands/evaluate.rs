@@ -2,7 +2,7 @@
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use spineseg_data::Ontology;
+use spineseg_anatomy::Ontology;
 use spineseg_io::geometry::closest_world_axes;
 use spineseg_io::Label;
 use spineseg_metrics::{evaluate_folders, format_table, pair_cases, write_report, Connectivity, EvaluationOptions};
@@ -96,8 +96,8 @@ fn resolve_slice_axis(axis: &str, pred: &Path, reference: &Path) -> Result<usize
 }
 
 fn label_names(dataset_json: Option<&Path>, reference: &Path) -> Result<BTreeMap<Label, String>> {
-    let beside = reference.parent().map(|p| p.join("dataset.json")).filter(|p| p.is_file());
-    let beside = beside.or_else(|| Some(reference.join("..").join("dataset.json")).filter(|p| p.is_file()));
+    let beside = reference.parent().map(|p| p.join(spineseg_datasets::nnunet::DATASET_FILE)).filter(|p| p.is_file());
+    let beside = beside.or_else(|| Some(reference.join("..").join(spineseg_datasets::nnunet::DATASET_FILE)).filter(|p| p.is_file()));
     if let Some(path) = dataset_json.map(Path::to_path_buf).or(beside) {
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
         let json: serde_json::Value =

@@ -2,7 +2,7 @@
 
 use crate::Outcome;
 use anyhow::Result;
-use spineseg_data::Ontology;
+use spineseg_anatomy::Ontology;
 use spineseg_io::{read_volume, AnyVolume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ fn label_histogram(volume: &AnyVolume, forced: bool) -> Option<BTreeMap<u64, usi
 /// Names for label values: from the dataset.json of an nnU-Net folder the file sits in
 /// (`DATASET/labelsTr/x.nii.gz`), else from the spineseg ontology.
 fn label_names_for(file: &Path) -> BTreeMap<u64, String> {
-    let dataset_json = file.parent().and_then(Path::parent).map(|d| d.join("dataset.json"));
+    let dataset_json = file.parent().and_then(Path::parent).map(|d| d.join(spineseg_datasets::nnunet::DATASET_FILE));
     if let Some(names) = dataset_json.and_then(|p| std::fs::read_to_string(p).ok()).and_then(|text| {
         let json: serde_json::Value = serde_json::from_str(&text).ok()?;
         let labels = json.get("labels")?.as_object()?;

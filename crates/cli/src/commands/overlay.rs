@@ -2,7 +2,7 @@
 
 use crate::Outcome;
 use anyhow::{bail, Result};
-use spineseg_data::overlay::{render_overlay, write_png, OverlayOptions};
+use spineseg_render::overlay::{render_overlay, write_png, OverlayOptions};
 use spineseg_io::{read_image, read_labels};
 use std::path::PathBuf;
 

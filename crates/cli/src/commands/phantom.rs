@@ -2,7 +2,7 @@
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use spineseg_data::phantom::{write_nnunet_dataset, Contrast, PhantomConfig};
+use spineseg_phantom::{write_nnunet_dataset, Contrast, PhantomConfig};
 use std::path::PathBuf;
 
 /// Generate synthetic sagittal lumbar MRI cases (vertebral bodies with cortical rim, discs,

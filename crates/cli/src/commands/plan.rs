@@ -4,10 +4,10 @@
 use crate::values::ConfigurationArg;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use spineseg_data::datasets::{detect_and_open, LabelTarget};
-use spineseg_data::fingerprint::{fingerprint_dataset, FingerprintOptions};
-use spineseg_data::plan::{ConfigurationName, Plan, PlanOptions};
-use spineseg_data::preprocess::preprocess_dataset;
+use spineseg_datasets::{detect_and_open, LabelTarget};
+use spineseg_planning::fingerprint::{fingerprint_dataset, FingerprintOptions};
+use spineseg_preprocessing::plan::{ConfigurationName, PlanOptions};
+use spineseg_preprocessing::preprocess::preprocess_dataset;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -72,7 +72,7 @@ pub fn run(args: PlanArgs) -> Result<Outcome> {
     let started = Instant::now();
     let options = FingerprintOptions { threads: args.threads.max(1), ..FingerprintOptions::default() };
     let fingerprint = fingerprint_dataset(&dataset, &options)?;
-    fingerprint.save(&args.out.join("fingerprint.json"))?;
+    fingerprint.save(&args.out.join(spineseg_planning::fingerprint::FINGERPRINT_FILE))?;
     eprintln!("fingerprint: {} cases in {:.1} s", fingerprint.cases.len(), started.elapsed().as_secs_f64());
 
     let mut plan_options = PlanOptions::default();
@@ -95,14 +95,14 @@ pub fn run(args: PlanArgs) -> Result<Outcome> {
         }
         plan_options.overwrite_target_spacing = Some([spacing[0], spacing[1], spacing[2]]);
     }
-    let mut plan = Plan::from_fingerprint(&fingerprint, &plan_options)?;
+    let mut plan = spineseg_planning::plan_from_fingerprint(&fingerprint, &plan_options)?;
     if let Some(batch_size) = args.batch_size {
         for config in plan.configurations.values_mut() {
             config.batch_size = batch_size;
         }
     }
-    plan.save(&args.out.join("plans.json"))?;
-    write_output_labels(&args.out.join("labels.json"), &dataset)?;
+    plan.save(&args.out.join(spineseg_preprocessing::plan::PLAN_FILE))?;
+    write_output_labels(&args.out.join(spineseg_preprocessing::plan::LABELS_FILE), &dataset)?;
     for (name, config) in &plan.configurations {
         eprintln!(
             "{}: spacing {:?} mm, patch {:?}, batch {}, {} stages, features {:?}",
@@ -130,7 +130,7 @@ pub fn run(args: PlanArgs) -> Result<Outcome> {
             );
         }
     }
-    println!("plan written to {}", args.out.join("plans.json").display());
+    println!("plan written to {}", args.out.join(spineseg_preprocessing::plan::PLAN_FILE).display());
     Ok(Outcome::Success)
 }
 
@@ -140,7 +140,7 @@ pub fn preprocessed_dir(work: &Path, configuration: ConfigurationName) -> PathBu
 
 /// labels.json: for every ontology structure the dataset labels, the dataset's own value and
 /// name, so predictions can be written in the training dataset's label values (as nnU-Net does).
-fn write_output_labels(path: &Path, dataset: &spineseg_data::datasets::Dataset) -> Result<()> {
+fn write_output_labels(path: &Path, dataset: &spineseg_datasets::Dataset) -> Result<()> {
     let mut by_structure: BTreeMap<u16, (u16, String)> = BTreeMap::new();
     for (value, entry) in dataset.label_map.entries() {
         if let LabelTarget::Structure(id) = entry.target {

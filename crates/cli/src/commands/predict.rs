@@ -21,8 +21,8 @@
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use spineseg_data::ontology::{Ontology, StructureId};
-use spineseg_data::preprocess::{preprocess_case, CaseVolumes};
+use spineseg_anatomy::ontology::{Ontology, StructureId};
+use spineseg_preprocessing::preprocess::{preprocess_case, CaseVolumes};
 use spineseg_infer::{predict_case, Connectivity, ModelFolder, NetworkPredictor, PredictOptions};
 use spineseg_io::{AnyVolume, ImageFormat};
 use std::collections::BTreeMap;

@@ -96,7 +96,7 @@ fn load_encoder(flag: Option<PathBuf>) -> Result<(PathBuf, TextEncoder)> {
 
 fn cache(args: CacheArgs) -> Result<Outcome> {
     let plans = args.model.join(PLAN_FILE);
-    let plan = spineseg_data::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
+    let plan = spineseg_preprocessing::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
     let path = args.model.join(PROMPT_EMBEDDINGS_FILE);
     let embeddings = embed_class_prompts(&plan, &plans, args.text_encoder)?;
     embeddings.save(&path).with_context(|| format!("writing {}", path.display()))?;
@@ -107,11 +107,11 @@ fn cache(args: CacheArgs) -> Result<Outcome> {
 /// The class prompts of `plan`'s classes (background first) embedded with the text encoder
 /// (`encoder_flag` or the default folder). `plans` names the plan file in errors.
 pub fn embed_class_prompts(
-    plan: &spineseg_data::plan::Plan,
+    plan: &spineseg_preprocessing::plan::Plan,
     plans: &std::path::Path,
     encoder_flag: Option<PathBuf>,
 ) -> Result<PromptEmbeddings> {
-    use spineseg_data::ontology::StructureId;
+    use spineseg_anatomy::ontology::StructureId;
     use spineseg_text::prompts::{class_prompt, BACKGROUND_PROMPT};
     let mut entries = Vec::new();
     for (class, label) in plan.labels.iter().enumerate() {
@@ -165,7 +165,7 @@ fn embed(args: EmbedArgs) -> Result<Outcome> {
 }
 
 fn prompts(args: PromptsArgs) -> Result<Outcome> {
-    use spineseg_data::ontology::{Ontology, StructureId};
+    use spineseg_anatomy::ontology::{Ontology, StructureId};
     use spineseg_text::prompts::{class_prompt, view_prompts, View};
     let ontology = Ontology::standard();
     let name = |id: StructureId| ontology.get(id).map_or_else(|| id.to_string(), |s| s.name.clone());
@@ -176,7 +176,7 @@ fn prompts(args: PromptsArgs) -> Result<Outcome> {
                 let text = std::fs::read_to_string(json_path).with_context(|| format!("reading {}", json_path.display()))?;
                 let json: serde_json::Value =
                     serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", json_path.display()))?;
-                let map = spineseg_data::datasets::nnunet::parse_labels(&json)
+                let map = spineseg_datasets::nnunet::parse_labels(&json)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", json_path.display()))?;
                 labels = map.remap(&labels, path)?;
             }

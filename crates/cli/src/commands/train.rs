@@ -123,7 +123,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     if args.text_guided && !args.resume && !paths.checkpoint_last().exists() {
         // Embedded once here; a resumed run reads the file (and the weights hold the vectors).
         let plans = paths.plans();
-        let plan = spineseg_data::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
+        let plan = spineseg_preprocessing::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
         let embeddings = super::text::embed_class_prompts(&plan, &plans, args.text_encoder.clone())?;
         let path = args.out.join(spineseg_infer::model_folder::PROMPT_EMBEDDINGS_FILE);
         embeddings.save(&path).with_context(|| format!("writing {}", path.display()))?;

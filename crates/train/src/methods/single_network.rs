@@ -13,10 +13,10 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use spineseg_data::partial_labels::annotated_classes;
-use spineseg_data::plan::Plan;
-use spineseg_data::preprocess::PreprocessedCase;
-use spineseg_data::sampling::Batch;
+use spineseg_dataloading::partial_labels::annotated_classes;
+use spineseg_preprocessing::plan::Plan;
+use spineseg_preprocessing::preprocess::PreprocessedCase;
+use spineseg_dataloading::sampling::Batch;
 use spineseg_model::{NetworkConfig, PlainConvUNet, PlainConvUNetConfig, UNetOutput};
 use std::path::Path;
 use std::sync::Mutex;
@@ -255,8 +255,8 @@ mod tests {
 
     #[test]
     fn label_masks_follow_each_samples_case() {
-        use spineseg_data::sampling::SampleInfo;
-        let sample = |case| SampleInfo { case, origin: [0; 3], valid: [1, 2, 2], forced_foreground: false, class: None };
+        use spineseg_dataloading::sampling::SampleInfo;
+        let sample = |case| SampleInfo { case, origin: [0; 3], valid: [1, 2, 2], forced_foreground: false, class: None, labelled: true };
         let batch = Batch {
             images: vec![0.0; 12],
             seg: vec![0; 12],

@@ -1,13 +1,13 @@
 //! nnU-Net's supervised training of one U-Net: deep-supervision Dice + cross-entropy, the
 //! visual-only baseline every other method is measured against. With partial labels each case
-//! supervises only the structure kinds it labels (`spineseg_data::partial_labels`).
+//! supervises only the structure kinds it labels (`spineseg_dataloading::partial_labels`).
 
 use super::single_network::{SingleNetwork, SingleNetworkState};
 use crate::error::Result;
 use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
 use crate::pseudo_dice::PseudoDice;
 use serde::{Deserialize, Serialize};
-use spineseg_data::sampling::Batch;
+use spineseg_dataloading::sampling::Batch;
 use std::path::Path;
 
 /// Settings of [`SupervisedMethod`].

@@ -12,13 +12,15 @@ use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
 use crate::pseudo_dice::PseudoDice;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use spineseg_data::sampling::Batch;
+use spineseg_dataloading::sampling::Batch;
 use spineseg_infer::model_folder::{PromptEmbeddings, PROMPT_EMBEDDINGS_FILE};
 use spineseg_model::TextGuidanceConfig;
 use std::path::Path;
 
-/// Settings of [`TextGuidedMethod`]: the fusion's shape and the CCAE loss.
+/// Settings of [`TextGuidedMethod`]: the fusion's shape and the CCAE loss (missing fields take
+/// the defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TextGuidedSettings {
     /// As [`super::SupervisedSettings::partial_labels`].
     #[serde(default)]

@@ -1,0 +1,5 @@
+//! spineseg-render: slice + label overlays and small line plots (training curves), as PNG.
+
+pub mod error;
+pub mod overlay;
+pub mod plot;
