@@ -7,8 +7,10 @@ pub mod datasets;
 pub mod error;
 pub mod ontology;
 pub mod overlay;
+pub mod overlay_comparison;
 pub mod partial_labels;
 pub mod phantom;
+pub mod pipeline;
 pub mod fingerprint;
 pub mod plan;
 pub mod plot;
@@ -16,4 +18,4 @@ pub mod preprocess;
 pub mod resample;
 pub mod sampling;
 
-pub use ontology::{Level, Ontology, Region, Structure, StructureId, StructureKind};
+pub use ontology::{Level, Ontology, Region, Structure, StructureId, StructureKind, StructureNameError};
