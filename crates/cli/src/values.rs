@@ -33,3 +33,26 @@ pub enum OptimizerArg {
     #[value(alias = "adam")]
     Adamw,
 }
+
+/// The view of an annotated case for `spineseg text prompts --view`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ViewArg {
+    /// One sagittal slice (canonical RAS axis i).
+    Sagittal,
+    /// One axial slice (canonical RAS axis k).
+    Axial,
+    /// The whole volume.
+    #[value(alias = "3d")]
+    Volume,
+}
+
+impl ViewArg {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewArg::Sagittal => "sagittal",
+            ViewArg::Axial => "axial",
+            ViewArg::Volume => "volume",
+        }
+    }
+}
