@@ -382,6 +382,99 @@ fn parse_level_prefix(token: &str) -> Option<(Level, &str)> {
     valid.then_some((Level::new(region, number), &rest[digits.len()..]))
 }
 
+/// Why a list of structure names could not be resolved to structures (e.g. `--structures`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StructureNameError {
+    /// The list names nothing (empty, or only separators).
+    #[error("the list of structures is empty: name at least one, e.g. \"L4 vertebra, L4/L5 disc\"")]
+    Empty,
+    /// A name the ontology does not know, even through its synonyms.
+    #[error("unknown structure {name:?}; closest names: {}", closest.join(", "))]
+    Unknown {
+        name: String,
+        /// The nearest display names by edit distance, nearest first.
+        closest: Vec<String>,
+    },
+    /// Structures the ontology knows but the model (or dataset) at hand does not segment.
+    #[error("the model does not segment {}; it segments: {}", missing.join(", "), available.join(", "))]
+    NotAvailable {
+        /// Display names of the requested structures that are not available.
+        missing: Vec<String>,
+        /// Display names of everything that is available.
+        available: Vec<String>,
+    },
+}
+
+/// How many suggestions an unknown name gets.
+const SUGGESTIONS: usize = 3;
+
+impl Ontology {
+    /// Resolves a comma (or semicolon) separated list of structure names through
+    /// [`Ontology::find_by_name`] (synonyms such as "disc L4/5" or "L4-L5"), in the order given,
+    /// without repeats. An unknown name is an error that suggests the three closest names.
+    pub fn resolve_names(&self, list: &str) -> Result<Vec<StructureId>, StructureNameError> {
+        let names: Vec<&str> = list.split([',', ';']).map(str::trim).filter(|n| !n.is_empty()).collect();
+        if names.is_empty() {
+            return Err(StructureNameError::Empty);
+        }
+        let mut ids = Vec::new();
+        for name in names {
+            let id = self.find_by_name(name).ok_or_else(|| StructureNameError::Unknown {
+                name: name.to_string(),
+                closest: self.closest_names(name, SUGGESTIONS),
+            })?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The display names of the `count` structures whose short or display name is nearest to
+    /// `name` by edit distance (case-insensitive); ties in ontology order of the names.
+    pub fn closest_names(&self, name: &str, count: usize) -> Vec<String> {
+        let query = name.trim().to_lowercase();
+        let mut scored: Vec<(usize, String)> = self
+            .structures()
+            .iter()
+            .map(|s| {
+                let distance = edit_distance(&query, &s.name.to_lowercase())
+                    .min(edit_distance(&query, &s.display_name.to_lowercase()));
+                (distance, s.display_name.clone())
+            })
+            .collect();
+        scored.sort();
+        scored.into_iter().take(count).map(|(_, n)| n).collect()
+    }
+
+    /// Checks that every structure in `wanted` is among `available` (e.g. a model's classes);
+    /// the error names the missing ones and lists the available ones.
+    pub fn require_available(&self, wanted: &[StructureId], available: &[StructureId]) -> Result<(), StructureNameError> {
+        let name = |id: &StructureId| self.get(*id).map_or_else(|| id.to_string(), |s| s.display_name.clone());
+        let missing: Vec<String> = wanted.iter().filter(|id| !available.contains(id)).map(name).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StructureNameError::NotAvailable { missing, available: available.iter().map(name).collect() })
+    }
+}
+
+/// Levenshtein distance over characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,5 +545,44 @@ mod tests {
             assert_eq!(o.find_by_name(&s.name), Some(s.id), "{}", s.name);
             assert_eq!(o.find_by_name(&s.display_name), Some(s.id), "{}", s.display_name);
         }
+    }
+}
+
+#[cfg(test)]
+mod structure_list_tests {
+    use super::*;
+
+    #[test]
+    fn structure_lists_use_synonyms_and_suggest_names() {
+        let o = Ontology::standard();
+        let ids = o.resolve_names("L4 vertebra, disc L4/5; L4-L5 disc,L5").unwrap();
+        assert_eq!(ids, vec![StructureId(23), StructureId(123), StructureId(24)]);
+        let err = o.resolve_names("L4 vertebra, L4/L5 dsic, spinal cannal").unwrap_err();
+        let StructureNameError::Unknown { name, closest } = &err else { panic!("{err}") };
+        assert_eq!(name, "L4/L5 dsic");
+        assert_eq!(closest.len(), 3);
+        assert_eq!(closest[0], "L4/L5 intervertebral disc");
+        let text = err.to_string();
+        assert!(text.contains("unknown structure") && text.contains("L4/L5 intervertebral disc"), "{text}");
+        assert_eq!(o.resolve_names(" , "), Err(StructureNameError::Empty));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("L4", "L4"), 0);
+    }
+
+    #[test]
+    fn unavailable_structures_are_named_with_what_is_available() {
+        let o = Ontology::standard();
+        let available = [StructureId(23), StructureId(24)];
+        assert_eq!(o.require_available(&[StructureId(24)], &available), Ok(()));
+        let err = o.require_available(&[StructureId(3), StructureId(23)], &available).unwrap_err();
+        assert_eq!(
+            err,
+            StructureNameError::NotAvailable {
+                missing: vec!["C3 vertebral body".into()],
+                available: vec!["L4 vertebral body".into(), "L5 vertebral body".into()],
+            }
+        );
+        assert!(err.to_string().contains("does not segment C3 vertebral body"), "{err}");
     }
 }

@@ -5,6 +5,8 @@
 //! 2 invalid command-line usage (clap).
 
 mod commands;
+mod progress;
+mod text_encoder;
 mod values;
 
 use clap::{Parser, Subcommand};

@@ -2,7 +2,10 @@
 //! choices, and commands get the library's own types.
 
 use clap::ValueEnum;
+use spineseg_phantom::Contrast;
 use spineseg_preprocessing::plan::ConfigurationName;
+use spineseg_io::DataType;
+use spineseg_metrics::Connectivity;
 
 /// A plan configuration (`--configuration`, `--configurations`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -32,4 +35,123 @@ pub enum OptimizerArg {
     /// AdamW: lr 1e-3, weight decay 0.01.
     #[value(alias = "adam")]
     Adamw,
+}
+
+/// The view of an annotated case for `spineseg text prompts --view`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ViewArg {
+    /// One sagittal slice (canonical RAS axis i).
+    Sagittal,
+    /// One axial slice (canonical RAS axis k).
+    Axial,
+    /// The whole volume.
+    #[value(alias = "3d")]
+    Volume,
+}
+
+impl ViewArg {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewArg::Sagittal => "sagittal",
+            ViewArg::Axial => "axial",
+            ViewArg::Volume => "volume",
+        }
+    }
+}
+
+/// Neighbourhood that defines surface voxels (`spineseg evaluate --connectivity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConnectivityArg {
+    /// Face neighbours (medpy's and MONAI's default).
+    Face,
+    /// All neighbours (a thicker boundary).
+    Full,
+}
+
+impl From<ConnectivityArg> for Connectivity {
+    fn from(arg: ConnectivityArg) -> Self {
+        match arg {
+            ConnectivityArg::Face => Connectivity::Face,
+            ConnectivityArg::Full => Connectivity::Full,
+        }
+    }
+}
+
+/// The axis `spineseg evaluate --slice-axis` cuts 2D slices across: a voxel axis, or an
+/// anatomical plane found from the reference geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SliceAxisArg {
+    /// Voxel axis 0.
+    #[value(name = "0")]
+    Voxel0,
+    /// Voxel axis 1.
+    #[value(name = "1")]
+    Voxel1,
+    /// Voxel axis 2.
+    #[value(name = "2")]
+    Voxel2,
+    /// Sagittal slices (across left-right).
+    Sagittal,
+    /// Coronal slices (across anterior-posterior).
+    Coronal,
+    /// Axial slices (across superior-inferior).
+    #[value(alias = "transverse")]
+    Axial,
+}
+
+/// The contrast of `spineseg phantom --contrast`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContrastArg {
+    /// T1-weighted.
+    #[value(name = "T1")]
+    T1,
+    /// T2-weighted.
+    #[value(name = "T2")]
+    T2,
+}
+
+impl From<ContrastArg> for Contrast {
+    fn from(arg: ContrastArg) -> Self {
+        match arg {
+            ContrastArg::T1 => Contrast::T1,
+            ContrastArg::T2 => Contrast::T2,
+        }
+    }
+}
+
+/// A voxel data type of `spineseg convert --dtype` (numpy's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataTypeArg {
+    /// Unsigned 8-bit integers.
+    Uint8,
+    /// Signed 8-bit integers.
+    Int8,
+    /// Unsigned 16-bit integers.
+    Uint16,
+    /// Signed 16-bit integers.
+    Int16,
+    /// Unsigned 32-bit integers.
+    Uint32,
+    /// Signed 32-bit integers.
+    Int32,
+    /// 32-bit floats.
+    Float32,
+    /// 64-bit floats.
+    Float64,
+}
+
+impl From<DataTypeArg> for DataType {
+    fn from(arg: DataTypeArg) -> Self {
+        match arg {
+            DataTypeArg::Uint8 => DataType::U8,
+            DataTypeArg::Int8 => DataType::I8,
+            DataTypeArg::Uint16 => DataType::U16,
+            DataTypeArg::Int16 => DataType::I16,
+            DataTypeArg::Uint32 => DataType::U32,
+            DataTypeArg::Int32 => DataType::I32,
+            DataTypeArg::Float32 => DataType::F32,
+            DataTypeArg::Float64 => DataType::F64,
+        }
+    }
 }

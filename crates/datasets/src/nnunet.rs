@@ -240,6 +240,15 @@ fn all_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Splits nnU-Net's four-digit channel suffix off a file name without its extension:
+/// `vb3_01_0002` -> (`vb3_01`, 2). `None` when the name does not end in `_` and four digits.
+/// The case part may be empty (`_0000`); callers that need a case id check that.
+pub fn split_channel_suffix(stem: &str) -> Option<(&str, usize)> {
+    let (case, digits) = stem.rsplit_once('_')?;
+    (digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| (case, digits.parse().expect("four ASCII digits parse")))
+}
+
 /// Groups `{case}_{XXXX}{ending}` files into cases; reports stray files and missing channels.
 fn scan_images(
     dir: &Path,
@@ -262,10 +271,7 @@ fn scan_images(
             });
             continue;
         };
-        let parsed = stem.rsplit_once('_').and_then(|(case, idx)| {
-            (idx.len() == 4 && idx.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| (case.to_string(), idx.parse::<usize>().expect("four digits parse")))
-        });
+        let parsed = split_channel_suffix(stem).map(|(case, channel)| (case.to_string(), channel));
         match parsed {
             Some((_, channel)) if channel >= channels => issues.push(LayoutIssue::OrphanImage {
                 reason: format!("channel {channel} but dataset.json declares {channels} channel(s)"),

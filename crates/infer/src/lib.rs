@@ -13,6 +13,9 @@
 //! - [`model_folder`]: [`ModelFolder`], a trained model folder (`model.json` naming the network's
 //!   kind, `plans.json`, `labels.json`, `weights.bpk`) loaded and cross-checked, and written by
 //!   [`ModelFolder::save`].
+//! - [`workflow`]: image files to prediction jobs (nnU-Net's `{case}_{XXXX}` naming) and
+//!   [`workflow::predict_jobs`], the read -> preprocess -> predict -> write loop behind
+//!   `spineseg predict`.
 //!
 //! The sliding window, post-processing and [`predict_case`] know nothing about the network
 //! framework (any [`PatchPredictor`] works); only [`network`] and [`model_folder`] use burn.
@@ -25,6 +28,7 @@ pub mod network;
 pub mod postprocess;
 pub mod predict;
 pub mod sliding_window;
+pub mod workflow;
 
 pub use error::{InferError, PredictorError, Result};
 pub use model_folder::{

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod fingerprint;
+pub mod pipeline;
 pub mod planner;
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]

@@ -2,4 +2,5 @@
 
 pub mod error;
 pub mod overlay;
+pub mod overlay_comparison;
 pub mod plot;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Errors of loading and running the text encoder.
+/// Errors of loading and running the text encoder, and of embedding a plan's class prompts.
 #[derive(Debug, thiserror::Error)]
 pub enum TextError {
     /// A file that could not be read (absent, permissions, ...).
@@ -47,6 +47,15 @@ pub enum TextError {
     /// Reading a result back from the device failed.
     #[error("reading the embeddings back from the device: {0}")]
     Readback(String),
+    /// A plan class whose label value is not an ontology structure, so it has no class prompt.
+    #[error("{path}: class {class} (value {value}) is not an ontology structure")]
+    NotAStructure { path: PathBuf, class: usize, value: u16 },
+    /// Reading a plan failed (names the file).
+    #[error(transparent)]
+    Plan(#[from] spineseg_preprocessing::error::PreprocessError),
+    /// Writing a model folder's file failed (names the file).
+    #[error(transparent)]
+    ModelFolder(#[from] spineseg_infer::InferError),
 }
 
 pub type Result<T, E = TextError> = std::result::Result<T, E>;

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod bert;
+pub mod class_embeddings;
 pub mod config;
 pub mod prompts;
 mod error;

@@ -1,7 +1,8 @@
 //! `spineseg convert IN OUT`: any supported format to any other, optionally reoriented.
 
+use crate::values::DataTypeArg;
 use crate::Outcome;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use spineseg_io::reorient::Reorientation;
 use spineseg_io::{read_volume, write_volume, DataType, ImageFormat};
 use std::path::PathBuf;
@@ -20,8 +21,8 @@ pub struct ConvertArgs {
     pub reorient: Option<String>,
     /// Store the voxels as this data type (uint8, int8, uint16, int16, uint32, int32, float32,
     /// float64); refused when a value would not fit.
-    #[arg(long, value_name = "TYPE")]
-    pub dtype: Option<String>,
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub dtype: Option<DataTypeArg>,
 }
 
 pub fn run(args: ConvertArgs) -> Result<Outcome> {
@@ -32,8 +33,8 @@ pub fn run(args: ConvertArgs) -> Result<Outcome> {
         let r = Reorientation::to_code(&volume.geometry, volume.shape, code)?;
         volume = r.apply_any(&volume);
     }
-    if let Some(name) = &args.dtype {
-        let target = DataType::from_name(name).with_context(|| format!("unknown data type {name:?}"))?;
+    if let Some(dtype) = args.dtype {
+        let target = DataType::from(dtype);
         volume.data = volume.data.cast(target).map_err(|bad| {
             anyhow::anyhow!("{}: value {bad} does not fit in {target}", args.input.display())
         })?;

@@ -14,16 +14,17 @@
 //! DIR/overlay.png    mid-sagittal slice of the first held-out case: prediction | reference
 //! ```
 
-use crate::commands::plan::{self as plan_command, PlanArgs};
-use crate::commands::predict::{predict_jobs, CaseJob};
+use crate::progress::{print_plan_step, PredictionBars};
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use spineseg_render::overlay::{render_overlay, write_png, OverlayOptions, RgbImage};
+use spineseg_render::overlay_comparison::write_comparison_overlay;
 use spineseg_phantom::{case_id, write_nnunet_dataset, PhantomConfig};
-use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_planning::pipeline::{plan_and_preprocess, PlanAndPreprocessOptions, LABELS_FILE, PLAN_FILE};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan, PlanOptions};
 use spineseg_anatomy::Ontology;
-use spineseg_infer::{network_config_for_plan, ModelFolder, ModelManifest, NetworkPredictor, OutputLabels};
-use spineseg_io::{read_image, read_labels, Label};
+use spineseg_infer::workflow::{job_for_file, predict_jobs, write_untrained_model, PredictJob};
+use spineseg_infer::{ModelFolder, OutputLabels};
+use spineseg_io::Label;
 use spineseg_metrics::{evaluate_folders, format_table, write_report, EvaluationOptions};
 use spineseg_train::{
     train, EngineConfig, EpochSummary, MethodConfig, OptimizerConfig, RunInfo, RunOptions, RunPaths, TrainingObserver,
@@ -83,18 +84,14 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
 
     step(2, "plan and preprocess (2d)");
     let work = out.join("work");
-    plan_command::run(PlanArgs {
-        dataset: dataset_dir.clone(),
-        out: work.clone(),
-        configurations: vec![crate::values::ConfigurationArg::TwoD],
+    let options = PlanAndPreprocessOptions {
+        configurations: vec![ConfigurationName::TwoD],
         exclude_cases: test_ids.clone(),
-        base_features: Some(args.base_features),
-        max_features: None,
-        batch_size: None,
-        target_spacing: None,
-        no_preprocess: false,
-        threads: 2,
-    })?;
+        plan: PlanOptions { base_features: args.base_features, ..PlanOptions::default() },
+        ..PlanAndPreprocessOptions::default()
+    };
+    let planned = plan_and_preprocess(&dataset_dir, &work, &options, &mut print_plan_step)?;
+    println!("plan written to {}", planned.plans_path.display());
 
     let model_dir = out.join("model");
     if args.minutes > 0.0 {
@@ -102,7 +99,7 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
         train_demo_model(&work, &model_dir, args.minutes, args.seed)?;
     } else {
         step(3, "no training (--minutes 0): random weights");
-        write_untrained_model(&work, &model_dir, args.seed)?;
+        write_untrained_demo_model(&work, &model_dir, args.seed)?;
     }
 
     step(4, "predict the held-out cases");
@@ -116,18 +113,17 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
         }
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
     }
-    let jobs: Vec<CaseJob> = test_ids
+    let jobs = test_ids
         .iter()
-        .map(|id| CaseJob {
-            id: id.clone(),
-            channels: vec![dataset_dir.join("imagesTr").join(format!("{id}_0000.nii.gz"))],
-            output: predictions.join(format!("{id}.nii.gz")),
-        })
-        .collect();
-    let options = model.predict_options()?;
-    let failures = predict_jobs(&model, &jobs, &options, true)?;
-    if let Some((id, error)) = failures.into_iter().next() {
-        return Err(error.context(format!("predicting {id}")));
+        .map(|id| job_for_file(&dataset_dir.join("imagesTr").join(format!("{id}_0000.nii.gz")), &predictions, 1))
+        .collect::<Result<Vec<PredictJob>, _>>()?;
+    let mut options = model.predict_options()?;
+    let mut bars = PredictionBars::new(jobs.len());
+    options.sliding_window.progress = Some(bars.window_callback());
+    let failures = predict_jobs(&model, &jobs, &options, &mut bars);
+    bars.finish();
+    if let Some(failure) = failures.into_iter().next() {
+        return Err(anyhow::Error::from(failure.error).context(format!("predicting {}", failure.id)));
     }
     for id in &test_ids {
         let from = dataset_dir.join("labelsTr").join(format!("{id}.nii.gz"));
@@ -145,7 +141,10 @@ pub fn run(args: DemoArgs) -> Result<Outcome> {
     print!("{}", format_table(&report));
 
     let overlay = out.join("overlay.png");
-    write_comparison_overlay(&jobs[0].channels[0], &jobs[0].output, &reference.join(format!("{}.nii.gz", test_ids[0])), &overlay)?;
+    let first_reference = reference.join(format!("{}.nii.gz", test_ids[0]));
+    let panels = [("prediction", jobs[0].output.as_path()), ("reference", first_reference.as_path())];
+    write_comparison_overlay(&jobs[0].channels[0], &panels, &overlay)?;
+    eprintln!("wrote {}", overlay.display());
     println!(
         "demo finished in {:.1} min: model {}, metrics {}, overlay {}",
         started.elapsed().as_secs_f64() / 60.0,
@@ -219,44 +218,9 @@ impl TrainingObserver for EpochPrinter {
 }
 
 /// A model folder with random weights for the work folder's 2D configuration.
-fn write_untrained_model(work: &Path, model_dir: &Path, seed: u64) -> Result<()> {
-    let plan = Plan::load(&work.join(spineseg_preprocessing::plan::PLAN_FILE))?;
-    let labels_path = work.join(spineseg_preprocessing::plan::LABELS_FILE);
-    let labels = OutputLabels::load(&labels_path)?;
-    let config = network_config_for_plan(&plan, ConfigurationName::TwoD)?;
-    let predictor = NetworkPredictor::random(&config, seed, burn_device());
-    let mut manifest = ModelManifest::new(ConfigurationName::TwoD, config);
-    manifest.training = serde_json::json!({ "untrained": true, "seed": seed });
-    ModelFolder::save(model_dir, &manifest, &plan, &labels, predictor.network())?;
-    Ok(())
-}
-
-fn burn_device() -> spineseg_infer::network::Device {
-    spineseg_infer::network::Device::flex()
-}
-
-/// Mid-sagittal slice of `image` with `prediction` (left) and `reference` (right), captioned.
-fn write_comparison_overlay(image: &Path, prediction: &Path, reference: &Path, out: &Path) -> Result<()> {
-    let image = read_image(image)?;
-    // Phantoms are small (about 100-160 px): draw at half the finest spacing.
-    let finest = image.geometry.spacing.mm().into_iter().fold(f64::INFINITY, f64::min);
-    let options = OverlayOptions { pixel_mm: Some(finest / 2.0), ..OverlayOptions::default() };
-    let mut panels = Vec::new();
-    for (caption, path) in [("prediction", prediction), ("reference", reference)] {
-        let labels = read_labels(path)?;
-        let rendered = render_overlay(&image, Some(&labels), &options)?;
-        // A caption band above the slice.
-        let band = 28;
-        let mut panel = RgbImage::new(rendered.width, rendered.height + band, [0, 0, 0]);
-        for y in 0..rendered.height {
-            for x in 0..rendered.width {
-                panel.set(x, y + band, rendered.get(x, y));
-            }
-        }
-        panel.draw_text(8, 6, caption, 2, [255, 255, 255]);
-        panels.push(panel);
-    }
-    write_png(out, &RgbImage::hstack(&panels, 8))?;
-    eprintln!("wrote {}", out.display());
+fn write_untrained_demo_model(work: &Path, model_dir: &Path, seed: u64) -> Result<()> {
+    let plan = Plan::load(&work.join(PLAN_FILE))?;
+    let labels = OutputLabels::load(&work.join(LABELS_FILE))?;
+    write_untrained_model(model_dir, &plan, &labels, ConfigurationName::TwoD, seed)?;
     Ok(())
 }

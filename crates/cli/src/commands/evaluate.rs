@@ -1,7 +1,8 @@
 //! `spineseg evaluate`: per case and structure metrics of predictions against references.
 
+use crate::values::{ConnectivityArg, SliceAxisArg};
 use crate::Outcome;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use spineseg_anatomy::Ontology;
 use spineseg_io::geometry::closest_world_axes;
 use spineseg_io::Label;
@@ -31,12 +32,12 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 2.0)]
     pub tolerance_mm: f64,
     /// Neighbourhood that defines surface voxels: `face` (medpy's and MONAI's default) or `full`.
-    #[arg(long, default_value = "face")]
-    pub connectivity: String,
+    #[arg(long, value_enum, default_value = "face")]
+    pub connectivity: ConnectivityArg,
     /// Evaluate 2D slices across this axis instead of 3D: a voxel axis (0, 1, 2) or an anatomical
     /// plane (sagittal, coronal, axial) found from the reference geometry.
-    #[arg(long)]
-    pub slice_axis: Option<String>,
+    #[arg(long, value_enum, ignore_case = true)]
+    pub slice_axis: Option<SliceAxisArg>,
     /// SPIDER-challenge matching: structures matched by largest overlap, Dice < 0.1 is missed.
     #[arg(long)]
     pub spider_matching: bool,
@@ -50,12 +51,8 @@ pub struct EvaluateArgs {
 }
 
 pub fn run(args: EvaluateArgs) -> Result<Outcome> {
-    let connectivity = match args.connectivity.as_str() {
-        "face" => Connectivity::Face,
-        "full" => Connectivity::Full,
-        other => bail!("unknown connectivity {other:?}: expected face or full"),
-    };
-    let slice_axis = match &args.slice_axis {
+    let connectivity: Connectivity = args.connectivity.into();
+    let slice_axis = match args.slice_axis {
         None => None,
         Some(axis) => Some(resolve_slice_axis(axis, &args.pred, &args.reference)?),
     };
@@ -79,15 +76,14 @@ pub fn run(args: EvaluateArgs) -> Result<Outcome> {
 
 /// A voxel axis number, or the voxel axis of the first reference file closest to the normal of
 /// an anatomical plane (sagittal: left-right, coronal: anterior-posterior, axial: superior-inferior).
-fn resolve_slice_axis(axis: &str, pred: &Path, reference: &Path) -> Result<usize> {
-    if let Ok(n) = axis.parse::<usize>() {
-        return Ok(n);
-    }
-    let world_axis = match axis.to_lowercase().as_str() {
-        "sagittal" => 0,
-        "coronal" => 1,
-        "axial" | "transverse" => 2,
-        other => bail!("unknown slice axis {other:?}: expected 0, 1, 2, sagittal, coronal or axial"),
+fn resolve_slice_axis(axis: SliceAxisArg, pred: &Path, reference: &Path) -> Result<usize> {
+    let world_axis = match axis {
+        SliceAxisArg::Voxel0 => return Ok(0),
+        SliceAxisArg::Voxel1 => return Ok(1),
+        SliceAxisArg::Voxel2 => return Ok(2),
+        SliceAxisArg::Sagittal => 0,
+        SliceAxisArg::Coronal => 1,
+        SliceAxisArg::Axial => 2,
     };
     let first = pair_cases(pred, reference)?.into_iter().next().context("no cases to evaluate")?;
     let geometry = spineseg_io::read_volume(&first.reference)?.geometry;

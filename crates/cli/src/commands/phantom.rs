@@ -1,8 +1,9 @@
 //! `spineseg phantom`: a synthetic lumbar MRI dataset in nnU-Net raw layout.
 
+use crate::values::ContrastArg;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use spineseg_phantom::{write_nnunet_dataset, Contrast, PhantomConfig};
+use spineseg_phantom::{write_nnunet_dataset, PhantomConfig};
 use std::path::PathBuf;
 
 /// Generate synthetic sagittal lumbar MRI cases (vertebral bodies with cortical rim, discs,
@@ -24,8 +25,8 @@ pub struct PhantomArgs {
     #[arg(long)]
     pub small: bool,
     /// Fix the contrast (T1 or T2) instead of drawing it per case.
-    #[arg(long)]
-    pub contrast: Option<String>,
+    #[arg(long, value_enum, ignore_case = true)]
+    pub contrast: Option<ContrastArg>,
     /// Generator settings from a JSON file (fields of the phantom config; others keep defaults).
     #[arg(long, conflicts_with = "small")]
     pub config: Option<PathBuf>,
@@ -43,12 +44,8 @@ pub fn run(args: PhantomArgs) -> Result<Outcome> {
         None if args.small => PhantomConfig::small(),
         None => PhantomConfig::default(),
     };
-    if let Some(contrast) = &args.contrast {
-        config.contrast = Some(match contrast.to_uppercase().as_str() {
-            "T1" => Contrast::T1,
-            "T2" => Contrast::T2,
-            other => bail!("unknown contrast {other:?}: expected T1 or T2"),
-        });
+    if let Some(contrast) = args.contrast {
+        config.contrast = Some(contrast.into());
     }
     if args.cases == 0 {
         bail!("--cases must be at least 1");

@@ -1,14 +1,13 @@
 //! `spineseg text ...`: the frozen text encoder (sentence-transformers' all-MiniLM-L6-v2 on
 //! burn, `spineseg-text`).
 
+use crate::text_encoder::load_encoder;
+use crate::values::ViewArg;
 use crate::Outcome;
 use anyhow::{Context, Result};
-use spineseg_infer::model_folder::{ClassPrompt, PromptEmbeddings, PLAN_FILE, PROMPT_EMBEDDINGS_FILE};
-use spineseg_text::{Device, TextEncoder};
+use spineseg_infer::model_folder::{PLAN_FILE, PROMPT_EMBEDDINGS_FILE};
+use spineseg_text::class_embeddings::write_class_prompt_embeddings;
 use std::path::PathBuf;
-
-/// Where `scripts/fetch_text_encoder.sh` puts the encoder, under the home folder.
-const DEFAULT_DIR: &str = ".cache/spineseg/text/all-MiniLM-L6-v2";
 
 #[derive(clap::Subcommand)]
 pub enum TextCommand {
@@ -44,8 +43,8 @@ pub struct PromptsArgs {
     #[arg(long, value_name = "FILE", requires = "labels")]
     pub dataset_json: Option<PathBuf>,
     /// View of the case: sagittal, axial or volume.
-    #[arg(long, default_value = "volume", requires = "labels")]
-    pub view: String,
+    #[arg(long, value_enum, ignore_case = true, default_value = "volume", requires = "labels")]
+    pub view: ViewArg,
     /// Slice index of a sagittal (left-right, canonical RAS i) or axial (canonical k) view;
     /// default: the middle slice.
     #[arg(long, requires = "labels")]
@@ -76,82 +75,18 @@ pub fn run(command: TextCommand) -> Result<Outcome> {
     }
 }
 
-fn encoder_dir(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os("SPINESEG_TEXT_ENCODER").map(PathBuf::from))
-        .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(DEFAULT_DIR))
-}
-
-fn load_encoder(flag: Option<PathBuf>) -> Result<(PathBuf, TextEncoder)> {
-    let dir = encoder_dir(flag);
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "text encoder folder {} not found: run scripts/fetch_text_encoder.sh or pass --text-encoder DIR",
-            dir.display()
-        );
-    }
-    let encoder = TextEncoder::load(&dir, &Device::flex())
-        .with_context(|| format!("loading the text encoder from {}", dir.display()))?;
-    Ok((dir, encoder))
-}
-
 fn cache(args: CacheArgs) -> Result<Outcome> {
-    let plans = args.model.join(PLAN_FILE);
-    let plan = spineseg_preprocessing::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
+    let encoder = load_encoder(args.text_encoder)?;
+    let embeddings = write_class_prompt_embeddings(&args.model.join(PLAN_FILE), &args.model, &encoder)?;
     let path = args.model.join(PROMPT_EMBEDDINGS_FILE);
-    let embeddings = embed_class_prompts(&plan, &plans, args.text_encoder)?;
-    embeddings.save(&path).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("{} class prompts embedded ({} dimensions) into {}", embeddings.classes.len(), embeddings.dim, path.display());
     Ok(Outcome::Success)
 }
 
-/// The class prompts of `plan`'s classes (background first) embedded with the text encoder
-/// (`encoder_flag` or the default folder). `plans` names the plan file in errors.
-pub fn embed_class_prompts(
-    plan: &spineseg_preprocessing::plan::Plan,
-    plans: &std::path::Path,
-    encoder_flag: Option<PathBuf>,
-) -> Result<PromptEmbeddings> {
-    use spineseg_anatomy::ontology::StructureId;
-    use spineseg_text::prompts::{class_prompt, BACKGROUND_PROMPT};
-    let mut entries = Vec::new();
-    for (class, label) in plan.labels.iter().enumerate() {
-        let prompt = if class == 0 {
-            BACKGROUND_PROMPT.to_string()
-        } else {
-            class_prompt(StructureId(label.value)).with_context(|| {
-                format!("{}: class {class} (value {}) is not an ontology structure", plans.display(), label.value)
-            })?
-        };
-        entries.push((class, label.value, label.name.clone(), prompt));
-    }
-    let (dir, encoder) = load_encoder(encoder_flag)?;
-    let texts: Vec<&str> = entries.iter().map(|e| e.3.as_str()).collect();
-    let embeddings = encoder.embed(&texts).with_context(|| format!("embedding with {}", dir.display()))?;
-    let encoder_source = std::fs::read_to_string(dir.join("spineseg_source.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
-    Ok(PromptEmbeddings {
-        encoder: dir.file_name().map(|n| n.to_string_lossy().into_owned()),
-        encoder_source,
-        dim: encoder.embedding_dim(),
-        classes: entries
-            .into_iter()
-            .zip(embeddings)
-            .map(|((class, structure_id, name, prompt), embedding)| ClassPrompt {
-                class,
-                structure_id,
-                name,
-                prompt,
-                embedding,
-            })
-            .collect(),
-    })
-}
-
 fn embed(args: EmbedArgs) -> Result<Outcome> {
-    let (dir, encoder) = load_encoder(args.text_encoder)?;
-    let embeddings = encoder.embed(&args.prompts).with_context(|| format!("embedding with {}", dir.display()))?;
+    let encoder = load_encoder(args.text_encoder)?;
+    let embeddings =
+        encoder.embed(&args.prompts).with_context(|| format!("embedding with {}", encoder.dir().display()))?;
     let lines = args
         .prompts
         .iter()
@@ -183,17 +118,16 @@ fn prompts(args: PromptsArgs) -> Result<Outcome> {
             let (canonical, _) = spineseg_io::reorient::to_canonical(&labels);
             let shape = canonical.shape();
             // The slice axis in canonical RAS: i for sagittal, k for axial.
-            let (slice_axis, make_view): (Option<usize>, fn(usize) -> View) = match args.view.to_lowercase().as_str() {
-                "sagittal" => (Some(0), View::Sagittal),
-                "axial" => (Some(2), View::Axial),
-                "volume" | "3d" => (None, |_| View::Volume),
-                other => anyhow::bail!("unknown view {other:?}: expected sagittal, axial or volume"),
+            let (slice_axis, make_view): (Option<usize>, fn(usize) -> View) = match args.view {
+                ViewArg::Sagittal => (Some(0), View::Sagittal),
+                ViewArg::Axial => (Some(2), View::Axial),
+                ViewArg::Volume => (None, |_| View::Volume),
             };
             let slice = match slice_axis {
                 Some(axis) => {
                     let slice = args.slice.unwrap_or(shape[axis] / 2);
                     if slice >= shape[axis] {
-                        anyhow::bail!("{}: --slice {slice} is outside 0..{} for the {} view", path.display(), shape[axis], args.view);
+                        anyhow::bail!("{}: --slice {slice} is outside 0..{} for the {} view", path.display(), shape[axis], args.view.name());
                     }
                     slice
                 }
@@ -203,7 +137,7 @@ fn prompts(args: PromptsArgs) -> Result<Outcome> {
         }
         None => {
             let ids: Vec<StructureId> = match &args.structures {
-                Some(list) => super::predict::parse_structure_list(list)?,
+                Some(list) => ontology.resolve_names(list).context("--structures")?,
                 None => ontology
                     .structures()
                     .iter()

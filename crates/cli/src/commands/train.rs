@@ -122,11 +122,9 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     };
     if args.text_guided && !args.resume && !paths.checkpoint_last().exists() {
         // Embedded once here; a resumed run reads the file (and the weights hold the vectors).
-        let plans = paths.plans();
-        let plan = spineseg_preprocessing::plan::Plan::load(&plans).with_context(|| format!("reading {}", plans.display()))?;
-        let embeddings = super::text::embed_class_prompts(&plan, &plans, args.text_encoder.clone())?;
+        let encoder = crate::text_encoder::load_encoder(args.text_encoder.clone())?;
+        let embeddings = spineseg_text::class_embeddings::write_class_prompt_embeddings(&paths.plans(), &args.out, &encoder)?;
         let path = args.out.join(spineseg_infer::model_folder::PROMPT_EMBEDDINGS_FILE);
-        embeddings.save(&path).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("text guidance: {} class prompts embedded ({} dimensions) into {}", embeddings.classes.len(), embeddings.dim, path.display());
     }
     let options = RunOptions { resume: args.resume, stop_after_epochs: args.stop_after_epochs, device: None };

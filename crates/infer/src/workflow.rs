@@ -1,0 +1,353 @@
+//! Prediction of image files with a model folder (nnU-Net's `nnUNetv2_predict`), as library
+//! calls: which files make which cases ([`job_for_file`], [`jobs_for_folder`]), and the loop
+//! read -> preprocess -> sliding window -> back onto the input's grid -> the training dataset's
+//! label values -> atomic write ([`predict_jobs`]).
+//!
+//! File naming is nnU-Net's: a case `{id}` has channel files `{id}_0000{ext}`, `{id}_0001{ext}`,
+//! ... (parsed by [`spineseg_datasets::nnunet::split_channel_suffix`]); its output is
+//! `{id}{ext}` with the input's own file ending, or a file name the caller gives.
+//!
+//! A case that fails (unreadable file, wrong channel count) writes nothing; the others go on.
+//! Every error names the file or case it concerns.
+
+use crate::error::InferError;
+use crate::model_folder::{ModelFolder, OutputLabels};
+use crate::network::{network_config_for_plan, Device, NetworkPredictor};
+use crate::predict::{predict_case, PredictOptions};
+use crate::sliding_window::PatchPredictor;
+use crate::ModelManifest;
+use spineseg_datasets::nnunet::split_channel_suffix;
+use spineseg_preprocessing::error::PreprocessError;
+use spineseg_anatomy::ontology::{Ontology, StructureId, StructureNameError};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::preprocess::{preprocess_case, CaseVolumes};
+use spineseg_io::{AnyVolume, ImageFormat, IoError, Label};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Errors of building prediction jobs from file names and of predicting them.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// The input is neither a file nor a folder.
+    #[error("{}: no such file or folder", path.display())]
+    NoSuchInput { path: PathBuf },
+    /// A channel file of a multi-channel case is missing.
+    #[error("{}: missing channel file for case {case} (the model takes {channels} channels)", path.display())]
+    MissingChannel { path: PathBuf, case: String, channels: usize },
+    /// A case has a channel file beyond the model's channel count.
+    #[error("case {case}: {} exists but the model takes {channels} channel(s) ({})", path.display(), channel_list(*channels))]
+    ExtraChannel { path: PathBuf, case: String, channels: usize },
+    /// A multi-channel model was given a file without a `_0000`-style channel suffix.
+    #[error(
+        "{}: the model takes {channels} channels; name the files {stem}_0000{ext}, {stem}_0001{ext}, ... and pass the first",
+        path.display()
+    )]
+    UnsuffixedChannels { path: PathBuf, stem: String, ext: String, channels: usize },
+    /// The output file would replace the input file.
+    #[error("{}: the output would overwrite the input", path.display())]
+    OverwritesInput { path: PathBuf },
+    /// An input folder was given an image file name as output.
+    #[error("{}: with an input folder the output must be a folder, not an image file name", path.display())]
+    FolderOutputRequired { path: PathBuf },
+    /// The channel files of one case have different file endings.
+    #[error("case {case}: channel files with different extensions in {}", folder.display())]
+    MixedExtensions { case: String, folder: PathBuf },
+    /// An input folder holds no `{case}_0000{ext}` image files.
+    #[error("{}: no {{case}}_0000{{ext}} image files (.nii.gz, .nii, .mha, .mhd)", folder.display())]
+    NoCases { folder: PathBuf },
+    /// A case in an input folder has other channels than the model takes.
+    #[error(
+        "case {case} in {}: found channel(s) {} but the model takes {channels} ({})",
+        folder.display(),
+        found.iter().map(|c| format!("_{c:04}")).collect::<Vec<_>>().join(", "),
+        channel_list(*channels)
+    )]
+    ChannelMismatch { case: String, folder: PathBuf, found: Vec<usize>, channels: usize },
+    /// The operating system refused to list or create a folder (`action` says which).
+    #[error("{}: {action}", path.display())]
+    Os {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing a volume failed (names the file).
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// Reading or preprocessing a case failed (names the file or case).
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    /// Prediction or the mapping to the dataset's label values failed.
+    #[error(transparent)]
+    Infer(#[from] InferError),
+}
+
+/// One case to predict: its channel files and where its segmentation goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictJob {
+    /// The case id (the file name without extension and channel suffix).
+    pub id: String,
+    /// Channel files in channel order.
+    pub channels: Vec<PathBuf>,
+    /// The segmentation file to write (its extension picks the format).
+    pub output: PathBuf,
+}
+
+/// A case that could not be predicted.
+#[derive(Debug)]
+pub struct CaseFailure {
+    /// The case id.
+    pub id: String,
+    /// Why (names the file or case).
+    pub error: WorkflowError,
+}
+
+/// Hears about the cases of [`predict_jobs`] as they start and end (a command line draws
+/// progress bars; `()` ignores everything). The sliding window's own progress per case is
+/// [`crate::SlidingWindowOptions::progress`].
+pub trait PredictObserver {
+    /// `job` is about to be read.
+    fn on_case_start(&mut self, _job: &PredictJob) {}
+    /// `job` is written (`Ok` with the seconds it took) or failed (nothing was written).
+    fn on_case_end(&mut self, _job: &PredictJob, _result: Result<f64, &WorkflowError>) {}
+}
+
+impl PredictObserver for () {}
+
+/// The job for one input file. Its id is the file name without extension and without a
+/// `_0000`-style channel suffix; a multi-channel model reads the sibling files
+/// `{id}_0000{ext}`, `{id}_0001{ext}`, ... `output` is the output file when it ends in a known
+/// image extension, otherwise a folder that receives `{id}{input extension}`.
+pub fn job_for_file(input: &Path, output: &Path, channels: usize) -> Result<PredictJob, WorkflowError> {
+    if !input.is_file() {
+        return Err(WorkflowError::NoSuchInput { path: input.to_path_buf() });
+    }
+    let format = ImageFormat::from_path(input)?;
+    let ext = format.extension();
+    let stem = ImageFormat::strip_extension(input).expect("a file with a known format has a stem");
+    let dir = input.parent().unwrap_or(Path::new(""));
+    let (id, files) = match case_and_channel(&stem) {
+        Some((id, _)) => {
+            let files: Vec<PathBuf> = (0..channels).map(|c| dir.join(format!("{id}_{c:04}{ext}"))).collect();
+            if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+                return Err(WorkflowError::MissingChannel { path: missing.clone(), case: id.to_string(), channels });
+            }
+            let extra = dir.join(format!("{id}_{channels:04}{ext}"));
+            if extra.is_file() {
+                return Err(WorkflowError::ExtraChannel { path: extra, case: id.to_string(), channels });
+            }
+            (id.to_string(), files)
+        }
+        None if channels == 1 => (stem.clone(), vec![input.to_path_buf()]),
+        None => {
+            return Err(WorkflowError::UnsuffixedChannels {
+                path: input.to_path_buf(),
+                stem,
+                ext: ext.to_string(),
+                channels,
+            })
+        }
+    };
+    let output = if is_image_name(output) { output.to_path_buf() } else { output.join(format!("{id}{ext}")) };
+    if output == input {
+        return Err(WorkflowError::OverwritesInput { path: output });
+    }
+    Ok(PredictJob { id, channels: files, output })
+}
+
+/// The jobs for an input folder: every `{id}_0000{ext}` file is a case (hidden files and other
+/// names are skipped), its channels checked against the model's `channels`; each output is
+/// `output/{id}{ext}`. Cases come in id order.
+pub fn jobs_for_folder(input: &Path, output: &Path, channels: usize) -> Result<Vec<PredictJob>, WorkflowError> {
+    if is_image_name(output) {
+        return Err(WorkflowError::FolderOutputRequired { path: output.to_path_buf() });
+    }
+    let list_error = |source| WorkflowError::Os { path: input.to_path_buf(), action: "cannot list folder", source };
+    // id -> (format, channel -> file)
+    let mut cases: BTreeMap<String, (ImageFormat, BTreeMap<usize, PathBuf>)> = BTreeMap::new();
+    for entry in std::fs::read_dir(input).map_err(list_error)? {
+        let path = entry.map_err(list_error)?.path();
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let Ok(format) = ImageFormat::from_path(&path) else { continue };
+        if hidden || !path.is_file() {
+            continue;
+        }
+        let stem = ImageFormat::strip_extension(&path).expect("a file with a known format has a stem");
+        let Some((id, channel)) = case_and_channel(&stem) else { continue };
+        let (case_format, files) = cases.entry(id.to_string()).or_insert_with(|| (format, BTreeMap::new()));
+        if *case_format != format {
+            return Err(WorkflowError::MixedExtensions { case: id.to_string(), folder: input.to_path_buf() });
+        }
+        files.insert(channel, path);
+    }
+    if cases.is_empty() {
+        return Err(WorkflowError::NoCases { folder: input.to_path_buf() });
+    }
+    let mut jobs = Vec::with_capacity(cases.len());
+    for (id, (format, files)) in cases {
+        let found: Vec<usize> = files.keys().copied().collect();
+        if found != (0..channels).collect::<Vec<_>>() {
+            return Err(WorkflowError::ChannelMismatch { case: id, folder: input.to_path_buf(), found, channels });
+        }
+        let output = output.join(format!("{id}{}", format.extension()));
+        jobs.push(PredictJob { id, channels: files.into_values().collect(), output });
+    }
+    Ok(jobs)
+}
+
+/// [`jobs_for_folder`] when `input` is a folder, else [`job_for_file`].
+pub fn jobs_for_input(input: &Path, output: &Path, channels: usize) -> Result<Vec<PredictJob>, WorkflowError> {
+    if input.is_dir() {
+        jobs_for_folder(input, output, channels)
+    } else {
+        Ok(vec![job_for_file(input, output, channels)?])
+    }
+}
+
+/// Predicts every job with the model folder's network, in order, and returns the failed ones;
+/// a failed case writes nothing and the others go on. `observer` hears of each case.
+pub fn predict_jobs(
+    model: &ModelFolder,
+    jobs: &[PredictJob],
+    options: &PredictOptions,
+    observer: &mut dyn PredictObserver,
+) -> Vec<CaseFailure> {
+    let mut predictor = model.predictor();
+    let mut failures = Vec::new();
+    for job in jobs {
+        observer.on_case_start(job);
+        let started = Instant::now();
+        match predict_job(model, &mut predictor, job, options) {
+            Ok(()) => observer.on_case_end(job, Ok(started.elapsed().as_secs_f64())),
+            Err(error) => {
+                observer.on_case_end(job, Err(&error));
+                failures.push(CaseFailure { id: job.id.clone(), error });
+            }
+        }
+    }
+    failures
+}
+
+/// Predicts one job with `predictor` (the model folder's network or any other with the same
+/// classes): read the channels, preprocess for the model's configuration, predict, map to the
+/// training dataset's label values, write atomically (creating the output's folder).
+pub fn predict_job<P: PatchPredictor + ?Sized>(
+    model: &ModelFolder,
+    predictor: &mut P,
+    job: &PredictJob,
+    options: &PredictOptions,
+) -> Result<(), WorkflowError> {
+    let case = CaseVolumes::read(&job.id, &job.channels, None)?;
+    let preprocessed = preprocess_case(&case, &model.plan, model.configuration())?;
+    // The raw volumes are not needed any more; large cases would hold both in memory.
+    drop(case);
+    let seg = predict_case(&preprocessed, &model.plan, predictor, options)?;
+    let seg = model.labels.to_dataset_values(&seg)?;
+    if let Some(parent) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| WorkflowError::Os {
+            path: parent.to_path_buf(),
+            action: "cannot create folder",
+            source,
+        })?;
+    }
+    spineseg_io::write_volume(&job.output, &AnyVolume::from(seg))?;
+    Ok(())
+}
+
+/// The label values (ontology ids) to keep for a list of structure names such as
+/// `"L4 vertebra, L4/L5 disc"` (synonyms allowed; for [`PredictOptions::keep_structures`]).
+/// An unknown name, or a structure the model does not segment, is an error that suggests the
+/// closest names or lists what the model segments.
+pub fn structures_to_keep(model: &ModelFolder, names: &str) -> Result<Vec<Label>, StructureNameError> {
+    let ontology = Ontology::standard();
+    let wanted = ontology.resolve_names(names)?;
+    let segmented: Vec<StructureId> = model.plan.labels.iter().skip(1).map(|l| StructureId(l.value)).collect();
+    ontology.require_available(&wanted, &segmented)?;
+    Ok(wanted.iter().map(|id| id.0).collect())
+}
+
+/// Writes a model folder with random (seeded) weights for a plan's configuration, with the
+/// work folder's output labels: a pipeline check without training (`spineseg demo --minutes
+/// 0`). `model.json` records `"training": {"untrained": true, "seed": seed}`.
+pub fn write_untrained_model(
+    model_dir: &Path,
+    plan: &Plan,
+    labels: &OutputLabels,
+    configuration: ConfigurationName,
+    seed: u64,
+) -> Result<(), InferError> {
+    let config = network_config_for_plan(plan, configuration)?;
+    let predictor = NetworkPredictor::random(&config, seed, Device::flex());
+    let mut manifest = ModelManifest::new(configuration, config);
+    manifest.training = serde_json::json!({ "untrained": true, "seed": seed });
+    ModelFolder::save(model_dir, &manifest, plan, labels, predictor.network())
+}
+
+/// `(id, channel)` of an nnU-Net channel file's name without extension; `None` for other names
+/// and for an empty id (`_0000`).
+fn case_and_channel(stem: &str) -> Option<(&str, usize)> {
+    split_channel_suffix(stem).filter(|(id, _)| !id.is_empty())
+}
+
+/// Whether `path` names an image file by its extension (it need not exist).
+fn is_image_name(path: &Path) -> bool {
+    ImageFormat::from_path(path).is_ok()
+}
+
+fn channel_list(channels: usize) -> String {
+    (0..channels).map(|c| format!("_{c:04}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_suffixes() {
+        assert_eq!(case_and_channel("vb3_01_0000"), Some(("vb3_01", 0)));
+        assert_eq!(case_and_channel("case_0012"), Some(("case", 12)));
+        assert_eq!(case_and_channel("case_012"), None);
+        assert_eq!(case_and_channel("case"), None);
+        assert_eq!(case_and_channel("_0000"), None);
+    }
+
+    #[test]
+    fn jobs_for_files_and_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in ["a_0000.nii.gz", "a_0001.nii.gz", "b_0000.mha", "b_0001.mha", "plain.nii", "notes.txt"] {
+            std::fs::write(d.join(name), b"").unwrap();
+        }
+        let out = d.join("out");
+        let jobs = jobs_for_folder(d, &out, 2).unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].id, "a");
+        assert_eq!(jobs[0].channels, vec![d.join("a_0000.nii.gz"), d.join("a_0001.nii.gz")]);
+        assert_eq!(jobs[0].output, out.join("a.nii.gz"));
+        assert_eq!(jobs[1].output, out.join("b.mha"));
+        assert_eq!(jobs_for_input(d, &out, 2).unwrap(), jobs);
+        let err = jobs_for_folder(d, &out, 1).unwrap_err().to_string();
+        assert!(err.contains("case a") && err.contains("_0001"), "{err}");
+        assert!(matches!(jobs_for_folder(d, &d.join("x.nii.gz"), 2), Err(WorkflowError::FolderOutputRequired { .. })));
+
+        let job = job_for_file(&d.join("b_0000.mha"), &out, 2).unwrap();
+        assert_eq!((job.id.as_str(), job.output.clone()), ("b", out.join("b.mha")));
+        let job = job_for_file(&d.join("plain.nii"), &d.join("seg.nii.gz"), 1).unwrap();
+        assert_eq!((job.id.as_str(), job.output.clone()), ("plain", d.join("seg.nii.gz")));
+        assert!(
+            matches!(job_for_file(&d.join("plain.nii"), &out, 2), Err(WorkflowError::UnsuffixedChannels { .. })),
+            "two channels need suffixed names"
+        );
+        assert!(
+            matches!(job_for_file(&d.join("a_0000.nii.gz"), &out, 1), Err(WorkflowError::ExtraChannel { .. })),
+            "an extra channel file is an error"
+        );
+        assert!(matches!(job_for_file(&d.join("missing.nii"), &out, 1), Err(WorkflowError::NoSuchInput { .. })));
+        assert!(job_for_file(&d.join("notes.txt"), &out, 1).is_err());
+        assert!(matches!(
+            job_for_file(&d.join("plain.nii"), &d.join("plain.nii"), 1),
+            Err(WorkflowError::OverwritesInput { .. })
+        ));
+    }
+}
