@@ -49,7 +49,6 @@ fn tiny_plan() -> Plan {
         foreground_intensity_properties_per_channel: vec![None],
         configurations: BTreeMap::from([(ConfigurationName::TwoD, configuration)]),
         planner: PlanOptions::default(),
-        text_guidance: Default::default(),
     };
     plan.validate().unwrap();
     plan

@@ -39,7 +39,7 @@ use crate::fingerprint::{median_sorted, percentile_sorted_f64, CaseFingerprint, 
 use spineseg_anatomy::ontology::{Ontology, StructureId};
 use spineseg_io::Label;
 use spineseg_preprocessing::plan::{
-    Configuration, ConfigurationName, LabelClass, Normalization, Plan, PlanOptions, TextGuidanceSettings, UNetTopology,
+    Configuration, ConfigurationName, LabelClass, Normalization, Plan, PlanOptions, UNetTopology,
     PLAN_FORMAT_VERSION,
 };
 use spineseg_preprocessing::resample::{compute_new_shape, ResampleSettings};
@@ -300,7 +300,6 @@ pub fn plan_from_fingerprint(fingerprint: &Fingerprint, options: &PlanOptions) -
         foreground_intensity_properties_per_channel: fingerprint.foreground_intensity_properties_per_channel.clone(),
         configurations,
         planner: options.clone(),
-        text_guidance: TextGuidanceSettings::default(),
     };
     plan.validate().map_err(PlanningError::Planning)?;
     Ok(plan)

@@ -147,54 +147,6 @@ pub struct Plan {
     pub configurations: BTreeMap<ConfigurationName, Configuration>,
     /// The options the plan was made with (for the record; not used after planning).
     pub planner: PlanOptions,
-    /// Text guidance hyper-parameters, used when training runs with `--text-guided` (plans
-    /// written before text guidance get the defaults).
-    #[serde(default)]
-    pub text_guidance: TextGuidanceSettings,
-}
-
-/// Hyper-parameters of text-guided training (HASF fusion and the CCAE loss); see
-/// `spineseg_model::text_guided` and `spineseg_train::contrastive`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TextGuidanceSettings {
-    /// Width of the text tokens and of the cross-attention.
-    pub embed_dim: usize,
-    /// Attention heads (`embed_dim` must be a multiple).
-    pub heads: usize,
-    /// How many of the deepest encoder stages get bidirectional cross-attention.
-    pub fused_stages: usize,
-    /// Weight of the CCAE contrastive loss added to Dice + cross-entropy (0 switches it off).
-    pub ccae_weight: f64,
-    /// Temperature of the CCAE InfoNCE.
-    pub ccae_temperature: f64,
-}
-
-impl Default for TextGuidanceSettings {
-    /// Width 64, 4 heads, the 2 deepest stages (0.19 M parameters on the lumbar 2D plan; a CPU
-    /// training step took about 1.3x the visual-only one in the ablation, not yet profiled);
-    /// CCAE weight 0.1 and temperature 0.07 (CLIP's initial temperature).
-    fn default() -> Self {
-        TextGuidanceSettings { embed_dim: 64, heads: 4, fused_stages: 2, ccae_weight: 0.1, ccae_temperature: 0.07 }
-    }
-}
-
-impl TextGuidanceSettings {
-    /// Checks the values; the message names the field.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.embed_dim == 0 || self.heads == 0 || !self.embed_dim.is_multiple_of(self.heads) {
-            return Err(format!(
-                "text_guidance: embed_dim {} must be a positive multiple of heads {}",
-                self.embed_dim, self.heads
-            ));
-        }
-        if !(self.ccae_weight.is_finite() && self.ccae_weight >= 0.0) {
-            return Err(format!("text_guidance.ccae_weight {} must be >= 0", self.ccae_weight));
-        }
-        if !(self.ccae_temperature.is_finite() && self.ccae_temperature > 0.0) {
-            return Err(format!("text_guidance.ccae_temperature {} must be positive", self.ccae_temperature));
-        }
-        Ok(())
-    }
 }
 
 /// Options of the planner (`spineseg_planning::plan_from_fingerprint`), kept in the plan for the
@@ -309,7 +261,6 @@ impl Plan {
                 self.channel_names.len()
             ));
         }
-        self.text_guidance.validate()?;
         if self.labels.first().map(|l| l.value) != Some(0) {
             return Err("labels[0] must be the background, value 0".into());
         }

@@ -149,8 +149,8 @@ fn state_from_version_1(mut value: serde_json::Value) -> serde_json::Value {
         None => (false, false),
     };
     // The built-in methods' tags (`crate::methods::MethodConfig`, named here, not imported, so
-    // checkpoints stay below the methods); the text settings take their defaults, the values of
-    // the plan's `text_guidance` that no command could change.
+    // checkpoints stay below the methods); the text settings take their defaults (a version-1
+    // run read them from the plan's `text_guidance`, the defaults unless edited by hand).
     let kind = if text_guided { "text_guided" } else { "supervised" };
     let method = json!({ "kind": kind, "partial_labels": partial_labels });
     if let Some(object) = value.as_object_mut() {

@@ -220,7 +220,15 @@ pub fn run<M: MethodSpec>(
     std::fs::create_dir_all(&training_dir).map_err(os(&training_dir))?;
     spineseg_io::json::write_json(&training_dir.join(crate::splits::SPLITS_FILE), &splits)?;
     let train_cases = load_cases(&data_dir, &split.train)?;
-    let val_cases = load_cases(&data_dir, &split.val)?;
+    let mut val_cases = load_cases(&data_dir, &split.val)?;
+    let unlabelled = method.trains_on_unlabelled_cases();
+    if unlabelled {
+        // Validation scores predictions against labels: cases without them cannot take part.
+        val_cases.retain(|case| case.seg.is_some());
+        if val_cases.is_empty() {
+            return Err(TrainError::Invalid(format!("fold {} has no labelled validation case", config.fold)));
+        }
+    }
     for case in train_cases.iter().chain(&val_cases) {
         if case.images.len() != plan_network.in_channels {
             return Err(TrainError::Incompatible {
@@ -259,6 +267,7 @@ pub fn run<M: MethodSpec>(
     let mut train_sampler_config =
         SamplerConfig::from_plan(&plan, configuration, config.augmentation.clone(), config.seed)?;
     train_sampler_config.oversample_foreground = config.oversample_foreground;
+    train_sampler_config.allow_unlabelled = unlabelled;
     let batch_size = train_sampler_config.batch_size;
     let train_sampler = Arc::new(PatchSampler::new(train_cases, train_sampler_config)?);
     let mut val_sampler_config = SamplerConfig::from_plan(
@@ -268,13 +277,14 @@ pub fn run<M: MethodSpec>(
         config.seed.wrapping_add(VALIDATION_SEED_OFFSET),
     )?;
     val_sampler_config.oversample_foreground = config.oversample_foreground;
+    let val_cases_count = val_cases.len();
     let val_sampler = PatchSampler::new(val_cases, val_sampler_config)?;
     let val_batches: Vec<Batch> = (0..config.validation_batches as u64).map(|b| val_sampler.batch(b)).collect();
     drop(val_sampler);
 
     observer.on_start(&RunInfo {
         train_cases: split.train.len(),
-        val_cases: split.val.len(),
+        val_cases: val_cases_count,
         start_epoch: state.epochs_done,
         total_epochs: state.total_epochs,
         iterations_per_epoch: config.iterations_per_epoch,

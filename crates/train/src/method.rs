@@ -113,6 +113,14 @@ pub trait MethodSpec: Serialize + DeserializeOwned + Clone {
         Ok(())
     }
 
+    /// Whether the method learns from training cases without labels (semi-supervised methods,
+    /// masked-autoencoder pretraining). Then the training sampler draws from them too (their
+    /// samples have `SampleInfo::labelled` false and an all-background seg) and validation
+    /// leaves them out; otherwise an unlabelled case is an error.
+    fn trains_on_unlabelled_cases(&self) -> bool {
+        false
+    }
+
     /// Builds the method: fresh (initialised from `ctx.seed`) when `saved` is `None`, else
     /// shaped by the `method_state` of the checkpoint being resumed (the engine then calls
     /// [`TrainingMethod::load`]).

@@ -1,6 +1,7 @@
-//! A method outside the crate with two networks and two optimisers (the shape of cross pseudo
-//! supervision) runs on the unchanged engine: it trains, checkpoints both networks, resumes bit
-//! for bit and exports one network into a model folder that prediction loads.
+//! A method outside the crate with two networks and two optimisers that also learns from an
+//! unlabelled case (the shape of cross pseudo supervision) runs on the unchanged engine: it
+//! trains, checkpoints both networks, resumes bit for bit and exports one network into the model
+//! folder.
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -10,20 +11,25 @@ use spineseg_datasets::detect_and_open;
 use spineseg_planning::fingerprint::{fingerprint_dataset, FingerprintOptions};
 use spineseg_phantom::{write_nnunet_dataset, PhantomConfig};
 use spineseg_preprocessing::plan::{ConfigurationName, PlanOptions};
-use spineseg_preprocessing::preprocess::preprocess_dataset;
+use spineseg_preprocessing::preprocess::{load_preprocessed, preprocess_dataset, save_preprocessed};
 use spineseg_dataloading::sampling::Batch;
 use spineseg_model::{NetworkConfig, PlainConvUNet, PlainConvUNetConfig};
 use spineseg_train::checkpoint::{load_module, load_optimizer, parameter_values, save_module, save_optimizer, STATE_FILE};
 use spineseg_train::methods::single_network::batch_tensors;
+use spineseg_train::splits::{load_or_create_splits, SPLITS_FILE};
 use spineseg_train::{
     clip_grad_norm, init_network, run, DeepSupervisionLoss, DeepSupervisionLossConfig, DiceCeLossConfig, EngineConfig,
     ExportedNetwork, MethodContext, MethodSpec, OptimizerConfig, PseudoDice, Result, RunOptions, RunPaths, Silent,
     StepStats, TrainingMethod,
 };
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Cross pseudo supervision in miniature: networks A and B, each supervised by the labels and
-/// by the other's arg max (weight `pseudo_weight`).
+/// Unlabelled samples the method has trained on, over all runs of this test binary.
+static UNLABELLED_SAMPLES: AtomicUsize = AtomicUsize::new(0);
+
+/// Cross pseudo supervision in miniature: networks A and B, each supervised by the labels of the
+/// labelled samples and, on every sample, by the other's arg max (weight `pseudo_weight`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CrossPseudoSpec {
     pseudo_weight: f64,
@@ -49,6 +55,10 @@ struct CrossPseudo {
 impl MethodSpec for CrossPseudoSpec {
     fn name(&self) -> String {
         "cross_pseudo_test".into()
+    }
+
+    fn trains_on_unlabelled_cases(&self) -> bool {
+        true
     }
 
     fn build(&self, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Box<dyn TrainingMethod>> {
@@ -78,19 +88,29 @@ fn pseudo_labels(network: &PlainConvUNet, images: Tensor<5>) -> Tensor<5, Int> {
     network.forward_canonical(images)[0].clone().detach().argmax(1)
 }
 
+/// A batch as tensors: images, labels, and the rows of the labelled samples (`None`: none).
+struct StepInputs {
+    images: Tensor<5>,
+    target: Tensor<5, Int>,
+    labelled: Option<Tensor<1, Int>>,
+}
+
 impl CrossPseudo {
     fn step_one(
         &self,
         network: PlainConvUNet,
         optimizer: &mut ModuleOptimizer,
-        images: Tensor<5>,
-        target: Tensor<5, Int>,
+        inputs: &StepInputs,
         pseudo: Tensor<5, Int>,
         lr: f64,
     ) -> (PlainConvUNet, f64, f64) {
-        let outputs = network.forward_canonical(images);
-        let supervised = self.loss.forward(outputs.clone(), target, None);
-        let loss = supervised + self.loss.forward(outputs, pseudo, None).mul_scalar(self.pseudo_weight);
+        let outputs = network.forward_canonical(inputs.images.clone());
+        let mut loss = self.loss.forward(outputs.clone(), pseudo, None).mul_scalar(self.pseudo_weight);
+        if let Some(rows) = &inputs.labelled {
+            let pick = |t: Tensor<5>| t.select(0, rows.clone());
+            let supervised_outputs = outputs.into_iter().map(pick).collect();
+            loss = loss + self.loss.forward(supervised_outputs, inputs.target.clone().select(0, rows.clone()), None);
+        }
         let value = loss.clone().into_scalar::<f32>() as f64;
         let mut grads = GradientsParams::from_grads(loss.backward(), &network);
         let norm = clip_grad_norm(&network, &mut grads, 12.0);
@@ -105,13 +125,18 @@ impl TrainingMethod for CrossPseudo {
 
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
         let (images, target) = batch_tensors(batch, &self.device);
+        let rows: Vec<i64> = (0..batch.samples.len()).filter(|&i| batch.samples[i].labelled).map(|i| i as i64).collect();
+        UNLABELLED_SAMPLES.fetch_add(batch.samples.len() - rows.len(), Ordering::Relaxed);
+        let labelled = (!rows.is_empty())
+            .then(|| Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(rows.clone(), [rows.len()]), &self.device));
         let (a, b) = (self.a.take().unwrap(), self.b.take().unwrap());
         let pseudo_from_a = pseudo_labels(&a, images.clone());
         let pseudo_from_b = pseudo_labels(&b, images.clone());
+        let inputs = StepInputs { images, target, labelled };
         let mut optimizer_a = std::mem::replace(&mut self.optimizer_a, OptimizerConfig::sgd().init());
         let mut optimizer_b = std::mem::replace(&mut self.optimizer_b, OptimizerConfig::sgd().init());
-        let (a, loss_a, norm_a) = self.step_one(a, &mut optimizer_a, images.clone(), target.clone(), pseudo_from_b, lr);
-        let (b, loss_b, norm_b) = self.step_one(b, &mut optimizer_b, images, target, pseudo_from_a, lr);
+        let (a, loss_a, norm_a) = self.step_one(a, &mut optimizer_a, &inputs, pseudo_from_b, lr);
+        let (b, loss_b, norm_b) = self.step_one(b, &mut optimizer_b, &inputs, pseudo_from_a, lr);
         (self.a, self.b, self.optimizer_a, self.optimizer_b) = (Some(a), Some(b), optimizer_a, optimizer_b);
         Ok(StepStats { loss: loss_a + loss_b, grad_norm: norm_a.max(norm_b) })
     }
@@ -175,7 +200,19 @@ fn tiny_work(dir: &Path) -> std::path::PathBuf {
     let preprocessed = work.join("preprocessed").join(configuration.as_str());
     std::fs::create_dir_all(&preprocessed).unwrap();
     plan.save(&work.join("plans.json")).unwrap();
-    preprocess_dataset(&dataset, &plan, configuration, &preprocessed, 1).unwrap();
+    let ids = preprocess_dataset(&dataset, &plan, configuration, &preprocessed, 1).unwrap();
+    // One training case of fold 0 loses its labels: the method learns from it without them.
+    let splits = load_or_create_splits(&work.join(SPLITS_FILE), &ids).unwrap();
+    let unlabelled = &splits[0].train[0];
+    let mut case = load_preprocessed(&preprocessed, unlabelled).unwrap();
+    case.seg = None;
+    for entry in std::fs::read_dir(&preprocessed).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with(&format!("{unlabelled}.")) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    save_preprocessed(&preprocessed, &case).unwrap();
     work
 }
 
@@ -204,6 +241,7 @@ fn a_two_network_method_trains_resumes_exactly_and_exports_one_network() {
     let whole = paths("whole");
     let outcome = run(&whole, engine_config(), spec.clone(), &RunOptions::default(), &mut Silent).unwrap();
     assert_eq!(outcome.state.epochs_done, 2);
+    assert!(UNLABELLED_SAMPLES.load(Ordering::Relaxed) > 0, "the unlabelled training case was sampled");
     let last = whole.checkpoint_last();
     for file in ["network_a.bpk", "network_b.bpk", "optimizer_a.bpk", "optimizer_b.bpk", STATE_FILE] {
         assert!(last.join(file).is_file(), "checkpoint_last/{file}");

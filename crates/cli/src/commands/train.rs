@@ -73,11 +73,26 @@ pub struct TrainArgs {
     /// different subsets of the anatomy, such as lumbar-real.
     #[arg(long)]
     pub partial_labels: bool,
-    /// Text guidance (ATM-Net's HASF fusion + CCAE loss, settings in the plan's "text_guidance"):
-    /// the class prompts are embedded once with the text encoder into OUT/prompt_embeddings.json
-    /// and travel with the model. Without it: the visual-only U-Net.
+    /// Text guidance (ATM-Net's HASF fusion + CCAE loss): the class prompts are embedded once
+    /// with the text encoder into OUT/prompt_embeddings.json and travel with the model. Without
+    /// it: the visual-only U-Net.
     #[arg(long)]
     pub text_guided: bool,
+    /// Width of the text tokens and of the text-image cross-attention (--text-guided).
+    #[arg(long, default_value_t = TextGuidedSettings::default().embed_dim, requires = "text_guided")]
+    pub text_embed_dim: usize,
+    /// Attention heads of the text-image cross-attention (--text-guided).
+    #[arg(long, default_value_t = TextGuidedSettings::default().heads, requires = "text_guided")]
+    pub text_heads: usize,
+    /// How many of the deepest encoder stages get text-image cross-attention (--text-guided).
+    #[arg(long, default_value_t = TextGuidedSettings::default().fused_stages, requires = "text_guided")]
+    pub text_fused_stages: usize,
+    /// Weight of the CCAE contrastive loss; 0 switches it off (--text-guided).
+    #[arg(long, default_value_t = TextGuidedSettings::default().ccae_weight, requires = "text_guided")]
+    pub ccae_weight: f64,
+    /// Temperature of the CCAE InfoNCE (--text-guided).
+    #[arg(long, default_value_t = TextGuidedSettings::default().ccae_temperature, requires = "text_guided")]
+    pub ccae_temperature: f64,
     /// Text encoder folder for --text-guided (default as for `spineseg text embed`).
     #[arg(long, value_name = "DIR", requires = "text_guided")]
     pub text_encoder: Option<PathBuf>,
@@ -116,7 +131,14 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let paths = RunPaths { work: args.work.clone(), model_dir: args.out.clone() };
     // The method; a resumed run takes it (and the engine settings) from its checkpoint instead.
     let method = if args.text_guided {
-        MethodConfig::TextGuided(TextGuidedSettings { partial_labels: args.partial_labels, ..TextGuidedSettings::default() })
+        MethodConfig::TextGuided(TextGuidedSettings {
+            partial_labels: args.partial_labels,
+            embed_dim: args.text_embed_dim,
+            heads: args.text_heads,
+            fused_stages: args.text_fused_stages,
+            ccae_weight: args.ccae_weight,
+            ccae_temperature: args.ccae_temperature,
+        })
     } else {
         MethodConfig::Supervised(SupervisedSettings { partial_labels: args.partial_labels })
     };
