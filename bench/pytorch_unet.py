@@ -12,7 +12,7 @@ imported):
 - loss: nnU-Net's DC_and_CE_loss (MemoryEfficientSoftDiceLoss with batch_dice=True,
   do_bg=False, smooth 1e-5, plus RobustCrossEntropyLoss, weights 1 and 1) wrapped in its
   DeepSupervisionWrapper with weights 1/2^i, lowest resolution 0, normalised (2/3, 1/3, 0); the
-  target is down-sampled nearest-exact per output, as crates/train/src/loss.rs does inside the
+  target is down-sampled nearest-exact per output, as crates/train/src/losses/ does inside the
   loss.
 - optimiser: torch.optim.SGD(lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5).
 
@@ -166,7 +166,7 @@ def prod(values):
 
 
 # ------------------------------------------------------------------------------------------
-# The loss (crates/train/src/loss.rs, nnU-Net's DC_and_CE_loss + DeepSupervisionWrapper)
+# The loss (crates/train/src/losses/, nnU-Net's DC_and_CE_loss + DeepSupervisionWrapper)
 # ------------------------------------------------------------------------------------------
 
 
