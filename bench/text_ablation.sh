@@ -27,7 +27,7 @@ if [ "$stage" = train ]; then
       extra=(); [ "$arm" = text ] && extra=(--text-guided)
       "$bin" train "$runs/work" --out "$runs/${arm}_s$seed" --configuration 2d --fold 0 --epochs 15 \
         --iterations-per-epoch 100 --validation-batches 4 --optimizer adamw --lr 0.002 --seed "$seed" \
-        --partial-labels "${extra[@]}" --quiet
+        --partial-labels --partial-label-rule by-kind "${extra[@]}" --quiet
     done
   done
 elif [ "$stage" = eval ]; then

@@ -37,6 +37,27 @@ pub enum OptimizerArg {
     Adamw,
 }
 
+/// How `spineseg train --partial-labels` infers the classes a case annotates
+/// (`--partial-label-rule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PartialLabelRuleArg {
+    /// Per structure kind a case labels, the levels from its most superior to its most inferior
+    /// labelled one (a case labelling L1-L5 says nothing about T12).
+    #[value(name = "by-range", alias = "by-labelled-range")]
+    ByRange,
+    /// Every class of each structure kind a case labels (the rule before issue 12).
+    ByKind,
+}
+
+impl From<PartialLabelRuleArg> for spineseg_train::PartialLabelRule {
+    fn from(arg: PartialLabelRuleArg) -> Self {
+        match arg {
+            PartialLabelRuleArg::ByRange => spineseg_train::PartialLabelRule::ByLabelledRange,
+            PartialLabelRuleArg::ByKind => spineseg_train::PartialLabelRule::ByKind,
+        }
+    }
+}
+
 /// The view of an annotated case for `spineseg text prompts --view`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ViewArg {

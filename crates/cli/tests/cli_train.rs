@@ -132,12 +132,14 @@ fn log_lines(model: &Path) -> Vec<String> {
 #[test]
 fn partial_labels_change_training_only_where_a_case_lacks_a_structure_kind() {
     let dir = tempfile::tempdir().unwrap();
-    // Every phantom case labels every kind: --partial-labels computes exactly the plain loss.
+    // Every phantom case labels every kind: partial labels by kind compute exactly the plain
+    // loss. (The default rule, by labelled range, differs here: the phantoms show different
+    // levels, see the next test.)
     let work = tiny_work(dir.path());
     let plain = dir.path().join("plain");
     let partial = dir.path().join("partial");
     train(&work, &plain, &[]);
-    train(&work, &partial, &["--partial-labels"]);
+    train(&work, &partial, &["--partial-labels", "--partial-label-rule", "by-kind"]);
     assert_eq!(log_lines(&plain), log_lines(&partial));
     let state = std::fs::read_to_string(partial.join("training/checkpoint_last/state.json")).unwrap();
     assert!(state.contains("\"partial_labels\": true") || state.contains("\"partial_labels\":true"), "{state}");
@@ -163,8 +165,52 @@ fn partial_labels_change_training_only_where_a_case_lacks_a_structure_kind() {
     let plain = dir.path().join("plain_erased");
     let partial = dir.path().join("partial_erased");
     train(&work, &plain, &[]);
-    train(&work, &partial, &["--partial-labels"]);
+    train(&work, &partial, &["--partial-labels", "--partial-label-rule", "by-kind"]);
     assert_ne!(log_lines(&plain), log_lines(&partial));
+}
+
+#[test]
+fn partial_labels_by_range_and_declared_annotations() {
+    let dir = tempfile::tempdir().unwrap();
+    // The phantoms show different runs of levels, so by labelled range (the default) each case
+    // leaves the levels outside its run unannotated and the loss differs from the plain one.
+    let work = tiny_work(dir.path());
+    let plain = dir.path().join("plain");
+    let by_range = dir.path().join("by_range");
+    train(&work, &plain, &[]);
+    train(&work, &by_range, &["--partial-labels"]);
+    assert_ne!(log_lines(&plain), log_lines(&by_range));
+    let state = std::fs::read_to_string(by_range.join("training/checkpoint_last/state.json")).unwrap();
+    assert!(state.contains("\"partial_label_rule\": \"by_labelled_range\""), "{state}");
+    let state = std::fs::read_to_string(plain.join("training/checkpoint_last/state.json")).unwrap();
+    assert!(!state.contains("partial_label_rule"), "{state}");
+
+    // A dataset that declares every structure annotated (a phantom labels all it shows): the
+    // declaration replaces the rule and the loss is the plain one again.
+    let data = dir.path().join("phantom");
+    std::fs::write(
+        data.join("annotations.json"),
+        r#"{"default": ["vertebrae", "discs", "sacrum", "spinal canal", "posterior elements"]}"#,
+    )
+    .unwrap();
+    std::fs::remove_dir_all(work.join("preprocessed")).unwrap();
+    let plan_backup = std::fs::read(work.join("plans.json")).unwrap();
+    ok(spineseg(&["plan", data.to_str().unwrap(), "--out", work.to_str().unwrap(), "--configurations", "2d"]));
+    std::fs::write(work.join("plans.json"), plan_backup).unwrap();
+    let declared = dir.path().join("declared");
+    train(&work, &declared, &["--partial-labels"]);
+    assert_eq!(log_lines(&plain), log_lines(&declared));
+
+    // A declaration naming a case the dataset lacks stops planning with the file and the entry.
+    std::fs::write(data.join("annotations.json"), r#"{"cases": {"phantom_999": ["L1"]}}"#).unwrap();
+    let refused = spineseg(&["plan", data.to_str().unwrap(), "--out", dir.path().join("w2").to_str().unwrap(), "--configurations", "2d"]);
+    assert_ne!(refused.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("annotations.json") && stderr.contains("phantom_999"), "{stderr}");
+
+    // The rule needs --partial-labels.
+    let refused = spineseg(&["train", work.to_str().unwrap(), "--out", dir.path().join("m").to_str().unwrap(), "--partial-label-rule", "by-kind"]);
+    assert_eq!(refused.status.code(), Some(2));
 }
 
 #[test]

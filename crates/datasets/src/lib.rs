@@ -22,6 +22,7 @@
 //! Layout problems found while scanning (a label without an image, a missing channel, ...) do
 //! not stop opening: they are collected in [`Dataset::issues`] for `dataset check` to report.
 
+pub mod annotations;
 pub mod check;
 pub mod error;
 pub mod mrspineseg;

@@ -12,6 +12,7 @@
 //! them. It reports its steps through a callback, so a command line can print them as they
 //! happen and a test can ignore them.
 
+use spineseg_datasets::annotations::DeclaredAnnotations;
 use spineseg_datasets::{detect_and_open, Dataset, DatasetKind, LabelTarget};
 use crate::error::{PlanningError, Result};
 use spineseg_datasets::error::DatasetError;
@@ -106,6 +107,8 @@ pub fn plan_and_preprocess(
     }
     let threads = options.threads.max(1);
     let mut dataset = detect_and_open(dataset_dir)?;
+    // A bad annotations.json stops planning before anything is written.
+    DeclaredAnnotations::for_dataset(&dataset)?;
     let before = dataset.cases.len();
     dataset.cases.retain(|c| !options.exclude_cases.iter().any(|p| glob_match(p, &c.id)));
     if dataset.training_cases().next().is_none() {

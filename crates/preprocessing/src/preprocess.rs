@@ -30,6 +30,8 @@ use spineseg_io::json::{read_json, write_json};
 use crate::plan::{ConfigurationName, Normalization, Plan};
 use crate::resample::{resample_image, resample_labels};
 use serde::{Deserialize, Serialize};
+use spineseg_anatomy::ontology::StructureId;
+use spineseg_datasets::annotations::DeclaredAnnotations;
 use spineseg_io::reorient::Reorientation;
 use spineseg_io::{Geometry, Label, Spacing, Volume};
 use std::path::Path;
@@ -63,6 +65,11 @@ pub struct CaseProperties {
     pub shape_after_resampling: [usize; 3],
     #[serde(with = "geometry_serde")]
     pub geometry_after_resampling: Geometry,
+    /// The ontology structures the dataset declares this case annotates (its
+    /// `annotations.json`, `spineseg_datasets::annotations`); `None`: the partial-label rule
+    /// infers them from the labels. Absent in folders preprocessed before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotated_structures: Option<Vec<StructureId>>,
 }
 
 /// A case ready for training or prediction.
@@ -182,6 +189,7 @@ pub fn preprocess_case(case: &CaseVolumes, plan: &Plan, configuration: Configura
         shape_after_crop,
         shape_after_resampling: new_shape,
         geometry_after_resampling: images[0].geometry,
+        annotated_structures: None,
     };
     Ok(PreprocessedCase { images, seg, properties })
 }
@@ -331,6 +339,20 @@ pub fn preprocess_cases<C: Sync>(
     out_dir: &Path,
     threads: usize,
 ) -> Result<Vec<String>> {
+    preprocess_cases_declared(cases, load, |_| None, plan, configuration, out_dir, threads)
+}
+
+/// [`preprocess_cases`], storing `declared(case id)` as each case's
+/// [`CaseProperties::annotated_structures`].
+fn preprocess_cases_declared<C: Sync>(
+    cases: &[C],
+    load: impl Fn(&C) -> Result<CaseVolumes> + Sync,
+    declared: impl Fn(&str) -> Option<Vec<StructureId>> + Sync,
+    plan: &Plan,
+    configuration: ConfigurationName,
+    out_dir: &Path,
+    threads: usize,
+) -> Result<Vec<String>> {
     use rayon::prelude::*;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
@@ -342,7 +364,8 @@ pub fn preprocess_cases<C: Sync>(
             .with_max_len(1)
             .map(|case| {
                 let volumes = load(case)?;
-                let pre = preprocess_case(&volumes, plan, configuration)?;
+                let mut pre = preprocess_case(&volumes, plan, configuration)?;
+                pre.properties.annotated_structures = declared(&volumes.id);
                 save_preprocessed(out_dir, &pre)?;
                 Ok(volumes.id)
             })
@@ -351,7 +374,9 @@ pub fn preprocess_cases<C: Sync>(
 }
 
 /// Preprocesses a dataset's training cases (labels through the dataset's label map, so values
-/// are ontology ids; cases without labels get no seg) into `out_dir`.
+/// are ontology ids; cases without labels get no seg) into `out_dir`. What the dataset's
+/// `annotations.json` declares a case annotates is stored with it (its case ids are not checked
+/// here, as `dataset` may lack excluded cases: see `DeclaredAnnotations::check_cases`).
 pub fn preprocess_dataset(
     dataset: &spineseg_datasets::Dataset,
     plan: &Plan,
@@ -359,13 +384,15 @@ pub fn preprocess_dataset(
     out_dir: &Path,
     threads: usize,
 ) -> Result<Vec<String>> {
+    let declared = DeclaredAnnotations::at(&dataset.root)?;
     let cases: Vec<&spineseg_datasets::Case> = dataset.training_cases().collect();
-    preprocess_cases(
+    preprocess_cases_declared(
         &cases,
         |case| {
             let images = case.images.iter().map(|p| spineseg_io::read_image(p)).collect::<std::result::Result<Vec<_>, _>>()?;
             Ok(CaseVolumes { id: case.id.clone(), images, labels: dataset.load_labels(case)? })
         },
+        |id| declared.as_ref().and_then(|d| d.for_case(id)).map(<[StructureId]>::to_vec),
         plan,
         configuration,
         out_dir,
@@ -474,5 +501,21 @@ mod tests {
         let mut v = Volume::new([2, 1, 1], vec![1.0, 3.0], Geometry::default()).unwrap();
         normalize(&mut v, &Normalization::ZScore { use_mask: false }, &[false, false]);
         assert_eq!(v.data(), &[-1.0, 1.0]);
+    }
+
+    #[test]
+    fn declared_annotations_are_stored_and_old_headers_load_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = Volume::new([2, 2, 1], vec![1.0f32, 2.0, 3.0, 4.0], Geometry::default()).unwrap();
+        let mut case = crate::test_support::preprocessed_case("a", vec![image], None);
+        save_preprocessed(dir.path(), &case).unwrap();
+        let header = std::fs::read_to_string(dir.path().join("a.json")).unwrap();
+        // Without a declaration the header is as before the field existed, and loads.
+        assert!(!header.contains("annotated_structures"), "{header}");
+        assert_eq!(load_preprocessed(dir.path(), "a").unwrap().properties.annotated_structures, None);
+        case.properties.annotated_structures = Some(vec![StructureId(20), StructureId(123)]);
+        save_preprocessed(dir.path(), &case).unwrap();
+        let loaded = load_preprocessed(dir.path(), "a").unwrap();
+        assert_eq!(loaded.properties.annotated_structures, Some(vec![StructureId(20), StructureId(123)]));
     }
 }

@@ -22,6 +22,7 @@ pub fn identity_properties(id: &str, shape: [usize; 3], geometry: Geometry) -> C
         shape_after_crop: shape,
         shape_after_resampling: shape,
         geometry_after_resampling: geometry,
+        annotated_structures: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `spineseg train`: nnU-Net-style training of a plan's configuration into a model folder.
 
-use crate::values::{ConfigurationArg, OptimizerArg};
+use crate::values::{ConfigurationArg, OptimizerArg, PartialLabelRuleArg};
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,11 +68,17 @@ pub struct TrainArgs {
     /// (same parameters and results up to rounding; several times slower). For A/B comparisons.
     #[arg(long)]
     pub reference_layers: bool,
-    /// Partial labels: each case supervises only the structure kinds it labels (a case with
-    /// vertebral bodies but no discs teaches nothing about discs), for datasets that label
-    /// different subsets of the anatomy, such as lumbar-real.
+    /// Partial labels: each case supervises only the classes it annotates (a case with
+    /// vertebral bodies L1-L5 but no discs teaches nothing about discs or T12), for datasets that
+    /// label different subsets of the anatomy, such as lumbar-real. A dataset's annotations.json
+    /// can declare what its cases annotate.
     #[arg(long)]
     pub partial_labels: bool,
+    /// How --partial-labels infers what a case annotates: by-range (per structure kind it
+    /// labels, the levels within its labelled range) or by-kind (every level of each kind it
+    /// labels; the rule of models trained before this flag existed).
+    #[arg(long, value_enum, default_value = "by-range", requires = "partial_labels")]
+    pub partial_label_rule: PartialLabelRuleArg,
     /// Text guidance (ATM-Net's HASF fusion + CCAE loss): the class prompts are embedded once
     /// with the text encoder into OUT/prompt_embeddings.json and travel with the model. Without
     /// it: the visual-only U-Net.
@@ -130,9 +136,11 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create folder", args.out.display()))?;
     let paths = RunPaths { work: args.work.clone(), model_dir: args.out.clone() };
     // The method; a resumed run takes it (and the engine settings) from its checkpoint instead.
+    let partial_label_rule = args.partial_labels.then(|| args.partial_label_rule.into());
     let method = if args.text_guided {
         MethodConfig::TextGuided(TextGuidedSettings {
             partial_labels: args.partial_labels,
+            partial_label_rule,
             embed_dim: args.text_embed_dim,
             heads: args.text_heads,
             fused_stages: args.text_fused_stages,
@@ -140,7 +148,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             ccae_temperature: args.ccae_temperature,
         })
     } else {
-        MethodConfig::Supervised(SupervisedSettings { partial_labels: args.partial_labels })
+        MethodConfig::Supervised(SupervisedSettings { partial_labels: args.partial_labels, partial_label_rule })
     };
     if args.text_guided && !args.resume && !paths.checkpoint_last().exists() {
         // Embedded once here; a resumed run reads the file (and the weights hold the vectors).

@@ -329,4 +329,56 @@ pub(crate) mod tests {
         assert!(marginal < 1e-3, "marginal CE {marginal}");
         assert!(plain > 10.0, "plain CE {plain}");
     }
+
+    #[test]
+    fn an_unannotated_class_is_not_pushed_down_on_background_voxels() {
+        // Two samples of 2 x 2 voxels, 3 classes; sample 0 does not annotate class 2. Voxel 0 of
+        // sample 0 is background. The marginal cross-entropy scores it -log(p_0 + p_2), which
+        // depends on logits 0 and 2 only through e^z0 + e^z2: moving probability between them
+        // (d loss / d(z_2 - z_0) at fixed e^z0 + e^z2) changes nothing, i.e. the gradient
+        // satisfies grad_2 / p_2 == grad_0 / p_0. Dice leaves class 2 of sample 0 out and sees
+        // class 1 only through p_1, which that move keeps, so the whole loss has the property.
+        let device = device().autodiff();
+        let values: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.3).collect();
+        let logits = Tensor::<4>::from_data(TensorData::new(values, [2, 3, 2, 2]), &device).require_grad();
+        let target = labels_2d(vec![0, 1, 0, 0, 0, 2, 1, 0], 2, 2, 2).to_device(&device);
+        let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![true, true, false, true, true, true], [2, 3]), &device);
+        let probs = softmax(logits.clone(), 1).into_data().try_to_vec::<f32>().unwrap();
+        let at = |v: &[f32], sample: usize, class: usize, voxel: usize| v[(sample * 3 + class) * 4 + voxel];
+        let loss = DiceCeLossConfig::new().init();
+        let grads_of = |mask: Option<Tensor<2, Bool>>| {
+            let grads = loss.forward(logits.clone(), target.clone(), mask).backward();
+            logits.grad(&grads).expect("logits should get a gradient").into_data().try_to_vec::<f32>().unwrap()
+        };
+        let ratio = |g: &[f32], sample: usize, class: usize, voxel: usize| at(g, sample, class, voxel) / at(&probs, sample, class, voxel);
+        let masked = grads_of(Some(mask));
+        for voxel in [0, 2, 3] {
+            let (bg, c) = (ratio(&masked, 0, 0, voxel), ratio(&masked, 0, 2, voxel));
+            assert!((bg - c).abs() <= 1e-4 * bg.abs().max(c.abs()), "voxel {voxel}: grad/p {bg} (background) vs {c} (class 2)");
+        }
+        // Where class 2 is annotated (sample 1) and without the mask, the loss does push class 2
+        // down relative to background on a background voxel.
+        let plain = grads_of(None);
+        for (grads, sample) in [(&plain, 0), (&masked, 1)] {
+            let (bg, c) = (ratio(grads, sample, 0, 0), ratio(grads, sample, 2, 0));
+            assert!(c - bg > 1e-3, "sample {sample}: grad/p {bg} (background) vs {c} (class 2)");
+        }
+    }
+
+    #[test]
+    fn dice_leaves_an_unannotated_class_out() {
+        // One sample, 4 voxels; class 2 is unannotated. The Dice is class 1's alone: labels
+        // 1, 1, 0, 0 with p_1 = 1, 0.5, 0, 0 -> 3 / 3.5, whatever class 2's probabilities are.
+        let device = device();
+        let target = Tensor::<3, Int>::from_data(TensorData::new(vec![1i64, 1, 0, 2], [1, 1, 4]), &device);
+        let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0, 0.0], [1, 3]), &device);
+        for p2 in [[0.0f32, 0.0, 0.0, 0.0], [0.0, 0.5, 1.0, 0.3]] {
+            let p1 = [1.0f32, 0.5, 0.0, 0.0];
+            let p0: Vec<f32> = (0..4).map(|v| 1.0 - p1[v] - p2[v]).collect();
+            let probs: Vec<f32> = p0.iter().chain(&p1).chain(&p2).copied().collect();
+            let probs = Tensor::<3>::from_data(TensorData::new(probs, [1, 3, 4]), &device);
+            let dice = scalar(soft_dice(probs, target.clone(), Some(supervised_mask(mask.clone())), true, false, 0.0));
+            assert!((dice - 3.0 / 3.5).abs() < 1e-6, "dice {dice} with class 2 at {p2:?}");
+        }
+    }
 }

@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::method::{MethodContext, MethodSpec, TrainingMethod};
 use crate::progress::TrainingObserver;
 use serde::{Deserialize, Serialize};
+use spineseg_dataloading::partial_labels::PartialLabelRule;
 
 /// The built-in methods and their settings (`state.json` "method", tagged by `kind`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,9 +44,14 @@ impl Default for MethodConfig {
 impl MethodConfig {
     /// Whether the method trains with partial labels.
     pub fn partial_labels(&self) -> bool {
+        self.partial_label_rule().is_some()
+    }
+
+    /// The rule partial labels are inferred by; `None` without partial labels.
+    pub fn partial_label_rule(&self) -> Option<PartialLabelRule> {
         match self {
-            MethodConfig::Supervised(s) => s.partial_labels,
-            MethodConfig::TextGuided(s) => s.partial_labels,
+            MethodConfig::Supervised(s) => s.partial_labels(),
+            MethodConfig::TextGuided(s) => s.partial_labels(),
         }
     }
 }
@@ -83,4 +89,26 @@ pub fn train(
     observer: &mut dyn TrainingObserver,
 ) -> Result<TrainOutcome> {
     run(paths, config, method, options, observer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_without_a_rule_keep_training_by_kind() {
+        // state.json "method" as written before the rule existed.
+        for old in [r#"{"kind": "supervised", "partial_labels": true}"#, r#"{"kind": "text_guided", "partial_labels": true}"#] {
+            let method: MethodConfig = serde_json::from_str(old).unwrap();
+            assert_eq!(method.partial_label_rule(), Some(PartialLabelRule::ByKind), "{old}");
+        }
+        let off: MethodConfig = serde_json::from_str(r#"{"kind": "supervised"}"#).unwrap();
+        assert_eq!(off.partial_label_rule(), None);
+        // A new run stores its rule, and a run without partial labels stores none.
+        let new = MethodConfig::Supervised(SupervisedSettings::with_partial_labels(PartialLabelRule::ByLabelledRange));
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""partial_labels":true"#) && text.contains(r#""partial_label_rule":"by_labelled_range""#), "{text}");
+        assert_eq!(serde_json::from_str::<MethodConfig>(&text).unwrap().partial_label_rule(), Some(PartialLabelRule::ByLabelledRange));
+        assert!(!serde_json::to_string(&MethodConfig::default()).unwrap().contains("rule"));
+    }
 }

@@ -13,7 +13,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use spineseg_dataloading::partial_labels::annotated_classes;
+use spineseg_dataloading::partial_labels::{annotated_classes, PartialLabelRule};
 use spineseg_preprocessing::plan::Plan;
 use spineseg_preprocessing::preprocess::PreprocessedCase;
 use spineseg_dataloading::sampling::Batch;
@@ -101,13 +101,13 @@ pub fn batch_label_mask(batch: &Batch, annotated: &[Vec<bool>], device: &Device)
     Some(Tensor::<2, Bool>::from_data(TensorData::new(flags, [batch.samples.len(), classes]), device))
 }
 
-/// The classes each case annotates (partial labels, by structure kind); a case without labels
-/// annotates everything.
-pub fn annotated_per_case(plan: &Plan, cases: &[PreprocessedCase]) -> Vec<Vec<bool>> {
+/// The classes each case annotates (partial labels: what its dataset declares, else by `rule`);
+/// a case without labels annotates everything.
+pub fn annotated_per_case(plan: &Plan, cases: &[PreprocessedCase], rule: PartialLabelRule) -> Vec<Vec<bool>> {
     cases
         .iter()
         .map(|case| match &case.seg {
-            Some(seg) => annotated_classes(&plan.labels, seg.data()),
+            Some(seg) => annotated_classes(&plan.labels, seg.data(), rule, case.properties.annotated_structures.as_deref()),
             None => vec![true; plan.labels.len()],
         })
         .collect()
@@ -130,12 +130,12 @@ pub struct SingleNetwork {
 
 impl SingleNetwork {
     /// Initialises `config` from the run's seed and the run's optimiser; `partial_labels` turns
-    /// on the per-case label masks. `prepare` may replace parts of the fresh network before the
+    /// on the per-case label masks, inferred by its rule. `prepare` may replace parts of the fresh network before the
     /// optimiser sees it (the text method's frozen class embeddings).
     pub fn new(
         config: PlainConvUNetConfig,
         ctx: &MethodContext<'_>,
-        partial_labels: bool,
+        partial_labels: Option<PartialLabelRule>,
         prepare: impl FnOnce(PlainConvUNet) -> PlainConvUNet,
     ) -> Result<SingleNetwork> {
         let model = prepare(init_network(&config, &ctx.device, ctx.seed));
@@ -146,7 +146,7 @@ impl SingleNetwork {
             .ok_or_else(|| TrainError::Invalid(format!("the plan has no configuration {}", ctx.configuration)))?
             .batch_dice;
         let loss = DeepSupervisionLossConfig::new(DiceCeLossConfig::new().with_batch_dice(batch_dice), model.num_outputs()).init();
-        let annotated = |cases| partial_labels.then(|| annotated_per_case(ctx.plan, cases));
+        let annotated = |cases| partial_labels.map(|rule| annotated_per_case(ctx.plan, cases, rule));
         Ok(SingleNetwork {
             model: Some(model),
             config,

@@ -12,6 +12,7 @@ use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
 use crate::pseudo_dice::PseudoDice;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+use spineseg_dataloading::partial_labels::PartialLabelRule;
 use spineseg_dataloading::sampling::Batch;
 use spineseg_infer::model_folder::{PromptEmbeddings, PROMPT_EMBEDDINGS_FILE};
 use spineseg_model::TextGuidanceConfig;
@@ -25,6 +26,9 @@ pub struct TextGuidedSettings {
     /// As [`super::SupervisedSettings::partial_labels`].
     #[serde(default)]
     pub partial_labels: bool,
+    /// As [`super::SupervisedSettings::partial_label_rule`] (`None` with partial labels: by kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_label_rule: Option<PartialLabelRule>,
     /// Width of the text tokens and of the cross-attention.
     pub embed_dim: usize,
     /// Attention heads (`embed_dim` must be a multiple).
@@ -42,11 +46,16 @@ impl Default for TextGuidedSettings {
     /// training step took about 1.3x the visual-only one in the ablation); CCAE weight 0.1 and
     /// temperature 0.07 (CLIP's initial temperature).
     fn default() -> Self {
-        TextGuidedSettings { partial_labels: false, embed_dim: 64, heads: 4, fused_stages: 2, ccae_weight: 0.1, ccae_temperature: 0.07 }
+        TextGuidedSettings { partial_labels: false, partial_label_rule: None, embed_dim: 64, heads: 4, fused_stages: 2, ccae_weight: 0.1, ccae_temperature: 0.07 }
     }
 }
 
 impl TextGuidedSettings {
+    /// The rule the label masks are inferred by; `None` without partial labels.
+    pub fn partial_labels(&self) -> Option<PartialLabelRule> {
+        super::supervised::effective_rule(self.partial_labels, self.partial_label_rule)
+    }
+
     /// Checks the values; the message names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
@@ -89,7 +98,7 @@ impl TextGuidedMethod {
     /// `method_state`, the embeddings in the weights).
     pub fn build(settings: &TextGuidedSettings, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Self> {
         let network = match saved {
-            Some(saved) => SingleNetwork::new(SingleNetworkState::unet_from_saved(saved, ctx)?, ctx, settings.partial_labels, |m| m)?,
+            Some(saved) => SingleNetwork::new(SingleNetworkState::unet_from_saved(saved, ctx)?, ctx, settings.partial_labels(), |m| m)?,
             None => {
                 let prompts = load_prompt_embeddings(ctx)?;
                 let config = ctx.plan_network.clone().with_text_guidance(Some(
@@ -102,7 +111,7 @@ impl TextGuidedMethod {
                     .validate()
                     .map_err(|e| TrainError::Invalid(format!("{}: text guidance: {e}", ctx.plans_path.display())))?;
                 let device = ctx.device.clone();
-                SingleNetwork::new(config, ctx, settings.partial_labels, |mut model| {
+                SingleNetwork::new(config, ctx, settings.partial_labels(), |mut model| {
                     let fusion = model.text_fusion.take().expect("a text-guided network has a text fusion");
                     let (values, shape) = prompts.matrix();
                     let embeddings = Tensor::<2>::from_data(TensorData::new(values, shape), &device);
