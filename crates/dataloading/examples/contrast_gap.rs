@@ -2,10 +2,11 @@
 //! contrast augmentation: the measurement behind [`AugmentationConfig::contrast_robust`].
 //!
 //! ```text
-//! nice -n 15 cargo run --release --example contrast_gap -- [DATA] [PATCHES_PER_CASE]
+//! nice -n 15 cargo run --release -p spineseg-dataloading --example contrast_gap -- [DATA] [PATCHES_PER_CASE]
 //! ```
-//! DATA (default `../shared/data`) holds `lumbar-real` (its `vb3_*` cases: MyoSegmenTUM, T1
-//! FFE water-fat) and `spider-t2space` (T2 SPACE). Each case is z-scored over the whole volume
+//! DATA (default `../shared/data`) holds `lumbar-real` (its `vb3_*` cases: MyoSegmenTUM, T1 FFE
+//! water-fat) and `spider-t2space` (T2 SPACE); PATCHES_PER_CASE (default 12, the numbers in
+//! docs/ARCHITECTURE.md; T2 cases give twice as many) sets the sample size. About 10 s. Each case is z-scored over the whole volume
 //! (nnU-Net's MRI normalisation without mask) in canonical RAS; a patch is a 64 x 64 sagittal
 //! crop of 96 mm x 96 mm (nearest samples, so both spacings see the same field of view) centred
 //! on a random vertebral-body voxel (labels 1-9 in both datasets), as foreground oversampling
@@ -245,7 +246,7 @@ fn augmented(patches: &[Patch], config: &AugmentationConfig, seed: u64) -> Vec<P
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let data = PathBuf::from(args.get(1).map(String::as_str).unwrap_or("../shared/data"));
-    let per_case: usize = args.get(2).map(|s| s.parse().expect("PATCHES_PER_CASE should be a number")).unwrap_or(8);
+    let per_case: usize = args.get(2).map(|s| s.parse().expect("PATCHES_PER_CASE should be a number")).unwrap_or(12);
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let t1 = group(&data, "lumbar-real", "vb3_", per_case, &mut rng);
     let t2 = group(&data, "spider-t2space", "spider_", per_case * 2, &mut rng);

@@ -148,12 +148,18 @@ pub fn bias_field(shape: [usize; 3], order: usize, magnitude: f64, rng: &mut imp
                 .collect()
         })
         .collect();
+    // Horner-like in the last axis: per (x, y) the polynomial's coefficients in w, then one
+    // short sum per voxel.
     let mut log_field = Vec::with_capacity(shape.iter().product());
+    let mut in_w = vec![0f64; order + 1];
     for x in 0..shape[0] {
         for y in 0..shape[1] {
-            for z in 0..shape[2] {
-                let p: f64 = terms.iter().map(|([a, b, c], k)| k * pow[0][x][*a] * pow[1][y][*b] * pow[2][z][*c]).sum();
-                log_field.push(p);
+            in_w.iter_mut().for_each(|g| *g = 0.0);
+            for ([a, b, c], k) in &terms {
+                in_w[*c] += k * pow[0][x][*a] * pow[1][y][*b];
+            }
+            for pz in &pow[2] {
+                log_field.push(in_w.iter().zip(pz).map(|(g, w)| g * w).sum::<f64>());
             }
         }
     }
