@@ -6,6 +6,7 @@ use spineseg_phantom::Contrast;
 use spineseg_preprocessing::plan::ConfigurationName;
 use spineseg_io::DataType;
 use spineseg_metrics::Connectivity;
+use spineseg_train::AugmentationConfig;
 
 /// A plan configuration (`--configuration`, `--configurations`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,6 +55,27 @@ impl From<PartialLabelRuleArg> for spineseg_train::PartialLabelRule {
         match arg {
             PartialLabelRuleArg::ByRange => spineseg_train::PartialLabelRule::ByLabelledRange,
             PartialLabelRuleArg::ByKind => spineseg_train::PartialLabelRule::ByKind,
+        }
+    }
+}
+
+/// The training augmentation of `spineseg train --augmentation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AugmentationArg {
+    /// nnU-Net v2's transforms with the spine departures (no superior-inferior mirroring,
+    /// rotation within 15 degrees).
+    Default,
+    /// The default plus intensity inversion, random histogram remapping, bias fields, wider
+    /// gamma and stronger low-resolution simulation: for scans of other contrasts and scanners.
+    Contrast,
+}
+
+impl AugmentationArg {
+    /// The library's configuration for this choice.
+    pub fn config(self) -> AugmentationConfig {
+        match self {
+            AugmentationArg::Default => AugmentationConfig::default(),
+            AugmentationArg::Contrast => AugmentationConfig::contrast_robust(),
         }
     }
 }

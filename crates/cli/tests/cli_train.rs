@@ -323,3 +323,25 @@ fn enum_flags_refuse_unknown_values_as_usage_errors() {
     let out = spineseg(&["train", work.to_str().unwrap(), "--out", model.to_str().unwrap(), "--configuration", "3d", "--optimizer", "adam"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn contrast_augmentation_is_stored_in_the_checkpoint_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let a = dir.path().join("contrast_a");
+    train(&work, &a, &["--augmentation", "contrast"]);
+    let state = std::fs::read_to_string(a.join("training/checkpoint_last/state.json")).unwrap();
+    let compact: String = state.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(compact.contains("\"p_invert\":0.2") && compact.contains("\"p_remap\":0.3"), "{state}");
+    // Stopped and resumed without the flag: the stored augmentation goes on, bit for bit.
+    let b = dir.path().join("contrast_b");
+    train(&work, &b, &["--augmentation", "contrast", "--stop-after-epochs", "1"]);
+    ok(spineseg(&["train", work.to_str().unwrap(), "--out", b.to_str().unwrap(), "--resume", "--quiet"]));
+    let last = |m: &Path| weights(m, &m.join("training/checkpoint_last/model.bpk"));
+    assert_eq!(last(&a), last(&b));
+    assert_eq!(log_lines(&a), log_lines(&b));
+    // An unknown preset is a usage error that lists the choices.
+    let out = spineseg(&["train", "w", "--out", "m", "--augmentation", "strong"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("default, contrast"));
+}

@@ -3,6 +3,7 @@
 //! image patches, augmentation, partial-label bookkeeping and the background batch loader.
 
 pub mod augment;
+pub mod augment_contrast;
 pub mod error;
 pub mod partial_labels;
 pub mod sampling;

@@ -73,6 +73,7 @@ fn batch_timing() {
     let augs = [
         ("none", AugmentationConfig::none()),
         ("default", AugmentationConfig::default()),
+        ("contrast preset", AugmentationConfig::contrast_robust()),
         ("rotate+scale always", all_spatial),
         ("every transform always", everything),
     ];

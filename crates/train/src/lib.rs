@@ -32,6 +32,7 @@ pub mod splits;
 
 pub use checkpoint::TrainState;
 pub use config::{EngineConfig, OptimizerConfig};
+pub use spineseg_dataloading::augment::AugmentationConfig;
 pub use engine::{list_preprocessed_cases, run, RunOptions, RunPaths, StopReason, TrainOutcome};
 pub use error::{Result, TrainError};
 pub use losses::{

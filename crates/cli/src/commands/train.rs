@@ -1,6 +1,6 @@
 //! `spineseg train`: nnU-Net-style training of a plan's configuration into a model folder.
 
-use crate::values::{ConfigurationArg, OptimizerArg, PartialLabelRuleArg};
+use crate::values::{AugmentationArg, ConfigurationArg, OptimizerArg, PartialLabelRuleArg};
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,6 +46,11 @@ pub struct TrainArgs {
     /// Initial learning rate (default: the optimiser's).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Training augmentation: default (nnU-Net's, spine-safe) or contrast (also intensity
+    /// inversion, histogram remapping, bias fields, wider gamma and low resolution, for scans
+    /// of other contrasts and scanners). Stored in the checkpoint; --resume keeps it.
+    #[arg(long, value_enum, default_value = "default")]
+    pub augmentation: AugmentationArg,
     /// Seed of initialisation, batches and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -121,6 +126,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     config.iterations_per_epoch = args.iterations_per_epoch;
     config.validation_batches = args.validation_batches;
     config.seed = args.seed;
+    config.augmentation = args.augmentation.config();
     config.loader_threads = args.loader_threads.max(1);
     config.time_budget_s = args.time_budget_min.map(|m| m * 60.0);
     config.optimizer = match args.optimizer {
