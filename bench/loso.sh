@@ -47,7 +47,7 @@ EOF
 }
 
 if [ "$stage" = prepare ]; then
-  [ -d "$merged" ] || "$bin" dataset merge "$shared/lumbar-real" "$shared/spider-t2space" --out "$merged"
+  [ -d "$merged" ] || "$bin" dataset merge "$shared/lumbar-real" "$shared/spider-t2space" --out "$merged" --channel-names MRI
   for site in vb3 vb2 ivd spider; do echo "$site: $(site_cases $site | tr ',' '\n' | wc -l) cases"; done
   exit 0
 fi
