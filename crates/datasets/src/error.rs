@@ -41,6 +41,13 @@ pub enum DatasetError {
     /// Options or a label mapping that cannot work with the ontology (e.g. lowest vertebra L6).
     #[error("{0}")]
     InvalidMapping(String),
+    /// A merge that cannot be done as asked (bad or repeated source names, output overlapping an
+    /// input).
+    #[error("dataset merge: {0}")]
+    Merge(String),
+    /// The output folder exists and is not empty, and replacing it was not asked for.
+    #[error("{path}: exists and is not empty (pass --overwrite to replace it)")]
+    OutputExists { path: PathBuf },
 }
 
 /// Result with [`DatasetError`].

@@ -25,6 +25,7 @@
 pub mod annotations;
 pub mod check;
 pub mod error;
+pub mod merge;
 pub mod mrspineseg;
 pub mod nnunet;
 pub mod spider;
@@ -99,7 +100,8 @@ impl fmt::Display for VertebraExtent {
 }
 
 /// Whether a case belongs to the training or the test part of a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Split {
     /// Cases that should have labels (nnU-Net `imagesTr`, every case of the other layouts).
     Train,

@@ -58,6 +58,13 @@ pub fn tiny_work(dir: &Path) -> PathBuf {
     let data = dir.join("phantom");
     let work = dir.join("work");
     ok(spineseg(&["phantom", "--small", "--cases", "3", "--seed", "1", "--out", data.to_str().unwrap()]));
+    tiny_plan(&data, &work);
+    work
+}
+
+/// Plans `data` for 2D into `work`, the plan edited to a 32x32 patch, batch 2 and a 3-stage
+/// network 4-8-16.
+pub fn tiny_plan(data: &Path, work: &Path) {
     ok(spineseg(&["plan", data.to_str().unwrap(), "--out", work.to_str().unwrap(), "--configurations", "2d"]));
     let path = work.join("plans.json");
     let mut plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -72,7 +79,6 @@ pub fn tiny_work(dir: &Path) -> PathBuf {
     n["n_conv_per_stage_encoder"] = serde_json::json!([2, 2, 2]);
     n["n_conv_per_stage_decoder"] = serde_json::json!([2, 2]);
     std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
-    work
 }
 
 /// Trains `work` into `out` for 2 epochs of 2 iterations, seed 5, with `extra` flags.
