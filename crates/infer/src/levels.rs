@@ -8,7 +8,9 @@
 //! 1. **Instances.** Connected components (26-connectivity) of the union of all vertebra classes,
 //!    and separately of the union of all disc classes, in the predicted class volume
 //!    (preprocessed space). Fragments smaller than [`LevelOptions::min_instance_fraction`] of the
-//!    median instance of the same kind are left out (and left as they are).
+//!    median instance of the same kind are left out (and left as they are); the median is taken
+//!    over the components with at least a tenth of the largest one's voxels, so that specks of
+//!    noise do not set it.
 //! 2. **Order.** By centroid along the world superior-inferior axis (RAS: +z is superior),
 //!    superior first.
 //! 3. **Assignment.** Dynamic programming over the ordered instances and the ontology's column
@@ -23,7 +25,9 @@
 //!    structures (their centroid distance over the typical body-to-disc distance), and costs
 //!    [`LevelOptions::gap_penalty`] times the median instance's voxel count per skipped
 //!    structure, so a gap is taken only where both the geometry and the evidence ask for it
-//!    (never to escape the junction anchor on a regularly spaced column).
+//!    (never to escape the junction anchor on a regularly spaced column). Two neighbours of
+//!    one kind too close for a structure of the other kind between them are pieces of one
+//!    structure and share its level.
 //! 4. **Anchor.** When the lumbosacral junction is in view (see [`junction_in_view`]) the lowest
 //!    instance, a disc, is fixed to L5/S1 and the count runs up from it ("lumbosacral junction");
 //!    otherwise the levels come from the network's evidence alone ("network evidence only").
@@ -50,8 +54,9 @@ pub const L5_S1_DISC: StructureId = StructureId(124);
 /// Settings of [`assign_levels`]; [`LevelOptions::default`] holds the documented defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelOptions {
-    /// An instance with fewer voxels than this fraction of the median instance of its kind is a
-    /// fragment: not counted, not relabelled. Default 0.25.
+    /// An instance with fewer voxels than this fraction of the median instance of its kind (over
+    /// components of at least a tenth of the largest) is a fragment: not counted, not
+    /// relabelled. Default 0.25.
     pub min_instance_fraction: f64,
     /// Cost of one skipped structure beyond the forced ones, in units of the median instance's
     /// voxel count (an instance's evidence is at most its voxel count). Default 0.25: a whole
@@ -374,6 +379,16 @@ pub fn assign_instances(
             if prev == f64::NEG_INFINITY {
                 continue;
             }
+            // Two neighbours of one kind too close for the other kind between them are pieces of
+            // one structure (a disc in two parts): they share its level.
+            if instances[m].kind == instances[m - 1].kind && room(m) == 0 {
+                let total = prev + evidence(m, p_prev);
+                if total > score[m][p_prev] {
+                    score[m][p_prev] = total;
+                    back[m][p_prev] = p_prev;
+                }
+                continue;
+            }
             let Some(first) = first_after(p_prev, instances[m].kind) else { continue };
             // Skips beyond the forced ones only where the spacing leaves room for them.
             let extra = room(m).saturating_sub(first - p_prev - 1);
@@ -498,16 +513,21 @@ pub fn assign_instances(
         .map_or(0, |(s, _)| s);
 
     let mut reasons = Vec::new();
-    let lumbar_like = instances
+    // Distinct levels, so the pieces of one body count once.
+    let mut lumbar_levels: Vec<usize> = instances
         .iter()
-        .filter(|i| i.kind == LevelKind::Vertebra)
-        .filter(|i| {
+        .zip(&assigned)
+        .filter(|(i, _)| i.kind == LevelKind::Vertebra)
+        .filter(|(i, _)| {
             let all: f64 =
                 i.evidence.iter().filter(|(id, _)| level_kind(**id) == Some(LevelKind::Vertebra)).map(|(_, e)| e).sum();
             let lumbar: f64 = i.evidence.iter().filter(|(id, _)| is_lumbar(**id)).map(|(_, e)| e).sum();
             all > 0.0 && lumbar >= options.lumbar_share * all
         })
-        .count();
+        .map(|(_, &p)| p)
+        .collect();
+    lumbar_levels.dedup();
+    let lumbar_like = lumbar_levels.len();
     if lumbar_like >= options.transitional_lumbar_count {
         let place = if anchor == Anchor::LumbosacralJunction { " above the lumbosacral junction" } else { "" };
         reasons.push(format!(
@@ -574,13 +594,15 @@ pub fn assign_levels(
     let [ni, nj, nk] = seg.shape();
     let geometry = seg.geometry;
     let world = |p: usize| geometry.voxel_to_world([(p % ni) as f64, ((p / ni) % nj) as f64, (p / (ni * nj)) as f64]);
+    // The median instance: of the components of a kind with at least a tenth of the largest's
+    // voxels, so that a spray of one-voxel specks cannot make every speck "typical".
     let typical_size = |kind: LevelKind| {
-        median(
-            (0..count)
-                .filter(|&n| components.values[n] == kind_value(kind))
-                .map(|n| components.sizes[n] as f64)
-                .collect(),
-        )
+        let sizes: Vec<f64> = (0..count)
+            .filter(|&n| components.values[n] == kind_value(kind))
+            .map(|n| components.sizes[n] as f64)
+            .collect();
+        let largest = sizes.iter().copied().fold(0.0, f64::max);
+        median(sizes.into_iter().filter(|&v| v >= 0.1 * largest).collect())
     };
     let typical = [typical_size(LevelKind::Vertebra), typical_size(LevelKind::Disc)];
     let kind_index = |n: usize| (components.values[n] - 1) as usize;
@@ -910,13 +932,28 @@ mod tests {
         holed.drain(3..6);
         let report = assign_instances(&holed, 0.0, &model_classes(), &LevelOptions::default());
         assert_eq!(assigned(&report), vec![20, 120, 21, 23, 123, 24, 124]);
+        // Closed up: the two bodies 20 mm apart, room for the disc between them only.
         for (m, i) in holed.iter_mut().enumerate() {
-            i.centroid_mm[2] = 200.0 - 10.0 * m as f64;
+            i.centroid_mm[2] = 200.0 - 10.0 * m as f64 - if m >= 3 { 10.0 } else { 0.0 };
             (i.bottom_mm, i.top_mm) = (i.centroid_mm[2] - 1.0, i.centroid_mm[2] + 1.0);
         }
         let report = assign_instances(&holed, 0.0, &model_classes(), &LevelOptions::default());
         assert_eq!(report.anchor, Anchor::LumbosacralJunction);
         assert_eq!(assigned(&report), vec![21, 121, 22, 23, 123, 24, 124]);
+    }
+
+    #[test]
+    fn pieces_of_one_disc_share_its_level() {
+        // The L5/S1 disc found as two pieces 2 mm apart: both L5/S1, the count above unchanged.
+        let mut instances = column_of(L1, L5, true, |id| id);
+        let mut piece = instances.last().unwrap().clone();
+        piece.centroid_mm[2] -= 2.0;
+        instances.push(piece);
+        let report = assign_instances(&instances, 0.0, &model_classes(), &LevelOptions::default());
+        let mut expected = truth(&instances[..instances.len() - 1]);
+        expected.push(124);
+        assert_eq!(assigned(&report), expected);
+        assert_eq!(report.anchor, Anchor::LumbosacralJunction);
     }
 
     #[test]
