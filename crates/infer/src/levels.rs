@@ -29,7 +29,8 @@
 //!    one kind too close for a structure of the other kind between them are pieces of one
 //!    structure and share its level.
 //! 4. **Anchor.** When the lumbosacral junction is in view (see [`junction_in_view`]) the lowest
-//!    instance, a disc, is fixed to L5/S1 and the count runs up from it ("lumbosacral junction");
+//!    disc is fixed to L5/S1 and the count runs up from it ("lumbosacral junction"; a body below
+//!    it is the sacrum taken for a body and is left alone);
 //!    otherwise the levels come from the network's evidence alone ("network evidence only").
 //! 5. **Relabel.** Every voxel of an assigned instance takes its level's class; fragments and
 //!    other structures (canal, posterior elements, ...) are untouched.
@@ -69,6 +70,9 @@ pub struct LevelOptions {
     /// Without the junction, a count whose confidence is below this is reported ambiguous.
     /// Default 0.25.
     pub min_confidence: f64,
+    /// The image must reach this many median body heights below the junction disc's centroid
+    /// (see [`junction_in_view`]). Default 0.5.
+    pub junction_margin: f64,
     /// A vertebral body is lumbar-like when at least this share of its vertebra evidence is on
     /// lumbar levels; this many or more lumbar-like bodies suggest a transitional vertebra.
     /// Defaults 0.5 and 6.
@@ -86,6 +90,7 @@ impl Default for LevelOptions {
             gap_penalty: 0.25,
             junction_probability: 0.5,
             min_confidence: 0.25,
+            junction_margin: 0.5,
             lumbar_share: 0.5,
             transitional_lumbar_count: 6,
             split_height: 1.6,
@@ -174,6 +179,8 @@ pub struct InstanceReport {
     /// Whether its voxels were relabelled (false when the assigned level is not a class of the
     /// model, or nothing changed).
     pub relabelled: bool,
+    /// A body below the junction disc (the sacrum taken for a body): not counted, not relabelled.
+    pub below_junction: bool,
     pub voxels: usize,
     /// Evidence (sum of probabilities over its voxels) of the assigned and of the raw level.
     pub evidence: f64,
@@ -287,18 +294,23 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Whether the lumbosacral junction is in view, as the index of the junction disc among
-/// `instances` (superior first). The rule:
-/// 1. the lowest instance is a disc (a vertebral body below the lowest disc is either L5 with
-///    L5/S1 missed or the sacrum taken for a body: the models have no sacrum class, so the two
-///    cannot be told apart);
-/// 2. its mean L5/S1 probability is at least [`LevelOptions::junction_probability`];
-/// 3. the image reaches at least one median body height (superior-inferior extent of the body
-///    instances, or of the discs when no body is found) below its centroid, so a vertebra below
-///    it would have been in view and the disc is not cut by the image's edge.
+/// `instances` (superior first). The rule, for the lowest disc instance:
+/// 1. its mean L5/S1 probability is at least [`LevelOptions::junction_probability`] (the network
+///    recognises the junction disc, the most distinctive one: the sacrum's slope lies below it);
+/// 2. at most one instance lies below it, a vertebral body: the sacrum's S1 segment taken for a
+///    body (the models have no sacrum class; that instance is not counted and not relabelled).
+///    Two or more bodies below it mean it is not the junction;
+/// 3. the image reaches at least [`LevelOptions::junction_margin`] median body heights
+///    (superior-inferior extent of the body instances, or of the discs when no body is found)
+///    below its centroid, so a vertebra below it would have been seen and the disc is not cut
+///    by the image's edge.
 pub fn junction_in_view(instances: &[Instance], image_bottom_mm: f64, options: &LevelOptions) -> Option<usize> {
-    let last = instances.len().checked_sub(1)?;
-    let disc = &instances[last];
-    if disc.kind != LevelKind::Disc || disc.voxels == 0 {
+    let last_disc = instances.iter().rposition(|i| i.kind == LevelKind::Disc)?;
+    if instances.len() - last_disc > 2 {
+        return None;
+    }
+    let disc = &instances[last_disc];
+    if disc.voxels == 0 {
         return None;
     }
     let probability = disc.evidence_for(L5_S1_DISC) / disc.voxels as f64;
@@ -311,7 +323,7 @@ pub fn junction_in_view(instances: &[Instance], image_bottom_mm: f64, options: &
     if height <= 0.0 {
         height = median(heights(LevelKind::Disc));
     }
-    (disc.centroid_mm[2] - image_bottom_mm >= height).then_some(last)
+    (disc.centroid_mm[2] - image_bottom_mm >= options.junction_margin * height).then_some(last_disc)
 }
 
 /// Assigns levels to `instances` (ordered superior first) with the dynamic programme of the
@@ -319,12 +331,34 @@ pub fn junction_in_view(instances: &[Instance], image_bottom_mm: f64, options: &
 /// junction's rule). `classes`: the level structures the model can write (an instance assigned
 /// another level keeps its voxels). Instances must be ordered; fragments already removed.
 pub fn assign_instances(
-    instances: &[Instance],
+    all: &[Instance],
     image_bottom_mm: f64,
     classes: &[StructureId],
     options: &LevelOptions,
 ) -> LevelAssignment {
     let chain = column();
+    // With the junction in view, a body below its disc (the sacrum) is not counted.
+    let junction = junction_in_view(all, image_bottom_mm, options);
+    let (instances, below) = all.split_at(junction.map_or(all.len(), |j| j + 1));
+    let unassigned = |i: &Instance| {
+        let raw = i.raw_level();
+        InstanceReport {
+            kind: i.kind,
+            raw_label: raw.map(name),
+            raw_id: raw,
+            assigned_label: None,
+            assigned_id: None,
+            relabelled: false,
+            below_junction: false,
+            voxels: i.voxels,
+            evidence: 0.0,
+            raw_evidence: raw.map_or(0.0, |r| i.evidence_for(r)),
+            centroid_mm: i.centroid_mm,
+            network_voxels: BTreeMap::new(),
+        }
+    };
+    let below: Vec<InstanceReport> =
+        below.iter().map(|i| InstanceReport { below_junction: true, ..unassigned(i) }).collect();
     let n = instances.len();
     let empty = LevelAssignment {
         anchor: Anchor::NetworkEvidenceOnly,
@@ -349,9 +383,15 @@ pub fn assign_instances(
     // Room for missing structures between neighbours, from their spacing: `step` is the typical
     // centroid distance of a body and the disc next to it (half that of two bodies when no body
     // and disc are neighbours); `round(distance / step) - 1` structures fit between two instances.
+    // Distances are in the sagittal plane (anterior-posterior and superior-inferior), so they
+    // follow the lordotic curve and two pieces of one disc side by side (left, right) are close.
     let distances: Vec<(bool, f64)> = instances
         .windows(2)
-        .map(|w| (w[0].kind != w[1].kind, (w[0].centroid_mm[2] - w[1].centroid_mm[2]).abs()))
+        .map(|w| {
+            let [_, ay, az] = w[0].centroid_mm;
+            let [_, by, bz] = w[1].centroid_mm;
+            (w[0].kind != w[1].kind, (ay - by).hypot(az - bz))
+        })
         .collect();
     let mixed: Vec<f64> = distances.iter().filter(|(mixed, _)| *mixed).map(|(_, d)| *d).collect();
     let step = if mixed.is_empty() { median(distances.iter().map(|(_, d)| *d).collect()) / 2.0 } else { median(mixed) };
@@ -406,7 +446,6 @@ pub fn assign_instances(
         }
     }
 
-    let junction = junction_in_view(instances, image_bottom_mm, options);
     let junction_position = chain.iter().position(|(id, _)| *id == L5_S1_DISC);
     let end = match (junction, junction_position) {
         (Some(_), Some(p)) if score[n - 1][p] > f64::NEG_INFINITY => Some(p),
@@ -420,25 +459,7 @@ pub fn assign_instances(
     if score[n - 1][end] == f64::NEG_INFINITY {
         // More instances than the column has levels (an untrained or failing network's
         // scatter): no consecutive naming exists; keep the network's labels and say so.
-        let instances = instances
-            .iter()
-            .map(|i| {
-                let raw = i.raw_level();
-                InstanceReport {
-                    kind: i.kind,
-                    raw_label: raw.map(name),
-                    raw_id: raw,
-                    assigned_label: None,
-                    assigned_id: None,
-                    relabelled: false,
-                    voxels: i.voxels,
-                    evidence: 0.0,
-                    raw_evidence: raw.map_or(0.0, |r| i.evidence_for(r)),
-                    centroid_mm: i.centroid_mm,
-                    network_voxels: BTreeMap::new(),
-                }
-            })
-            .collect();
+        let instances = instances.iter().map(unassigned).chain(below).collect();
         return LevelAssignment {
             ambiguous: true,
             reasons: vec![format!(
@@ -496,6 +517,7 @@ pub fn assign_instances(
             assigned_label: Some(name(id)),
             assigned_id: Some(id),
             relabelled: writable,
+            below_junction: false,
             voxels: instance.voxels,
             evidence: instance.evidence_for(id),
             raw_evidence: raw.map_or(0.0, |r| instance.evidence_for(r)),
@@ -547,7 +569,7 @@ pub fn assign_instances(
         evidence_margin,
         ambiguous: !reasons.is_empty(),
         reasons,
-        instances: reports,
+        instances: reports.into_iter().chain(below).collect(),
         fragments: 0,
     }
 }
@@ -954,6 +976,24 @@ mod tests {
         expected.push(124);
         assert_eq!(assigned(&report), expected);
         assert_eq!(report.anchor, Anchor::LumbosacralJunction);
+    }
+
+    #[test]
+    fn a_body_below_the_junction_disc_is_the_sacrum() {
+        // The network calls S1 "L5": one body below the L5/S1 disc is not counted; two are.
+        let mut instances = column_of(L1, L5, true, |id| id);
+        let mut sacrum = instances[instances.len() - 2].clone();
+        sacrum.centroid_mm[2] -= 20.0;
+        instances.push(sacrum.clone());
+        let report = assign_instances(&instances, -1000.0, &model_classes(), &LevelOptions::default());
+        assert_eq!(report.anchor, Anchor::LumbosacralJunction);
+        let last = report.instances.last().unwrap();
+        assert!(last.below_junction && last.assigned_id.is_none() && !last.relabelled, "{last:?}");
+        assert_eq!(report.instances[report.instances.len() - 2].assigned_id, Some(L5_S1_DISC));
+        sacrum.centroid_mm[2] -= 20.0;
+        instances.push(sacrum);
+        let report = assign_instances(&instances, -1000.0, &model_classes(), &LevelOptions::default());
+        assert_eq!(report.anchor, Anchor::NetworkEvidenceOnly);
     }
 
     #[test]
