@@ -12,7 +12,9 @@
 //!    over the components with at least a tenth of the largest one's voxels, so that specks of
 //!    noise do not set it.
 //! 2. **Order.** By centroid along the world superior-inferior axis (RAS: +z is superior),
-//!    superior first.
+//!    superior first; a lowest body less than half a body-to-disc step below the lowest disc
+//!    (with a disc above it too) goes above that disc (the wedge-shaped L5 and the tilted L5/S1
+//!    disc, whose centroids can come out at one height).
 //! 3. **Assignment.** Dynamic programming over the ordered instances and the ontology's column
 //!    (C1, C2, C2/C3, C3, ..., L5, L5/S1; a vertebra's disc sits below it), maximising the sum of
 //!    the network's evidence: for an instance and a level, the sum over the instance's voxels of
@@ -71,7 +73,8 @@ pub struct LevelOptions {
     /// Default 0.25.
     pub min_confidence: f64,
     /// The image must reach this many median body heights below the junction disc's centroid
-    /// (see [`junction_in_view`]). Default 0.5.
+    /// (see [`junction_in_view`]). Default 0.25: bone below the disc is in view, so a vertebra
+    /// there would be found (at least in part).
     pub junction_margin: f64,
     /// A vertebral body is lumbar-like when at least this share of its vertebra evidence is on
     /// lumbar levels; this many or more lumbar-like bodies suggest a transitional vertebra.
@@ -90,7 +93,7 @@ impl Default for LevelOptions {
             gap_penalty: 0.25,
             junction_probability: 0.5,
             min_confidence: 0.25,
-            junction_margin: 0.5,
+            junction_margin: 0.25,
             lumbar_share: 0.5,
             transitional_lumbar_count: 6,
             split_height: 1.6,
@@ -305,17 +308,22 @@ fn median(mut values: Vec<f64>) -> f64 {
 ///    below its centroid, so a vertebra below it would have been seen and the disc is not cut
 ///    by the image's edge.
 pub fn junction_in_view(instances: &[Instance], image_bottom_mm: f64, options: &LevelOptions) -> Option<usize> {
-    let last_disc = instances.iter().rposition(|i| i.kind == LevelKind::Disc)?;
+    junction_check(instances, image_bottom_mm, options).ok()
+}
+
+/// [`junction_in_view`] with the reason when it is not (for the report).
+fn junction_check(instances: &[Instance], image_bottom_mm: f64, options: &LevelOptions) -> Result<usize, String> {
+    let last_disc = instances.iter().rposition(|i| i.kind == LevelKind::Disc).ok_or("no disc found")?;
     if instances.len() - last_disc > 2 {
-        return None;
+        return Err(format!("{} vertebral bodies below the lowest disc", instances.len() - last_disc - 1));
     }
     let disc = &instances[last_disc];
-    if disc.voxels == 0 {
-        return None;
-    }
-    let probability = disc.evidence_for(L5_S1_DISC) / disc.voxels as f64;
+    let probability = disc.evidence_for(L5_S1_DISC) / disc.voxels.max(1) as f64;
     if probability < options.junction_probability {
-        return None;
+        return Err(format!(
+            "the lowest disc's mean L5/S1 probability is {probability:.2} < {:.2}",
+            options.junction_probability
+        ));
     }
     let heights =
         |kind| -> Vec<f64> { instances.iter().filter(|i| i.kind == kind).map(|i| i.top_mm - i.bottom_mm).collect() };
@@ -323,7 +331,60 @@ pub fn junction_in_view(instances: &[Instance], image_bottom_mm: f64, options: &
     if height <= 0.0 {
         height = median(heights(LevelKind::Disc));
     }
-    (disc.centroid_mm[2] - image_bottom_mm >= options.junction_margin * height).then_some(last_disc)
+    let below_mm = disc.centroid_mm[2] - image_bottom_mm;
+    if below_mm < options.junction_margin * height {
+        return Err(format!(
+            "the image ends {below_mm:.0} mm below the lowest disc, less than {:.0} mm",
+            options.junction_margin * height
+        ));
+    }
+    Ok(last_disc)
+}
+
+/// Per pair of neighbours: whether their kinds differ, and their centroid distance in the
+/// sagittal plane (anterior-posterior and superior-inferior).
+fn neighbour_distances<'a>(instances: impl Iterator<Item = &'a Instance> + Clone) -> Vec<(bool, f64)> {
+    instances
+        .clone()
+        .zip(instances.skip(1))
+        .map(|(a, b)| {
+            let [_, ay, az] = a.centroid_mm;
+            let [_, by, bz] = b.centroid_mm;
+            (a.kind != b.kind, (ay - by).hypot(az - bz))
+        })
+        .collect()
+}
+
+/// The typical distance of a body and the disc next to it (half that of two neighbours of one
+/// kind when no body and disc are neighbours).
+fn typical_step(distances: &[(bool, f64)]) -> f64 {
+    let mixed: Vec<f64> = distances.iter().filter(|(mixed, _)| *mixed).map(|(_, d)| *d).collect();
+    if mixed.is_empty() {
+        median(distances.iter().map(|(_, d)| *d).collect()) / 2.0
+    } else {
+        median(mixed)
+    }
+}
+
+/// Orders instances superior first by centroid z, then puts a lowest body whose centroid lies
+/// less than half a typical step below the lowest disc's above it: L5 is wedge-shaped and the
+/// L5/S1 disc tilted, so their centroids can come out at nearly one height (in either order),
+/// while the sacrum's S1 segment lies a whole step below the disc.
+fn order_along_spine<T>(instances: &mut [(T, Instance)]) {
+    instances.sort_by(|a, b| b.1.centroid_mm[2].total_cmp(&a.1.centroid_mm[2]));
+    let n = instances.len();
+    if n < 3 {
+        return;
+    }
+    let step = typical_step(&neighbour_distances(instances.iter().map(|(_, i)| i)));
+    let (disc, body) = (&instances[n - 2].1, &instances[n - 1].1);
+    if disc.kind == LevelKind::Disc
+        && body.kind == LevelKind::Vertebra
+        && instances[n - 3].1.kind == LevelKind::Disc
+        && disc.centroid_mm[2] - body.centroid_mm[2] < 0.5 * step
+    {
+        instances.swap(n - 2, n - 1);
+    }
 }
 
 /// Assigns levels to `instances` (ordered superior first) with the dynamic programme of the
@@ -338,7 +399,8 @@ pub fn assign_instances(
 ) -> LevelAssignment {
     let chain = column();
     // With the junction in view, a body below its disc (the sacrum) is not counted.
-    let junction = junction_in_view(all, image_bottom_mm, options);
+    let junction_status = junction_check(all, image_bottom_mm, options);
+    let junction = junction_status.as_ref().ok().copied();
     let (instances, below) = all.split_at(junction.map_or(all.len(), |j| j + 1));
     let unassigned = |i: &Instance| {
         let raw = i.raw_level();
@@ -385,16 +447,8 @@ pub fn assign_instances(
     // and disc are neighbours); `round(distance / step) - 1` structures fit between two instances.
     // Distances are in the sagittal plane (anterior-posterior and superior-inferior), so they
     // follow the lordotic curve and two pieces of one disc side by side (left, right) are close.
-    let distances: Vec<(bool, f64)> = instances
-        .windows(2)
-        .map(|w| {
-            let [_, ay, az] = w[0].centroid_mm;
-            let [_, by, bz] = w[1].centroid_mm;
-            (w[0].kind != w[1].kind, (ay - by).hypot(az - bz))
-        })
-        .collect();
-    let mixed: Vec<f64> = distances.iter().filter(|(mixed, _)| *mixed).map(|(_, d)| *d).collect();
-    let step = if mixed.is_empty() { median(distances.iter().map(|(_, d)| *d).collect()) / 2.0 } else { median(mixed) };
+    let distances = neighbour_distances(instances.iter());
+    let step = typical_step(&distances);
     let room = |m: usize| -> usize {
         let d = distances[m - 1].1;
         if step > 0.0 {
@@ -558,7 +612,8 @@ pub fn assign_instances(
     }
     if anchor == Anchor::NetworkEvidenceOnly && confidence < options.min_confidence {
         reasons.push(format!(
-            "lumbosacral junction not in view and the evidence margin is small ({confidence:.2} < {:.2})",
+            "lumbosacral junction not in view ({}) and the evidence margin is small ({confidence:.2} < {:.2})",
+            junction_status.as_ref().err().map_or("no consecutive naming ends there", |e| e.as_str()),
             options.min_confidence
         ));
     }
@@ -751,8 +806,8 @@ pub fn assign_levels(
         };
         instances.push((q as u32, instance));
     }
-    // Superior first; equal heights keep the part order (stable sort).
-    instances.sort_by(|a, b| b.1.centroid_mm[2].total_cmp(&a.1.centroid_mm[2]));
+    // Superior first (equal heights keep the part order: a stable sort).
+    order_along_spine(&mut instances);
     let mut image_bottom_mm = f64::INFINITY;
     for corner in 0..8 {
         let pick = |bit: usize, size: usize| if corner & bit != 0 { size.saturating_sub(1) as f64 } else { 0.0 };
@@ -994,6 +1049,19 @@ mod tests {
         instances.push(sacrum);
         let report = assign_instances(&instances, -1000.0, &model_classes(), &LevelOptions::default());
         assert_eq!(report.anchor, Anchor::NetworkEvidenceOnly);
+    }
+
+    #[test]
+    fn a_tilted_l5_body_is_put_above_the_junction_disc() {
+        // L1 .. L5/S1, 10 mm apart; the L5 body's centroid 1 mm below the L5/S1 disc's.
+        let mut instances: Vec<(usize, Instance)> = column_of(L1, L5, true, |id| id).into_iter().enumerate().collect();
+        instances[8].1.centroid_mm[2] = 109.0;
+        order_along_spine(&mut instances);
+        assert_eq!(instances.iter().map(|(k, _)| *k).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        // A body a whole step below the disc (the sacrum) stays below.
+        instances[8].1.centroid_mm[2] = 100.0;
+        order_along_spine(&mut instances);
+        assert_eq!(instances.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5, 6, 7, 9, 8]);
     }
 
     #[test]
