@@ -4,6 +4,7 @@
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use spineseg_planning::pipeline::PlanStep;
 use spineseg_infer::workflow::{PredictJob, PredictObserver, WorkflowError};
+use spineseg_infer::LevelAssignment;
 use std::sync::Arc;
 
 /// Progress bars of a prediction run: cases (with more than one) and windows of the current
@@ -56,6 +57,10 @@ impl PredictionBars {
 }
 
 impl PredictObserver for PredictionBars {
+    fn on_levels(&mut self, job: &PredictJob, levels: &LevelAssignment) {
+        self.multi.suspend(|| eprintln!("{}: {}", job.id, levels.summary()));
+    }
+
     fn on_case_start(&mut self, job: &PredictJob) {
         self.windows.reset();
         self.windows.set_message(job.id.clone());

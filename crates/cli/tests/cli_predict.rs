@@ -125,7 +125,9 @@ fn predict_files_and_folders_on_the_input_grid() {
     spineseg_io::write_volume(&input.join("b_0000.mha"), &rotated).unwrap();
     std::fs::write(input.join("notes.txt"), "not an image").unwrap();
     let out = root.join("out");
-    let log = ok(spineseg(&["predict", "-i", s(&input), "-o", s(&out), "-m", s(&model)]));
+    // Without level assignment, which would add `{case}.levels.json` beside each mask (see
+    // `level_assignment_report_beside_the_mask`).
+    let log = ok(spineseg(&["predict", "-i", s(&input), "-o", s(&out), "-m", s(&model), "--no-level-assignment"]));
     assert!(log.contains("2 case(s)"), "{log}");
     assert_overlays(&input.join("a_0000.nii.gz"), &out.join("a.nii.gz"), &model);
     assert_overlays(&input.join("b_0000.mha"), &out.join("b.mha"), &model);
@@ -273,4 +275,49 @@ fn the_shipped_lumbar_model_loads_and_predicts() {
     let labels = read_volume(&out).unwrap().to_labels(&out).unwrap();
     // lumbar-real's values: L3 = 7, L4 = 8.
     assert!(labels.data().iter().all(|&v| v == 0 || v == 7 || v == 8));
+}
+
+#[test]
+fn level_assignment_report_beside_the_mask() {
+    // The shipped model has vertebra and disc level classes: level assignment is on by default,
+    // relabels bodies and discs only (without post-processing the foreground is the network's),
+    // writes `<stem>.levels.json` and logs one line; `--no-level-assignment` keeps the raw labels.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lumbar-2d");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("phantom");
+    ok(spineseg(&["phantom", "--out", s(&data), "--cases", "1", "--seed", "1", "--small"]));
+    let image = data.join("imagesTr/phantom_000_0000.nii.gz");
+    let (levelled, raw) = (dir.path().join("levelled.nii.gz"), dir.path().join("raw.nii.gz"));
+    let log = ok(spineseg(&["predict", "-i", s(&image), "-o", s(&levelled), "-m", s(&model), "--no-postprocessing"]));
+    assert!(log.contains("level assignment on") && log.contains("phantom_000: levels:"), "{log}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("levelled.levels.json")).unwrap()).unwrap();
+    let anchor = report["anchor"].as_str().unwrap();
+    assert!(anchor == "lumbosacral junction" || anchor == "network evidence only", "{report}");
+    assert!(report["confidence"].as_f64().is_some() && report["ambiguous"].is_boolean(), "{report}");
+    let instances = report["instances"].as_array().unwrap();
+    assert!(instances.len() >= 5, "the phantom shows the lumbar spine: {report}");
+    for i in instances {
+        assert!(i["assigned_label"].is_string() && i["voxels"].as_u64().unwrap() > 0, "{i}");
+    }
+
+    let log = ok(spineseg(&["predict", "-i", s(&image), "-o", s(&raw), "-m", s(&model), "--no-postprocessing", "--no-level-assignment"]));
+    assert!(log.contains("level assignment off") && !log.contains("levels:"), "{log}");
+    assert!(!dir.path().join("raw.levels.json").exists());
+    let levelled = read_volume(&levelled).unwrap().to_labels(&levelled).unwrap();
+    let raw = read_volume(&raw).unwrap().to_labels(&raw).unwrap();
+    assert_eq!(levelled.geometry, raw.geometry);
+    // Bodies and discs are renamed in preprocessed space; resampling back to the input's grid
+    // interpolates one-hot labels, so only boundary voxels may change extent or kind.
+    let (mut foreground, mut kind, mut changed) = (0, 0, 0);
+    for (&a, &b) in levelled.data().iter().zip(raw.data()) {
+        foreground += usize::from((a != 0) != (b != 0));
+        // lumbar-real's values: bodies 1..=9, discs 10..=15.
+        kind += usize::from(a != 0 && b != 0 && (a >= 10) != (b >= 10));
+        changed += usize::from(a != b);
+    }
+    let total = raw.data().iter().filter(|&&v| v != 0).count();
+    assert!(foreground * 50 <= total && kind * 50 <= total, "{foreground} / {kind} of {total} voxels changed extent / kind");
+    let relabelled = instances.iter().any(|i| i["relabelled"] == true);
+    assert_eq!(changed > foreground + kind, relabelled, "{changed} voxels renamed; {report}");
 }

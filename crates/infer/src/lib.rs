@@ -6,6 +6,9 @@
 //!   [`ClassScores`].
 //! - [`postprocess`]: softmax, arg max, connected components and the largest component per
 //!   class.
+//! - [`levels`]: vertebral bodies and discs as instances, named by counting along the spine
+//!   (dynamic programming over the network's per-level evidence, anchored at the lumbosacral
+//!   junction when it is in view), with a report of how sure the count is.
 //! - [`predict`]: [`predict_case`], one preprocessed case to a label volume on the input's grid.
 //! - [`network`]: [`NetworkPredictor`], a burn network of any kind ([`spineseg_model::Network`])
 //!   as a [`PatchPredictor`] (no autodiff, full-resolution output only), and
@@ -23,6 +26,7 @@
 //! model folders).
 
 pub mod error;
+pub mod levels;
 pub mod model_folder;
 pub mod network;
 pub mod postprocess;
@@ -39,7 +43,11 @@ pub use network::{network_config_for_plan, NetworkPredictor};
 pub use postprocess::{
     argmax, connected_components, keep_largest_component_per_class, softmax_in_place, Components, Connectivity,
 };
-pub use predict::{predict_case, segment_preprocessed, PredictOptions};
+pub use levels::{assign_levels, Anchor, LevelAssignment, LevelOptions};
+pub use predict::{
+    predict_case, predict_case_with_levels, segment_preprocessed, segment_preprocessed_with_levels, CasePrediction,
+    PredictOptions,
+};
 pub use sliding_window::{
     compute_gaussian, compute_steps_for_sliding_window, predict_sliding_window, predict_sliding_window_argmax,
     predictor_fn, ClassScores, FnPredictor, PatchPredictor, Progress, ProgressCallback, SlidingWindowOptions,

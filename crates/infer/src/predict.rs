@@ -1,10 +1,13 @@
-//! One case end to end: sliding window -> arg max -> optional largest component per class ->
-//! back onto the input's grid and label values ([`spineseg_preprocessing::preprocess::revert_to_original`]
+//! One case end to end: sliding window -> arg max -> optional level assignment
+//! ([`crate::levels`]) -> optional largest component per class -> back onto the input's grid and
+//! label values ([`spineseg_preprocessing::preprocess::revert_to_original`]
 //! does the resampling, uncropping, reorientation and class index -> label value mapping).
 
 use crate::error::{InferError, Result};
+use crate::levels::{assign_levels, LevelAssignment, LevelOptions};
 use crate::postprocess::{keep_largest_component_per_class, Connectivity};
-use crate::sliding_window::{predict_sliding_window_argmax, PatchPredictor, SlidingWindowOptions};
+use crate::sliding_window::{predict_sliding_window, predict_sliding_window_argmax, PatchPredictor, SlidingWindowOptions};
+use spineseg_anatomy::StructureId;
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_preprocessing::preprocess::{revert_to_original, PreprocessedCase};
 use spineseg_io::{Label, Volume};
@@ -22,6 +25,17 @@ pub struct PredictOptions {
     /// values, ontology ids); every other structure becomes background in the output, so a
     /// voxel of an unrequested structure is never handed to a requested neighbour. `None`: all.
     pub keep_structures: Option<Vec<Label>>,
+    /// Name the vertebral bodies and discs by counting ([`crate::levels`]), after the arg max and
+    /// before the largest-component step; `None` (the default of [`PredictOptions::for_plan`]):
+    /// the network's own labels. `spineseg predict` turns it on for models with level classes.
+    pub level_assignment: Option<LevelOptions>,
+}
+
+/// A case's segmentation and, when level assignment ran, its report.
+#[derive(Debug, Clone)]
+pub struct CasePrediction {
+    pub labels: Volume<Label>,
+    pub levels: Option<LevelAssignment>,
 }
 
 impl PredictOptions {
@@ -32,12 +46,14 @@ impl PredictOptions {
             sliding_window: SlidingWindowOptions::for_plan(plan, configuration)?,
             largest_component: None,
             keep_structures: None,
+            level_assignment: None,
         })
     }
 }
 
 /// Segments preprocessed `images` (class indices on their grid): sliding window, arg max,
-/// optional largest component per class.
+/// optional largest component per class. Level assignment needs the classes' ontology ids
+/// ([`segment_preprocessed_with_levels`]); here it is not done.
 pub fn segment_preprocessed<P: PatchPredictor + ?Sized>(
     images: &[Volume<f32>],
     predictor: &mut P,
@@ -50,16 +66,52 @@ pub fn segment_preprocessed<P: PatchPredictor + ?Sized>(
     Ok(seg)
 }
 
+/// [`segment_preprocessed`] with level assignment when [`PredictOptions::level_assignment`] is
+/// set: the class scores are kept, their arg max (the same labels as without) relabelled by
+/// [`assign_levels`] with the softmax as evidence, then the largest component per class.
+/// `classes`: the ontology id of each class index.
+pub fn segment_preprocessed_with_levels<P: PatchPredictor + ?Sized>(
+    images: &[Volume<f32>],
+    predictor: &mut P,
+    options: &PredictOptions,
+    classes: &[StructureId],
+) -> Result<(Volume<u8>, Option<LevelAssignment>)> {
+    let Some(level_options) = &options.level_assignment else {
+        return Ok((segment_preprocessed(images, predictor, options)?, None));
+    };
+    let mut scores = predict_sliding_window(images, predictor, &options.sliding_window)?;
+    let mut seg = scores.argmax();
+    scores.softmax_in_place();
+    let report = assign_levels(&mut seg, &scores, classes, level_options)?;
+    drop(scores);
+    if let Some(connectivity) = options.largest_component {
+        keep_largest_component_per_class(&mut seg, connectivity, None);
+    }
+    Ok((seg, Some(report)))
+}
+
 /// Predicts one preprocessed case (from [`spineseg_preprocessing::preprocess::preprocess_case`]) and
 /// returns the segmentation on the input files' grid: their shape and geometry, the plan's
 /// label values. The predictor must produce `plan.num_classes()` channels and the patch must
 /// have as many axes as the case's configuration (2 for `2d`, 3 for `3d_fullres`).
+/// [`predict_case_with_levels`] also returns the level assignment's report.
 pub fn predict_case<P: PatchPredictor + ?Sized>(
     case: &PreprocessedCase,
     plan: &Plan,
     predictor: &mut P,
     options: &PredictOptions,
 ) -> Result<Volume<Label>> {
+    Ok(predict_case_with_levels(case, plan, predictor, options)?.labels)
+}
+
+/// [`predict_case`] with the report of level assignment (when
+/// [`PredictOptions::level_assignment`] is set).
+pub fn predict_case_with_levels<P: PatchPredictor + ?Sized>(
+    case: &PreprocessedCase,
+    plan: &Plan,
+    predictor: &mut P,
+    options: &PredictOptions,
+) -> Result<CasePrediction> {
     let properties = &case.properties;
     let bad = |m: String| Err(InferError::InvalidInput(format!("case {}: {m}", properties.id)));
     if predictor.num_classes() != plan.num_classes() {
@@ -75,7 +127,8 @@ pub fn predict_case<P: PatchPredictor + ?Sized>(
             options.sliding_window.patch_size, properties.configuration
         ));
     }
-    let seg = segment_preprocessed(&case.images, predictor, options)?;
+    let classes: Vec<StructureId> = plan.labels.iter().map(|l| StructureId(l.value)).collect();
+    let (seg, levels) = segment_preprocessed_with_levels(&case.images, predictor, options, &classes)?;
     let mut seg = revert_to_original(&seg, properties, plan)?;
     if let Some(keep) = &options.keep_structures {
         // On the output grid, so a kept structure's voxels are exactly those of the full
@@ -86,5 +139,5 @@ pub fn predict_case<P: PatchPredictor + ?Sized>(
             }
         }
     }
-    Ok(seg)
+    Ok(CasePrediction { labels: seg, levels })
 }

@@ -1,7 +1,9 @@
 //! Prediction of image files with a model folder (nnU-Net's `nnUNetv2_predict`), as library
 //! calls: which files make which cases ([`job_for_file`], [`jobs_for_folder`]), and the loop
-//! read -> preprocess -> sliding window -> back onto the input's grid -> the training dataset's
-//! label values -> atomic write ([`predict_jobs`]).
+//! read -> preprocess -> sliding window -> optional level assignment -> back onto the input's
+//! grid -> the training dataset's label values -> atomic write ([`predict_jobs`]); with level
+//! assignment, its report goes beside the mask as `<output stem>.levels.json`
+//! ([`levels_report_path`]).
 //!
 //! File naming is nnU-Net's: a case `{id}` has channel files `{id}_0000{ext}`, `{id}_0001{ext}`,
 //! ... (parsed by [`spineseg_datasets::nnunet::split_channel_suffix`]); its output is
@@ -13,7 +15,8 @@
 use crate::error::InferError;
 use crate::model_folder::{ModelFolder, OutputLabels};
 use crate::network::{network_config_for_plan, Device, NetworkPredictor};
-use crate::predict::{predict_case, PredictOptions};
+use crate::levels::{LevelAssignment, LevelOptions};
+use crate::predict::{predict_case_with_levels, PredictOptions};
 use crate::sliding_window::PatchPredictor;
 use crate::ModelManifest;
 use spineseg_datasets::nnunet::split_channel_suffix;
@@ -21,6 +24,7 @@ use spineseg_preprocessing::error::PreprocessError;
 use spineseg_anatomy::ontology::{Ontology, StructureId, StructureNameError};
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_preprocessing::preprocess::{preprocess_case, CaseVolumes};
+use spineseg_io::json::JsonFileError;
 use spineseg_io::{AnyVolume, ImageFormat, IoError, Label};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +79,9 @@ pub enum WorkflowError {
     /// Reading or writing a volume failed (names the file).
     #[error(transparent)]
     Io(#[from] IoError),
+    /// Writing the level assignment's report failed (names the file).
+    #[error(transparent)]
+    Json(#[from] JsonFileError),
     /// Reading or preprocessing a case failed (names the file or case).
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
@@ -111,6 +118,8 @@ pub trait PredictObserver {
     fn on_case_start(&mut self, _job: &PredictJob) {}
     /// `job` is written (`Ok` with the seconds it took) or failed (nothing was written).
     fn on_case_end(&mut self, _job: &PredictJob, _result: Result<f64, &WorkflowError>) {}
+    /// Level assignment of `job` is done and written (before [`Self::on_case_end`]).
+    fn on_levels(&mut self, _job: &PredictJob, _levels: &LevelAssignment) {}
 }
 
 impl PredictObserver for () {}
@@ -219,7 +228,12 @@ pub fn predict_jobs(
         observer.on_case_start(job);
         let started = Instant::now();
         match predict_job(model, &mut predictor, job, options) {
-            Ok(()) => observer.on_case_end(job, Ok(started.elapsed().as_secs_f64())),
+            Ok(levels) => {
+                if let Some(levels) = &levels {
+                    observer.on_levels(job, levels);
+                }
+                observer.on_case_end(job, Ok(started.elapsed().as_secs_f64()))
+            }
             Err(error) => {
                 observer.on_case_end(job, Err(&error));
                 failures.push(CaseFailure { id: job.id.clone(), error });
@@ -231,19 +245,21 @@ pub fn predict_jobs(
 
 /// Predicts one job with `predictor` (the model folder's network or any other with the same
 /// classes): read the channels, preprocess for the model's configuration, predict, map to the
-/// training dataset's label values, write atomically (creating the output's folder).
+/// training dataset's label values, write atomically (creating the output's folder). With level
+/// assignment its report is written as [`levels_report_path`] after the mask (if that write
+/// fails the mask is removed again) and returned.
 pub fn predict_job<P: PatchPredictor + ?Sized>(
     model: &ModelFolder,
     predictor: &mut P,
     job: &PredictJob,
     options: &PredictOptions,
-) -> Result<(), WorkflowError> {
+) -> Result<Option<LevelAssignment>, WorkflowError> {
     let case = CaseVolumes::read(&job.id, &job.channels, None)?;
     let preprocessed = preprocess_case(&case, &model.plan, model.configuration())?;
     // The raw volumes are not needed any more; large cases would hold both in memory.
     drop(case);
-    let seg = predict_case(&preprocessed, &model.plan, predictor, options)?;
-    let seg = model.labels.to_dataset_values(&seg)?;
+    let prediction = predict_case_with_levels(&preprocessed, &model.plan, predictor, options)?;
+    let seg = model.labels.to_dataset_values(&prediction.labels)?;
     if let Some(parent) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| WorkflowError::Os {
             path: parent.to_path_buf(),
@@ -252,7 +268,29 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
         })?;
     }
     spineseg_io::write_volume(&job.output, &AnyVolume::from(seg))?;
-    Ok(())
+    if let Some(levels) = &prediction.levels {
+        if let Err(error) = spineseg_io::json::write_json(&levels_report_path(&job.output), levels) {
+            // A failed case writes nothing: take the mask back.
+            let _ = std::fs::remove_file(&job.output);
+            return Err(error.into());
+        }
+    }
+    Ok(prediction.levels)
+}
+
+/// Where the level assignment's report of an output mask goes: `<output stem>.levels.json`
+/// beside it (`out/case.nii.gz` -> `out/case.levels.json`).
+pub fn levels_report_path(output: &Path) -> PathBuf {
+    let stem = ImageFormat::strip_extension(output)
+        .unwrap_or_else(|| output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    output.with_file_name(format!("{stem}.levels.json"))
+}
+
+/// The level assignment `spineseg predict` does by default: [`LevelOptions::default`] for a
+/// model whose classes include vertebra or disc levels, `None` for any other.
+pub fn default_level_assignment(model: &ModelFolder) -> Option<LevelOptions> {
+    let classes: Vec<StructureId> = model.plan.labels.iter().map(|l| StructureId(l.value)).collect();
+    LevelOptions::applies_to(&classes).then(LevelOptions::default)
 }
 
 /// The label values (ontology ids) to keep for a list of structure names such as
@@ -310,6 +348,12 @@ mod tests {
         assert_eq!(case_and_channel("case_012"), None);
         assert_eq!(case_and_channel("case"), None);
         assert_eq!(case_and_channel("_0000"), None);
+    }
+
+    #[test]
+    fn levels_report_beside_the_mask() {
+        assert_eq!(levels_report_path(Path::new("out/case.nii.gz")), Path::new("out/case.levels.json"));
+        assert_eq!(levels_report_path(Path::new("seg.mha")), Path::new("seg.levels.json"));
     }
 
     #[test]

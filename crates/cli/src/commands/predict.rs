@@ -13,15 +13,18 @@
 //!
 //! Per case: read the channels -> preprocess for the model's configuration -> sliding window
 //! (Gaussian, `--step-size`, test-time mirroring along the model's anatomically safe axes unless
-//! `--disable-tta`) -> optional largest component per class -> back onto the input's grid ->
-//! ontology ids to the training dataset's label values (`labels.json`) -> atomic write.
+//! `--disable-tta`) -> level assignment (models with vertebra/disc level classes, unless
+//! `--no-level-assignment`: bodies and discs renamed by counting along the spine, report in
+//! `<output stem>.levels.json` and one log line) -> optional largest component per class -> back
+//! onto the input's grid -> ontology ids to the training dataset's label values (`labels.json`)
+//! -> atomic write.
 //! A case that fails (unreadable file, wrong channel count) writes nothing; the others go on,
 //! and the command exits with 1.
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use crate::progress::PredictionBars;
-use spineseg_infer::workflow::{jobs_for_input, predict_jobs, structures_to_keep};
+use spineseg_infer::workflow::{default_level_assignment, jobs_for_input, predict_jobs, structures_to_keep};
 use spineseg_infer::{Connectivity, ModelFolder};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -64,6 +67,12 @@ pub struct PredictArgs {
     /// not segment, is an error.
     #[arg(long, value_name = "NAMES")]
     pub structures: Option<String>,
+    /// Keep the network's own level labels. By default (models with vertebra/disc level
+    /// classes) the bodies and discs are named by counting along the spine, anchored at the
+    /// lumbosacral junction when it is in view; the decision and how sure it is are written to
+    /// `<output stem>.levels.json` and logged.
+    #[arg(long)]
+    pub no_level_assignment: bool,
 }
 
 pub fn run(args: PredictArgs) -> Result<Outcome> {
@@ -84,11 +93,14 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         options.largest_component = None;
     }
     options.sliding_window.validate()?;
+    if !args.no_level_assignment {
+        options.level_assignment = default_level_assignment(&model);
+    }
     if let Some(list) = &args.structures {
         options.keep_structures = Some(structures_to_keep(&model, list).context("--structures")?);
     }
     eprintln!(
-        "model {} ({}, {} classes), patch {:?}, step {}, mirroring {}, largest component {}; {} case(s)",
+        "model {} ({}, {} classes), patch {:?}, step {}, mirroring {}, largest component {}, level assignment {}; {} case(s)",
         args.model.display(),
         model.configuration(),
         model.plan.num_classes(),
@@ -100,6 +112,7 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
             format!("along patch axes {:?}", options.sliding_window.mirror_axes)
         },
         if options.largest_component.is_some() { "on" } else { "off" },
+        if options.level_assignment.is_some() { "on" } else { "off" },
         jobs.len()
     );
     let single = jobs.len() == 1;
