@@ -48,6 +48,9 @@ pub enum PartialLabelRuleArg {
     ByRange,
     /// Every class of each structure kind a case labels (the rule before issue 12).
     ByKind,
+    /// As by-range, but only the model's one class just above and just below a labelled range
+    /// stay unannotated; farther classes of the kind are taught as absent.
+    ByRangeNeighbours,
 }
 
 impl From<PartialLabelRuleArg> for spineseg_train::PartialLabelRule {
@@ -55,6 +58,7 @@ impl From<PartialLabelRuleArg> for spineseg_train::PartialLabelRule {
         match arg {
             PartialLabelRuleArg::ByRange => spineseg_train::PartialLabelRule::ByLabelledRange,
             PartialLabelRuleArg::ByKind => spineseg_train::PartialLabelRule::ByKind,
+            PartialLabelRuleArg::ByRangeNeighbours => spineseg_train::PartialLabelRule::ByRangeNeighbours,
         }
     }
 }
