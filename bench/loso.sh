@@ -53,7 +53,8 @@ if [ "$stage" = prepare ]; then
 fi
 
 site=${3:?usage: loso.sh train|eval RUNS SITE}
-out=$runs/$site
+# ARM names the run folder when one site has several arms (default: the site).
+out=$runs/${ARM:-$site}
 left_out=$(site_cases "$site")
 if [ "$stage" = train ]; then
   shift 3

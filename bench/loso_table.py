@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 
 root = Path(sys.argv[1])
-SITES = ["vb3", "vb2", "ivd", "spider"]
+# Run folders: a site (vb3, vb2, ivd, spider) or an arm of one (ARM=... in bench/loso.sh).
+SITES = sorted(p.name for p in root.iterdir() if (p / "eval").is_dir())
 
 
 def group_of(label):
