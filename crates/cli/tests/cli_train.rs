@@ -172,13 +172,13 @@ fn partial_labels_change_training_only_where_a_case_lacks_a_structure_kind() {
 #[test]
 fn partial_labels_by_range_and_declared_annotations() {
     let dir = tempfile::tempdir().unwrap();
-    // The phantoms show different runs of levels, so by labelled range (the default) each case
-    // leaves the levels outside its run unannotated and the loss differs from the plain one.
+    // The phantoms show different runs of levels, so by labelled range each case leaves the
+    // levels outside its run unannotated and the loss differs from the plain one.
     let work = tiny_work(dir.path());
     let plain = dir.path().join("plain");
     let by_range = dir.path().join("by_range");
     train(&work, &plain, &[]);
-    train(&work, &by_range, &["--partial-labels"]);
+    train(&work, &by_range, &["--partial-labels", "--partial-label-rule", "by-range"]);
     assert_ne!(log_lines(&plain), log_lines(&by_range));
     let state = std::fs::read_to_string(by_range.join("training/checkpoint_last/state.json")).unwrap();
     assert!(state.contains("\"partial_label_rule\": \"by_labelled_range\""), "{state}");

@@ -7,7 +7,7 @@
 //! (under every rule).
 //!
 //! # Rules ([`PartialLabelRule`])
-//! - [`PartialLabelRule::ByLabelledRange`] (the default for new runs): for each
+//! - [`PartialLabelRule::ByLabelledRange`]: for each
 //!   [`StructureKind`] a case labels, it annotates the structures of that kind from the most
 //!   superior to the most inferior one it labels (by ontology level order, inclusive; a gap
 //!   inside the range counts as annotated, an absent level there is truly absent). Classes of
@@ -16,7 +16,7 @@
 //! - [`PartialLabelRule::ByKind`] (what `--partial-labels` models before issue 12 were trained
 //!   with): a case annotates class `c` when it contains a voxel of some class of `c`'s kind, so
 //!   the L1-L5 case above teaches T12 as background.
-//! - [`PartialLabelRule::ByRangeNeighbours`]: as `ByLabelledRange`, but of a labelled kind only
+//! - [`PartialLabelRule::ByRangeNeighbours`] (the default for new runs): as `ByLabelledRange`, but of a labelled kind only
 //!   the model's class just above and the one just below the labelled range are unannotated (the
 //!   partly visible neighbours a dataset leaves out); classes of that kind farther away are
 //!   annotated (absent). Why: with `ByLabelledRange` a level that few cases label (T9, labelled
@@ -44,10 +44,10 @@ pub enum PartialLabelRule {
     /// Every class of each structure kind the case labels.
     ByKind,
     /// Per labelled kind, the structures within the case's labelled range of levels.
-    #[default]
     ByLabelledRange,
     /// Per labelled kind, everything but the model's one class just above and the one just below
     /// the labelled range.
+    #[default]
     ByRangeNeighbours,
 }
 
@@ -267,6 +267,6 @@ mod tests {
         assert_eq!(serde_json::to_string(&ByKind).unwrap(), "\"by_kind\"");
         assert_eq!(serde_json::from_str::<PartialLabelRule>("\"by_labelled_range\"").unwrap(), ByLabelledRange);
         assert_eq!(serde_json::from_str::<PartialLabelRule>("\"by_range_neighbours\"").unwrap(), PartialLabelRule::ByRangeNeighbours);
-        assert_eq!(PartialLabelRule::default(), ByLabelledRange);
+        assert_eq!(PartialLabelRule::default(), PartialLabelRule::ByRangeNeighbours);
     }
 }

@@ -79,10 +79,12 @@ pub struct TrainArgs {
     /// can declare what its cases annotate.
     #[arg(long)]
     pub partial_labels: bool,
-    /// How --partial-labels infers what a case annotates: by-range (per structure kind it
-    /// labels, the levels within its labelled range) or by-kind (every level of each kind it
-    /// labels; the rule of models trained before this flag existed).
-    #[arg(long, value_enum, default_value = "by-range", requires = "partial_labels")]
+    /// How --partial-labels infers what a case annotates: by-range-neighbours (per structure kind
+    /// it labels, everything but the model's level just above and just below its labelled range),
+    /// by-range (only the levels within its labelled range; let rarely labelled levels absorb the
+    /// background on the merged DEV data, docs/BENCHMARKS.md) or by-kind (every level of each kind
+    /// it labels; the rule of models trained before this flag existed).
+    #[arg(long, value_enum, default_value = "by-range-neighbours", requires = "partial_labels")]
     pub partial_label_rule: PartialLabelRuleArg,
     /// Text guidance (ATM-Net's HASF fusion + CCAE loss): the class prompts are embedded once
     /// with the text encoder into OUT/prompt_embeddings.json and travel with the model. Without
