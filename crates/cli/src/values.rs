@@ -45,20 +45,22 @@ pub enum PartialLabelRuleArg {
     /// Per structure kind a case labels, the levels from its most superior to its most inferior
     /// labelled one (a case labelling L1-L5 says nothing about T12).
     #[value(name = "by-range", alias = "by-labelled-range")]
-    ByRange,
+    Range,
     /// Every class of each structure kind a case labels (the rule before issue 12).
-    ByKind,
+    #[value(name = "by-kind")]
+    Kind,
     /// As by-range, but only the model's one class just above and just below a labelled range
     /// stay unannotated; farther classes of the kind are taught as absent.
-    ByRangeNeighbours,
+    #[value(name = "by-range-neighbours")]
+    RangeNeighbours,
 }
 
 impl From<PartialLabelRuleArg> for spineseg_train::PartialLabelRule {
     fn from(arg: PartialLabelRuleArg) -> Self {
         match arg {
-            PartialLabelRuleArg::ByRange => spineseg_train::PartialLabelRule::ByLabelledRange,
-            PartialLabelRuleArg::ByKind => spineseg_train::PartialLabelRule::ByKind,
-            PartialLabelRuleArg::ByRangeNeighbours => spineseg_train::PartialLabelRule::ByRangeNeighbours,
+            PartialLabelRuleArg::Range => spineseg_train::PartialLabelRule::ByLabelledRange,
+            PartialLabelRuleArg::Kind => spineseg_train::PartialLabelRule::ByKind,
+            PartialLabelRuleArg::RangeNeighbours => spineseg_train::PartialLabelRule::ByRangeNeighbours,
         }
     }
 }
