@@ -177,10 +177,6 @@ pub fn save_optimizer(optimizer: &ModuleOptimizer, path: &Path) -> Result<()> {
     optimizer.save(path).map_err(|e| TrainError::Record { path: path.to_path_buf(), detail: e.to_string() })
 }
 
-/// Loads a checkpoint's weights into `model` (built from the same network config).
-pub fn load_weights(model: PlainConvUNet, path: &Path) -> Result<PlainConvUNet> {
-    load_module(model, path)
-}
 
 /// Loads a checkpoint's optimiser state into `optimizer`.
 pub fn load_optimizer(optimizer: ModuleOptimizer, path: &Path) -> Result<ModuleOptimizer> {
@@ -204,5 +200,5 @@ pub fn parameter_values(model: &PlainConvUNet) -> Vec<Vec<f32>> {
 /// A network built from `network` on flex (no autodiff) with the weights of `path`.
 pub fn load_network(network: &PlainConvUNetConfig, path: &Path) -> Result<PlainConvUNet> {
     let device = burn::tensor::Device::flex();
-    load_weights(network.init(&device), path)
+    load_module(network.init(&device), path)
 }
