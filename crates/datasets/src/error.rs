@@ -53,15 +53,4 @@ pub enum DatasetError {
 /// Result with [`DatasetError`].
 pub type Result<T, E = DatasetError> = std::result::Result<T, E>;
 
-impl From<spineseg_io::json::JsonFileError> for DatasetError {
-    fn from(error: spineseg_io::json::JsonFileError) -> Self {
-        use spineseg_io::json::JsonFileError;
-        match error {
-            JsonFileError::Read { path, source } => DatasetError::Os { path, source },
-            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => {
-                DatasetError::Json { path, source }
-            }
-            JsonFileError::Write(e) => e.into(),
-        }
-    }
-}
+spineseg_io::json_file_error_into!(DatasetError);

@@ -36,6 +36,28 @@ pub enum JsonFileError {
     Write(#[from] IoError),
 }
 
+/// `impl From<JsonFileError> for $error`, for a crate's error enum that has the variants
+/// `Os { path, source: std::io::Error }`, `Json { path, source: serde_json::Error }` and a
+/// `From<IoError>`: a read failure becomes `Os`, a parse or serialisation failure `Json`, a write
+/// failure the I/O error. One mapping for every crate, so the messages agree.
+#[macro_export]
+macro_rules! json_file_error_into {
+    ($error:ident) => {
+        impl From<$crate::json::JsonFileError> for $error {
+            fn from(error: $crate::json::JsonFileError) -> Self {
+                use $crate::json::JsonFileError;
+                match error {
+                    JsonFileError::Read { path, source } => $error::Os { path, source },
+                    JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => {
+                        $error::Json { path, source }
+                    }
+                    JsonFileError::Write(e) => e.into(),
+                }
+            }
+        }
+    };
+}
+
 impl JsonFileError {
     /// The file this error is about.
     pub fn path(&self) -> &Path {

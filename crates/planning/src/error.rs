@@ -42,15 +42,4 @@ pub enum PlanningError {
 /// Result with [`PlanningError`].
 pub type Result<T, E = PlanningError> = std::result::Result<T, E>;
 
-impl From<spineseg_io::json::JsonFileError> for PlanningError {
-    fn from(error: spineseg_io::json::JsonFileError) -> Self {
-        use spineseg_io::json::JsonFileError;
-        match error {
-            JsonFileError::Read { path, source } => PlanningError::Os { path, source },
-            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => {
-                PlanningError::Json { path, source }
-            }
-            JsonFileError::Write(e) => e.into(),
-        }
-    }
-}
+spineseg_io::json_file_error_into!(PlanningError);

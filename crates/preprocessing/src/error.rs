@@ -43,15 +43,4 @@ pub enum PreprocessError {
 /// Result with [`PreprocessError`].
 pub type Result<T, E = PreprocessError> = std::result::Result<T, E>;
 
-impl From<spineseg_io::json::JsonFileError> for PreprocessError {
-    fn from(error: spineseg_io::json::JsonFileError) -> Self {
-        use spineseg_io::json::JsonFileError;
-        match error {
-            JsonFileError::Read { path, source } => PreprocessError::Os { path, source },
-            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => {
-                PreprocessError::Json { path, source }
-            }
-            JsonFileError::Write(e) => e.into(),
-        }
-    }
-}
+spineseg_io::json_file_error_into!(PreprocessError);

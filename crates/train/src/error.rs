@@ -54,13 +54,4 @@ pub(crate) fn os(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Train
     move |source| TrainError::Os { path: path.to_path_buf(), source }
 }
 
-impl From<spineseg_io::json::JsonFileError> for TrainError {
-    fn from(error: spineseg_io::json::JsonFileError) -> Self {
-        use spineseg_io::json::JsonFileError;
-        match error {
-            JsonFileError::Read { path, source } => TrainError::Os { path, source },
-            JsonFileError::Parse { path, source } | JsonFileError::Serialise { path, source } => TrainError::Json { path, source },
-            JsonFileError::Write(e) => e.into(),
-        }
-    }
-}
+spineseg_io::json_file_error_into!(TrainError);
