@@ -60,3 +60,21 @@ pub fn synthetic_case(
     }
     preprocessed_case(id, images, labels)
 }
+
+/// Shrinks a plan's 2D configuration for tests that train: a 32x32 patch, batch 2 and a 3-stage
+/// U-Net 4-8-16 (3x3 kernels, strides 1-2-2, two convolutions per stage).
+///
+/// # Panics
+/// Panics if the plan has no 2D configuration.
+pub fn shrink_2d_network(plan: &mut crate::plan::Plan) {
+    let c = plan.configurations.get_mut(&ConfigurationName::TwoD).expect("the plan should have a 2d configuration");
+    c.patch_size = vec![32, 32];
+    c.batch_size = 2;
+    let n = &mut c.network;
+    n.n_stages = 3;
+    n.features_per_stage = vec![4, 8, 16];
+    n.kernel_sizes = vec![vec![3, 3]; 3];
+    n.strides = vec![vec![1, 1], vec![2, 2], vec![2, 2]];
+    n.n_conv_per_stage_encoder = vec![2; 3];
+    n.n_conv_per_stage_decoder = vec![2; 2];
+}

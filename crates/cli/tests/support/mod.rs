@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use spineseg_io::Label;
+use spineseg_preprocessing::plan::Plan;
+use spineseg_preprocessing::test_support::shrink_2d_network;
 use spineseg_train::checkpoint::{load_network, parameter_values};
 use spineseg_train::load_manifest;
 use std::path::{Path, PathBuf};
@@ -67,18 +69,9 @@ pub fn tiny_work(dir: &Path) -> PathBuf {
 pub fn tiny_plan(data: &Path, work: &Path) {
     ok(spineseg(&["plan", data.to_str().unwrap(), "--out", work.to_str().unwrap(), "--configurations", "2d"]));
     let path = work.join("plans.json");
-    let mut plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let c = &mut plan["configurations"]["2d"];
-    c["patch_size"] = serde_json::json!([32, 32]);
-    c["batch_size"] = serde_json::json!(2);
-    let n = &mut c["network"];
-    n["n_stages"] = serde_json::json!(3);
-    n["features_per_stage"] = serde_json::json!([4, 8, 16]);
-    n["kernel_sizes"] = serde_json::json!([[3, 3], [3, 3], [3, 3]]);
-    n["strides"] = serde_json::json!([[1, 1], [2, 2], [2, 2]]);
-    n["n_conv_per_stage_encoder"] = serde_json::json!([2, 2, 2]);
-    n["n_conv_per_stage_decoder"] = serde_json::json!([2, 2]);
-    std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+    let mut plan = Plan::load(&path).unwrap();
+    shrink_2d_network(&mut plan);
+    plan.save(&path).unwrap();
 }
 
 /// Trains `work` into `out` for 2 epochs of 2 iterations, seed 5, with `extra` flags.
