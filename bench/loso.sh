@@ -13,7 +13,9 @@
 #   python3 bench/loso_table.py RUNS            # the table
 #
 # SITE is one of vb3 vb2 ivd spider. Budget and settings: EPOCHS (default 10) x 100 iterations,
-# AdamW 2e-3, batch 4, 2D at 1.5 mm, partial labels by labelled range, SEED (default 0).
+# AdamW 2e-3, batch 4, 2D at 1.5 mm, partial labels (default rule: by-range-neighbours), SEED
+# (default 0). EVAL_GROUPS (default "unseen val") and EVAL_LEVELS (default "on off") narrow the
+# evaluation (an ablation arm needs only the raw labels: EVAL_LEVELS=off).
 # Needs a release build (`cargo build --release -p spineseg-cli`; SPINESEG overrides the binary)
 # and, for the naming score, python3 with nibabel and numpy (PYTHON overrides the interpreter).
 set -euo pipefail
@@ -62,17 +64,17 @@ if [ "$stage" = train ]; then
     --max-features 256 --batch-size 4 --exclude-cases "$left_out"
   "$bin" train "$out/work" --out "$out/model" --configuration 2d --fold 0 --epochs "$epochs" \
     --iterations-per-epoch 100 --validation-batches 4 --optimizer adamw --lr 0.002 --seed "$seed" \
-    --partial-labels --partial-label-rule by-range --quiet "$@"
+    --partial-labels --quiet "$@"
 elif [ "$stage" = eval ]; then
   val=$("$python" -c "import json,sys; print(','.join(json.load(open(sys.argv[1]))[0]['val']))" "$out/work/splits_final.json")
-  for group in unseen val; do
+  for group in ${EVAL_GROUPS:-unseen val}; do
     ids=$left_out; [ "$group" = val ] && ids=$val
     mkdir -p "$out/$group/images" "$out/$group/labels"
     for case in ${ids//,/ }; do
       cp -n "$merged/imagesTr/${case}_0000.nii.gz" "$out/$group/images/"
       cp -n "$merged/labelsTr/$case.nii.gz" "$out/$group/labels/"
     done
-    for levels in on off; do
+    for levels in ${EVAL_LEVELS:-on off}; do
       pred=$out/$group/pred_levels_$levels
       extra=(); [ "$levels" = off ] && extra=(--no-level-assignment)
       [ -d "$pred" ] || "$bin" predict -i "$out/$group/images" -o "$pred" -m "$out/model" "${extra[@]}" > "$pred.log" 2>&1

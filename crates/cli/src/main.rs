@@ -24,6 +24,7 @@ struct Cli {
 enum Command {
     Info(commands::info::InfoArgs),
     Convert(commands::convert::ConvertArgs),
+    /// Check, merge and inspect datasets (nnU-Net raw, SPIDER, MRSpineSeg, SPINEPS).
     #[command(subcommand)]
     Dataset(commands::dataset::DatasetCommand),
     Phantom(commands::phantom::PhantomArgs),
@@ -33,8 +34,12 @@ enum Command {
     Train(commands::train::TrainArgs),
     Predict(commands::predict::PredictArgs),
     Demo(commands::demo::DemoArgs),
+    /// Text prompts and their embeddings (the text encoder of text-guided models).
     #[command(subcommand)]
     Text(commands::text::TextCommand),
+    /// Work on a trained model folder (weights precision).
+    #[command(subcommand)]
+    Model(commands::model::ModelCommand),
 }
 
 /// What a command reports back: success, or "ran fine but found problems" (exit code 1).
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => commands::predict::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Text(command) => commands::text::run(command),
+        Command::Model(command) => commands::model::run(command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

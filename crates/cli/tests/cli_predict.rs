@@ -321,3 +321,43 @@ fn level_assignment_report_beside_the_mask() {
     let relabelled = instances.iter().any(|i| i["relabelled"] == true);
     assert_eq!(changed > foreground + kind, relabelled, "{changed} voxels renamed; {report}");
 }
+
+#[test]
+fn half_precision_weights_halve_the_file_and_keep_the_prediction() {
+    // `spineseg model precision DIR half` rewrites the weights in place; the folder still loads
+    // and predicts (in f32) nearly the same labels as with single-precision weights.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lumbar-2d");
+    let dir = tempfile::tempdir().unwrap();
+    let (single, half) = (dir.path().join("single"), dir.path().join("half"));
+    for model in [&single, &half] {
+        std::fs::create_dir_all(model).unwrap();
+        for file in ["model.json", "plans.json", "labels.json", "weights.bpk"] {
+            std::fs::copy(shipped.join(file), model.join(file)).unwrap();
+        }
+    }
+    ok(spineseg(&["model", "precision", s(&single), "single"]));
+    let log = ok(spineseg(&["model", "precision", s(&half), "half"]));
+    assert!(log.contains("MB ->"), "{log}");
+    let size = |m: &Path| std::fs::metadata(m.join("weights.bpk")).unwrap().len() as f64;
+    let ratio = size(&half) / size(&single);
+    assert!((0.45..0.6).contains(&ratio), "half / single weights file {ratio}");
+
+    let data = dir.path().join("phantom");
+    ok(spineseg(&["phantom", "--out", s(&data), "--cases", "1", "--seed", "3", "--small"]));
+    let image = data.join("imagesTr/phantom_000_0000.nii.gz");
+    let mut predictions = Vec::new();
+    for model in [&single, &half] {
+        let out = model.join("seg.nii.gz");
+        ok(spineseg(&["predict", "-i", s(&image), "-o", s(&out), "-m", s(model), "--no-level-assignment"]));
+        predictions.push(read_volume(&out).unwrap().to_labels(&out).unwrap());
+    }
+    let differ = predictions[0].data().iter().zip(predictions[1].data()).filter(|(a, b)| a != b).count();
+    let foreground = predictions[0].data().iter().filter(|v| **v != 0).count();
+    assert!(foreground > 0);
+    assert!((differ as f64) < 0.01 * foreground as f64, "{differ} of {foreground} foreground voxels changed");
+
+    // A folder that is not a model is refused with its path, and nothing is written.
+    let out = spineseg(&["model", "precision", s(&data), "half"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model.json"), "{out:?}");
+}

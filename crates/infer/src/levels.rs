@@ -11,6 +11,9 @@
 //!    median instance of the same kind are left out (and left as they are); the median is taken
 //!    over the components with at least a tenth of the largest one's voxels, so that specks of
 //!    noise do not set it.
+//!    Instances off the spinal column are left out too (and left as they are): see
+//!    [`on_column`] (a structure beside or in front of the spine that the network took for a
+//!    body or disc would otherwise be counted as a level).
 //! 2. **Order.** By centroid along the world superior-inferior axis (RAS: +z is superior),
 //!    superior first; a lowest body less than half a body-to-disc step below the lowest disc
 //!    (with a disc above it too) goes above that disc (the wedge-shaped L5 and the tilted L5/S1
@@ -84,6 +87,13 @@ pub struct LevelOptions {
     /// A connected component taller than this many median heights of its kind is split by the
     /// network's labels (see [`assign_levels`]). Default 1.6.
     pub split_height: f64,
+    /// An instance whose centroid lies farther than this many median body heights from the
+    /// spine's line is off the column (see [`on_column`]). Default 0.75: about 20 mm for a
+    /// lumbar body, where a disc and the bodies next to it sit within a few millimetres of one
+    /// line (a grade 2 spondylolisthesis shifts a body by about half its depth, ~18 mm),
+    /// while the structures taken for bodies or discs beside the spine (psoas, kidney,
+    /// bowel) lie 30 mm or more away.
+    pub column_distance: f64,
 }
 
 impl Default for LevelOptions {
@@ -97,6 +107,7 @@ impl Default for LevelOptions {
             lumbar_share: 0.5,
             transitional_lumbar_count: 6,
             split_height: 1.6,
+            column_distance: 0.75,
         }
     }
 }
@@ -213,6 +224,8 @@ pub struct LevelAssignment {
     pub instances: Vec<InstanceReport>,
     /// Fragments left out (fewer voxels than the fraction of the median instance).
     pub fragments: usize,
+    /// Instances left out because they lie off the spinal column ([`on_column`]).
+    pub off_column: usize,
 }
 
 impl LevelAssignment {
@@ -242,6 +255,9 @@ impl LevelAssignment {
             self.confidence,
             self.shift_levels
         );
+        if self.off_column > 0 {
+            line.push_str(&format!(", {} off the spinal column left out", self.off_column));
+        }
         if self.ambiguous {
             line.push_str(&format!("; AMBIGUOUS: {}", self.reasons.join("; ")));
         }
@@ -366,6 +382,71 @@ fn typical_step(distances: &[(bool, f64)]) -> f64 {
     }
 }
 
+/// Which instances lie on the spinal column. The spine's line near an instance is the
+/// voxel-weighted median (left-right and anterior-posterior, separately) of the centroids of
+/// the other instances within two median body heights along the spine (superior-inferior);
+/// an instance whose centroid is farther from that point than
+/// [`LevelOptions::column_distance`] median body heights is off the column. Weighted medians
+/// follow the lordotic curve and a scoliotic one (the line is local) and are not moved by a
+/// minority of outliers; a second pass takes the line from the first pass's column only, so
+/// a large outlier cannot hide a smaller one beside it. Without vertebral bodies the scale is
+/// 2.5 median disc heights; an instance with no other instance in its window is kept (nothing
+/// to compare with), as is every instance of a scan with fewer than three.
+pub fn on_column(instances: &[Instance], options: &LevelOptions) -> Vec<bool> {
+    let n = instances.len();
+    let mut keep = vec![true; n];
+    if n < 3 {
+        return keep;
+    }
+    let heights = |kind| -> Vec<f64> {
+        instances.iter().filter(|i| i.kind == kind).map(|i| i.top_mm - i.bottom_mm).collect()
+    };
+    let mut height = median(heights(LevelKind::Vertebra));
+    if height <= 0.0 {
+        height = 2.5 * median(heights(LevelKind::Disc));
+    }
+    if height <= 0.0 {
+        return keep;
+    }
+    let limit = options.column_distance * height;
+    for _pass in 0..2 {
+        let reference = keep.clone();
+        for (m, instance) in instances.iter().enumerate() {
+            let [x, y, z] = instance.centroid_mm;
+            let neighbours: Vec<&Instance> = instances
+                .iter()
+                .enumerate()
+                .filter(|&(j, other)| j != m && reference[j] && (other.centroid_mm[2] - z).abs() <= 2.0 * height)
+                .map(|(_, other)| other)
+                .collect();
+            if neighbours.is_empty() {
+                keep[m] = true;
+                continue;
+            }
+            let line = |axis: usize| {
+                weighted_median(neighbours.iter().map(|o| (o.centroid_mm[axis], o.voxels as f64)).collect())
+            };
+            keep[m] = (x - line(0)).hypot(y - line(1)) <= limit;
+        }
+    }
+    keep
+}
+
+/// The weighted median of (value, weight) pairs: the smallest value at which the cumulative
+/// weight reaches half the total.
+fn weighted_median(mut pairs: Vec<(f64, f64)>) -> f64 {
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = pairs.iter().map(|p| p.1).sum();
+    let mut cumulative = 0.0;
+    for (value, weight) in &pairs {
+        cumulative += weight;
+        if cumulative >= 0.5 * total {
+            return *value;
+        }
+    }
+    pairs.last().map_or(0.0, |p| p.0)
+}
+
 /// Orders instances superior first by centroid z, then puts a lowest body whose centroid lies
 /// less than half a typical step below the lowest disc's above it: L5 is wedge-shaped and the
 /// L5/S1 disc tilted, so their centroids can come out at nearly one height (in either order),
@@ -431,6 +512,7 @@ pub fn assign_instances(
         reasons: vec![],
         instances: vec![],
         fragments: 0,
+        off_column: 0,
     };
     if n == 0 || chain.is_empty() {
         return empty;
@@ -626,6 +708,7 @@ pub fn assign_instances(
         reasons,
         instances: reports.into_iter().chain(below).collect(),
         fragments: 0,
+        off_column: 0,
     }
 }
 
@@ -806,6 +889,10 @@ pub fn assign_levels(
         };
         instances.push((q as u32, instance));
     }
+    let column = on_column(&instances.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>(), options);
+    let off_column = column.iter().filter(|on| !**on).count();
+    let mut column = column.into_iter();
+    instances.retain(|_| column.next().unwrap_or(true));
     // Superior first (equal heights keep the part order: a stable sort).
     order_along_spine(&mut instances);
     let mut image_bottom_mm = f64::INFINITY;
@@ -816,6 +903,7 @@ pub fn assign_levels(
     let ordered: Vec<Instance> = instances.iter().map(|(_, i)| i.clone()).collect();
     let mut report = assign_instances(&ordered, image_bottom_mm, classes, options);
     report.fragments = fragments;
+    report.off_column = off_column;
 
     // Relabel: part -> new class index (0: leave as is).
     let mut new_class = vec![0u8; parts.len()];
@@ -910,6 +998,54 @@ mod tests {
         let chain = column();
         let p = chain.iter().position(|(c, _)| *c == id).unwrap() as i32 + 2 * levels;
         chain[p as usize].0
+    }
+
+    /// A realistic column T12..L5 (bodies 25 mm tall, discs 10 mm, 18 mm apart) on a lordotic
+    /// curve (anterior-posterior offset growing to 20 mm at L5) drifting 10 mm to the left.
+    fn curved_column() -> Vec<Instance> {
+        let mut out = column_of(T12, L5, true, |id| id);
+        for (m, instance) in out.iter_mut().enumerate() {
+            let t = m as f64 / 10.0;
+            let z = 200.0 - 18.0 * m as f64;
+            let height = if instance.kind == LevelKind::Vertebra { 25.0 } else { 10.0 };
+            instance.centroid_mm = [10.0 * t, 20.0 * t * t, z];
+            instance.bottom_mm = z - height / 2.0;
+            instance.top_mm = z + height / 2.0;
+        }
+        out
+    }
+
+    #[test]
+    fn structures_beside_or_in_front_of_the_spine_are_off_the_column() {
+        let mut instances = curved_column();
+        let truth = instances.len();
+        assert!(on_column(&instances, &LevelOptions::default()).iter().all(|on| *on), "the curved column is one line");
+        // A grade 2 spondylolisthesis: L4 slipped 15 mm forward stays on the column.
+        let l4 = instances.iter().position(|i| i.evidence.contains_key(&vertebra(23))).unwrap();
+        instances[l4].centroid_mm[1] += 15.0;
+        assert!(on_column(&instances, &LevelOptions::default()).iter().all(|on| *on));
+        // A "disc" 35 mm lateral at the height of L2/L3, and a large "body" 60 mm anterior
+        // (bowel taken for a body) beside L4.
+        let mut lateral = instances[5].clone();
+        lateral.centroid_mm[0] += 35.0;
+        let mut anterior = instances[8].clone();
+        anterior.centroid_mm[1] -= 60.0;
+        anterior.voxels = 300;
+        instances.push(lateral);
+        instances.push(anterior);
+        let on = on_column(&instances, &LevelOptions::default());
+        assert_eq!(on.iter().filter(|on| **on).count(), truth, "{on:?}");
+        assert!(!on[truth] && !on[truth + 1]);
+    }
+
+    #[test]
+    fn few_instances_or_a_lone_instance_are_kept() {
+        let instances = curved_column();
+        assert_eq!(on_column(&instances[..2], &LevelOptions::default()), vec![true, true]);
+        // One instance far along the spine from all others has nothing to be compared with.
+        let mut spaced = instances[..4].to_vec();
+        spaced[3].centroid_mm = [50.0, 50.0, -400.0];
+        assert_eq!(on_column(&spaced, &LevelOptions::default()), vec![true; 4]);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_io::{Label, Volume};
-use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig};
+use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig, WeightPrecision};
 use std::path::{Path, PathBuf};
 
 /// Version of the `model.json` layout that this build writes.
@@ -429,20 +429,32 @@ impl ModelFolder {
     ) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| model_err(dir, format!("cannot create folder: {e}")))?;
         let weights_path = dir.join(&manifest.weights);
-        // burn writes the file itself; write beside it and rename for atomicity.
-        let tmp = dir.join(format!(".{}.{}.tmp.bpk", manifest.weights, std::process::id()));
-        network.save_file(&tmp).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            model_err(&weights_path, format!("cannot write the weights: {e}"))
-        })?;
-        std::fs::rename(&tmp, &weights_path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            model_err(&weights_path, format!("cannot write the weights: {e}"))
-        })?;
+        write_weights(&weights_path, network, WeightPrecision::Single)?;
         plan.save(&dir.join(PLAN_FILE))?;
         write_json(&dir.join(LABELS_FILE), labels)?;
         write_json(&dir.join(MANIFEST_FILE), manifest)
     }
+
+    /// Rewrites the folder's weights file in place in `precision` (half: half the file; a
+    /// folder loads in either, computing in f32). The folder is loaded and checked first; the
+    /// new file replaces the old by a rename, so a failure leaves the old one.
+    pub fn rewrite_weights(dir: &Path, precision: WeightPrecision) -> Result<()> {
+        let folder = ModelFolder::load(dir)?;
+        write_weights(&folder.dir.join(&folder.manifest.weights), &folder.network, precision)
+    }
+}
+
+/// Writes `network`'s weights to `path` under a temporary name in the same folder, then renames
+/// (burn writes the file itself).
+fn write_weights(path: &Path, network: &Network, precision: WeightPrecision) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp.bpk", std::process::id()));
+    let fail = |e: String| {
+        let _ = std::fs::remove_file(&tmp);
+        model_err(path, format!("cannot write the weights: {e}"))
+    };
+    network.save_file(&tmp, precision).map_err(|e| fail(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
 }
 
 fn model_err(path: &Path, detail: impl Into<String>) -> InferError {

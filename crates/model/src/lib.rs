@@ -32,7 +32,7 @@ pub use blocks::{
 pub use decoders::UNetDecoder;
 pub use encoders::PlainConvEncoder;
 pub use fusion::{TextFusion, TextGuidanceConfig};
-pub use network::{Network, NetworkConfig, NetworkConfigError};
+pub use network::{Network, NetworkConfig, NetworkConfigError, WeightPrecision};
 pub use networks::{features_per_stage, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};
 
 /// The burn version this crate is written against, re-exported so dependants use the same one.

@@ -14,10 +14,10 @@
 
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::serde::{Deserialize, Serialize};
-use burn::store::RecordError;
-use burn::tensor::{Device, Tensor};
+use burn::store::{ModuleRecord, RecordError};
+use burn::tensor::{DType, Device, Tensor};
 
 use crate::blocks::SpatialDims;
 use crate::networks::{PlainConvUNet, PlainConvUNetConfig, UNetConfigError};
@@ -200,17 +200,23 @@ impl Network {
     }
 
     /// Loads the weights of a burnpack file written by [`save_file`](Self::save_file) (the
-    /// variant's own burn record).
+    /// variant's own burn record), in either precision: stored values are cast to the network's
+    /// own (f32), so a half-precision file computes in single precision.
     pub fn try_load_file(self, path: &Path) -> Result<Self, RecordError> {
+        let record = ModuleRecord::load(path)?.cast_to_module_dtype();
         match self {
-            Network::PlainConvUNet(network) => Ok(Network::PlainConvUNet(network.try_load_file(path)?)),
+            Network::PlainConvUNet(network) => Ok(Network::PlainConvUNet(network.try_load_record(record)?)),
         }
     }
 
-    /// Writes the weights as a burnpack file (the variant's own burn record).
-    pub fn save_file(&self, path: &Path) -> Result<(), RecordError> {
+    /// Writes the weights as a burnpack file (the variant's own burn record) in `precision`.
+    pub fn save_file(&self, path: &Path, precision: WeightPrecision) -> Result<(), RecordError> {
+        let mut cast = CastFloats(match precision {
+            WeightPrecision::Single => DType::F32,
+            WeightPrecision::Half => DType::F16,
+        });
         match self {
-            Network::PlainConvUNet(network) => network.clone().save_file(path),
+            Network::PlainConvUNet(network) => network.clone().map(&mut cast).save_file(path),
         }
     }
 
@@ -233,6 +239,24 @@ impl Network {
                 network.forward(x).into_iter().next().expect("a U-Net returns at least one output")
             }
         }
+    }
+}
+
+/// How a weights file stores the float parameters. Half precision halves a shipped model's
+/// file; loading casts back to f32 either way (see [`Network::try_load_file`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightPrecision {
+    Single,
+    Half,
+}
+
+/// Casts every float parameter to one dtype.
+struct CastFloats(DType);
+
+impl ModuleMapper for CastFloats {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|tensor| tensor.cast(dtype))
     }
 }
 
@@ -289,11 +313,34 @@ mod tests {
         let path = dir.path().join("network.bpk");
         let config = NetworkConfig::from(tiny());
         let saved = config.init(&device);
-        saved.save_file(&path).unwrap();
+        saved.save_file(&path, WeightPrecision::Single).unwrap();
         let loaded = config.init(&device).try_load_file(&path).unwrap();
         let x = Tensor::<4>::random([1, 2, 4, 4], Distribution::Normal(0.0, 1.0), &device);
         assert_eq!(saved.forward_logits(x.clone()).into_data(), loaded.forward_logits(x).into_data());
         let other = NetworkConfig::from(PlainConvUNetConfig { features_per_stage: vec![4, 16], ..tiny() });
         assert!(other.init(&device).try_load_file(&path).is_err(), "weights of other widths do not load");
+    }
+
+    #[test]
+    fn half_precision_weights_are_half_the_size_and_load_as_f32() {
+        let device = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let (single, half) = (dir.path().join("single.bpk"), dir.path().join("half.bpk"));
+        let config = NetworkConfig::from(PlainConvUNetConfig { features_per_stage: vec![32, 64], ..tiny() });
+        let saved = config.init(&device);
+        saved.save_file(&single, WeightPrecision::Single).unwrap();
+        saved.save_file(&half, WeightPrecision::Half).unwrap();
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+        let ratio = size(&half) / size(&single);
+        assert!((0.45..0.6).contains(&ratio), "half / single file size {ratio}");
+        let loaded = config.init(&device).try_load_file(&half).unwrap();
+        let x = Tensor::<4>::random([1, 2, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let logits = loaded.forward_logits(x.clone());
+        assert_eq!(logits.dtype(), DType::F32, "half weights compute in f32");
+        let (a, b) = (saved.forward_logits(x).into_data().try_to_vec::<f32>().unwrap(), logits.into_data().try_to_vec::<f32>().unwrap());
+        let worst = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let scale = a.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+        assert!(worst > 0.0, "the weights were rounded");
+        assert!(worst < 1e-2 * scale, "half-precision logits differ by {worst} (scale {scale})");
     }
 }

@@ -3,6 +3,7 @@ pub mod dataset;
 pub mod demo;
 pub mod evaluate;
 pub mod info;
+pub mod model;
 pub mod overlay;
 pub mod phantom;
 pub mod plan;
