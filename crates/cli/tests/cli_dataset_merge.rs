@@ -1,5 +1,6 @@
 //! End-to-end: two phantom datasets, one renumbered to label only vertebrae and the canal with
-//! its own values, merged by `spineseg dataset merge`, checked, planned and trained.
+//! its own values, merged by `spineseg dataset merge`, checked, planned, trained and predicted
+//! with level assignment.
 
 use spineseg_io::{read_labels, write_volume, AnyVolume, Label};
 use std::path::Path;
@@ -88,4 +89,17 @@ fn merged_phantoms_check_plan_and_train() {
     assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
     let labels = std::fs::read_to_string(model.join("labels.json")).unwrap();
     assert!(labels.contains("spinal canal") && labels.contains("L4/L5"), "{labels}");
+
+    // The merged model predicts with level assignment (on by default for vertebra and disc
+    // classes): the mask, its level report beside it, one log line per case.
+    let image = merged.join("imagesTr/bodies_phantom_000_0000.nii.gz");
+    let out = dir.path().join("pred/case.nii.gz");
+    let predicted = spineseg(&["predict", "-i", image.to_str().unwrap(), "-o", out.to_str().unwrap(), "-m", model.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&predicted.stderr);
+    assert!(predicted.status.success() && log.contains("level assignment on"), "{log}");
+    assert!(log.contains("levels:"), "{log}");
+    assert!(out.is_file());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("pred/case.levels.json")).unwrap()).unwrap();
+    assert!(report["anchor"].is_string() && report["ambiguous"].is_boolean() && report["off_column"].is_u64(), "{report}");
 }

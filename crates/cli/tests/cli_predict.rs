@@ -273,8 +273,10 @@ fn the_shipped_lumbar_model_loads_and_predicts() {
     assert!(log.contains("largest component on"), "{log}");
     assert_overlays(&image, &out, &model);
     let labels = read_volume(&out).unwrap().to_labels(&out).unwrap();
-    // lumbar-real's values: L3 = 7, L4 = 8.
-    assert!(labels.data().iter().all(|&v| v == 0 || v == 7 || v == 8));
+    // The output values are the training dataset's (labels.json): only L3's (ontology id 22) and
+    // L4's (23) may appear.
+    let value = |id| folder.labels.dataset_value(id).unwrap();
+    assert!(labels.data().iter().all(|&v| v == 0 || v == value(22) || v == value(23)));
 }
 
 #[test]
@@ -309,11 +311,15 @@ fn level_assignment_report_beside_the_mask() {
     assert_eq!(levelled.geometry, raw.geometry);
     // Bodies and discs are renamed in preprocessed space; resampling back to the input's grid
     // interpolates one-hot labels, so only boundary voxels may change extent or kind.
+    // Output value -> whether it is a disc (ontology ids 101..=125), from the folder's labels.json.
+    let labels = ModelFolder::load(&model).unwrap().labels;
+    let is_disc = |v: Label| {
+        labels.structures.iter().find(|s| s.dataset_value == v).is_some_and(|s| (101..=125).contains(&s.structure_id))
+    };
     let (mut foreground, mut kind, mut changed) = (0, 0, 0);
     for (&a, &b) in levelled.data().iter().zip(raw.data()) {
         foreground += usize::from((a != 0) != (b != 0));
-        // lumbar-real's values: bodies 1..=9, discs 10..=15.
-        kind += usize::from(a != 0 && b != 0 && (a >= 10) != (b >= 10));
+        kind += usize::from(a != 0 && b != 0 && is_disc(a) != is_disc(b));
         changed += usize::from(a != b);
     }
     let total = raw.data().iter().filter(|&&v| v != 0).count();
