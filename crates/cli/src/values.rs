@@ -6,6 +6,7 @@ use spineseg_phantom::Contrast;
 use spineseg_preprocessing::plan::ConfigurationName;
 use spineseg_io::DataType;
 use spineseg_metrics::Connectivity;
+use spineseg_model::WeightPrecision;
 use spineseg_train::AugmentationConfig;
 
 /// A plan configuration (`--configuration`, `--configurations`).
@@ -201,6 +202,24 @@ impl From<DataTypeArg> for DataType {
             DataTypeArg::Int32 => DataType::I32,
             DataTypeArg::Float32 => DataType::F32,
             DataTypeArg::Float64 => DataType::F64,
+        }
+    }
+}
+
+/// The precision of `spineseg model precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// IEEE half precision (f16): half the file.
+    Half,
+    /// Single precision (f32), as training writes it.
+    Single,
+}
+
+impl From<PrecisionArg> for WeightPrecision {
+    fn from(arg: PrecisionArg) -> Self {
+        match arg {
+            PrecisionArg::Half => WeightPrecision::Half,
+            PrecisionArg::Single => WeightPrecision::Single,
         }
     }
 }

@@ -6,12 +6,13 @@ use support::spineseg;
 
 #[test]
 fn enum_flags_of_every_command_refuse_unknown_values_as_usage_errors() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["evaluate", "--pred", "p", "--ref", "r", "--out", "o", "--connectivity", "diagonal"], "face, full"),
         (&["evaluate", "--pred", "p", "--ref", "r", "--out", "o", "--slice-axis", "5"], "0, 1, 2, sagittal, coronal, axial"),
         (&["phantom", "--out", "x", "--contrast", "PD"], "T1, T2"),
         (&["convert", "a.nii", "b.nii", "--dtype", "uint64"], "uint8, int8, uint16, int16, uint32, int32, float32, float64"),
         (&["text", "prompts", "--labels", "x.nii", "--view", "coronal"], "sagittal, axial, volume"),
+        (&["model", "precision", "m", "bf16"], "half, single"),
     ];
     for (args, choices) in cases {
         let out = spineseg(args);

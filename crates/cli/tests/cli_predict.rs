@@ -263,20 +263,26 @@ fn the_shipped_lumbar_model_loads_and_predicts() {
     // checked, not its quality, which docs/BENCHMARKS.md measures on real scans).
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lumbar-2d");
     let folder = ModelFolder::load(&model).unwrap();
-    assert!(folder.manifest.postprocessing.largest_component);
+    // The folder's default post-processing is what the log reports.
+    let postprocessing = if folder.manifest.postprocessing.largest_component { "on" } else { "off" };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("phantom");
     ok(spineseg(&["phantom", "--out", s(&data), "--cases", "1", "--seed", "2", "--small"]));
     let image = data.join("imagesTr/phantom_000_0000.nii.gz");
     let out = dir.path().join("seg.nii.gz");
     let log = ok(spineseg(&["predict", "-i", s(&image), "-o", s(&out), "-m", s(&model), "--structures", "L3, L4"]));
-    assert!(log.contains("largest component on"), "{log}");
+    assert!(log.contains(&format!("largest component {postprocessing}")), "{log}");
     assert_overlays(&image, &out, &model);
     let labels = read_volume(&out).unwrap().to_labels(&out).unwrap();
     // The output values are the training dataset's (labels.json): only L3's (ontology id 22) and
     // L4's (23) may appear.
     let value = |id| folder.labels.dataset_value(id).unwrap();
     assert!(labels.data().iter().all(|&v| v == 0 || v == value(22) || v == value(23)));
+    // The whole anatomy: the spinal canal (ontology id 61) is one of its structures.
+    let canal = dir.path().join("canal.nii.gz");
+    ok(spineseg(&["predict", "-i", s(&image), "-o", s(&canal), "-m", s(&model), "--structures", "spinal canal"]));
+    let labels = read_volume(&canal).unwrap().to_labels(&canal).unwrap();
+    assert!(labels.data().iter().all(|&v| v == 0 || v == value(61)));
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! `spineseg model precision MODEL half|single`: rewrite a trained model folder's weights.
 
+use crate::values::PrecisionArg;
 use crate::Outcome;
 use anyhow::Result;
 use spineseg_infer::ModelFolder;
-use spineseg_model::WeightPrecision;
 use std::path::PathBuf;
 
 /// Work on a trained model folder.
@@ -21,22 +21,13 @@ pub struct PrecisionArgs {
     pub model: PathBuf,
     /// half (IEEE f16) or single (f32).
     #[arg(value_enum)]
-    pub precision: Precision,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum Precision {
-    Half,
-    Single,
+    pub precision: PrecisionArg,
 }
 
 pub fn run(command: ModelCommand) -> Result<Outcome> {
     match command {
         ModelCommand::Precision(args) => {
-            let precision = match args.precision {
-                Precision::Half => WeightPrecision::Half,
-                Precision::Single => WeightPrecision::Single,
-            };
+            let precision = args.precision.into();
             let weights = ModelFolder::load(&args.model)?.manifest.weights;
             let path = args.model.join(weights);
             let before = std::fs::metadata(&path)?.len();
