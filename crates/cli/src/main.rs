@@ -5,6 +5,7 @@
 //! 2 invalid command-line usage (clap).
 
 mod commands;
+mod label_meaning;
 mod progress;
 mod text_encoder;
 mod values;
@@ -33,6 +34,7 @@ enum Command {
     Plan(commands::plan::PlanArgs),
     Train(commands::train::TrainArgs),
     Predict(commands::predict::PredictArgs),
+    Report(commands::report::ReportArgs),
     Demo(commands::demo::DemoArgs),
     /// Text prompts and their embeddings (the text encoder of text-guided models).
     #[command(subcommand)]
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Predict(args) => commands::predict::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Text(command) => commands::text::run(command),
         Command::Model(command) => commands::model::run(command),

@@ -1,9 +1,9 @@
 //! Prediction of image files with a model folder (nnU-Net's `nnUNetv2_predict`), as library
 //! calls: which files make which cases ([`job_for_file`], [`jobs_for_folder`]), and the loop
 //! read -> preprocess -> sliding window -> optional level assignment -> back onto the input's
-//! grid -> the training dataset's label values -> atomic write ([`predict_jobs`]); with level
-//! assignment, its report goes beside the mask as `<output stem>.levels.json`
-//! ([`levels_report_path`]).
+//! grid -> the training dataset's label values -> atomic write ([`predict_jobs`]). Beside each
+//! mask go `<output stem>.labels.json` (what its values mean, [`labels_sidecar_path`]) and, with
+//! level assignment, its report `<output stem>.levels.json` ([`levels_report_path`]).
 //!
 //! File naming is nnU-Net's: a case `{id}` has channel files `{id}_0000{ext}`, `{id}_0001{ext}`,
 //! ... (parsed by [`spineseg_datasets::nnunet::split_channel_suffix`]); its output is
@@ -25,7 +25,7 @@ use spineseg_anatomy::ontology::{Ontology, StructureId, StructureNameError};
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_preprocessing::preprocess::{preprocess_case, CaseVolumes};
 use spineseg_io::json::JsonFileError;
-use spineseg_io::{AnyVolume, ImageFormat, IoError, Label};
+use spineseg_io::{AnyVolume, ImageFormat, IoError, Label, Volume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -120,6 +120,18 @@ pub trait PredictObserver {
     fn on_case_end(&mut self, _job: &PredictJob, _result: Result<f64, &WorkflowError>) {}
     /// Level assignment of `job` is done and written (before [`Self::on_case_end`]).
     fn on_levels(&mut self, _job: &PredictJob, _levels: &LevelAssignment) {}
+    /// `job`'s mask (`seg`, in the training dataset's values, as written), its
+    /// [`labels_sidecar_path`] and any level report are written (before [`Self::on_levels`]).
+    fn on_written(&mut self, _job: &PredictJob, _seg: &Volume<Label>, _levels: Option<&LevelAssignment>) {}
+}
+
+/// What [`predict_job`] wrote for a case.
+#[derive(Debug)]
+pub struct CaseOutput {
+    /// The mask as written (the training dataset's label values).
+    pub seg: Volume<Label>,
+    /// The level assignment, when it ran.
+    pub levels: Option<LevelAssignment>,
 }
 
 impl PredictObserver for () {}
@@ -228,8 +240,9 @@ pub fn predict_jobs(
         observer.on_case_start(job);
         let started = Instant::now();
         match predict_job(model, &mut predictor, job, options) {
-            Ok(levels) => {
-                if let Some(levels) = &levels {
+            Ok(output) => {
+                observer.on_written(job, &output.seg, output.levels.as_ref());
+                if let Some(levels) = &output.levels {
                     observer.on_levels(job, levels);
                 }
                 observer.on_case_end(job, Ok(started.elapsed().as_secs_f64()))
@@ -245,15 +258,16 @@ pub fn predict_jobs(
 
 /// Predicts one job with `predictor` (the model folder's network or any other with the same
 /// classes): read the channels, preprocess for the model's configuration, predict, map to the
-/// training dataset's label values, write atomically (creating the output's folder). With level
-/// assignment its report is written as [`levels_report_path`] after the mask (if that write
-/// fails the mask is removed again) and returned.
+/// training dataset's label values, write atomically (creating the output's folder). Beside
+/// the mask go what its values mean ([`labels_sidecar_path`]: the model folder's labels.json)
+/// and, with level assignment, its report ([`levels_report_path`]); if either write fails the
+/// mask is removed again, so a case is written whole or not at all.
 pub fn predict_job<P: PatchPredictor + ?Sized>(
     model: &ModelFolder,
     predictor: &mut P,
     job: &PredictJob,
     options: &PredictOptions,
-) -> Result<Option<LevelAssignment>, WorkflowError> {
+) -> Result<CaseOutput, WorkflowError> {
     let case = CaseVolumes::read(&job.id, &job.channels, None)?;
     let preprocessed = preprocess_case(&case, &model.plan, model.configuration())?;
     // The raw volumes are not needed any more; large cases would hold both in memory.
@@ -267,23 +281,39 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
             source,
         })?;
     }
-    spineseg_io::write_volume(&job.output, &AnyVolume::from(seg))?;
-    if let Some(levels) = &prediction.levels {
-        if let Err(error) = spineseg_io::json::write_json(&levels_report_path(&job.output), levels) {
-            // A failed case writes nothing: take the mask back.
-            let _ = std::fs::remove_file(&job.output);
-            return Err(error.into());
-        }
+    spineseg_io::write_volume(&job.output, &AnyVolume::from(seg.clone()))?;
+    let sidecar = labels_sidecar_path(&job.output);
+    let written = spineseg_io::json::write_json(&sidecar, &model.labels).and_then(|()| match &prediction.levels {
+        Some(levels) => spineseg_io::json::write_json(&levels_report_path(&job.output), levels),
+        None => Ok(()),
+    });
+    if let Err(error) = written {
+        // A failed case writes nothing: take the mask (and its label sidecar) back.
+        let _ = std::fs::remove_file(&job.output);
+        let _ = std::fs::remove_file(&sidecar);
+        return Err(error.into());
     }
-    Ok(prediction.levels)
+    Ok(CaseOutput { seg, levels: prediction.levels })
+}
+
+/// Where the meaning of an output mask's values goes: `<output stem>.labels.json` beside it, the
+/// model folder's labels.json (ontology id, dataset value and name per structure), so tools that
+/// read the mask later (`overlay`, `info`, `evaluate`, `report`) name its values right.
+pub fn labels_sidecar_path(output: &Path) -> PathBuf {
+    sidecar_path(output, "labels.json")
 }
 
 /// Where the level assignment's report of an output mask goes: `<output stem>.levels.json`
 /// beside it (`out/case.nii.gz` -> `out/case.levels.json`).
 pub fn levels_report_path(output: &Path) -> PathBuf {
+    sidecar_path(output, "levels.json")
+}
+
+/// `<output stem>.<suffix>` beside an output mask.
+pub fn sidecar_path(output: &Path, suffix: &str) -> PathBuf {
     let stem = ImageFormat::strip_extension(output)
         .unwrap_or_else(|| output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    output.with_file_name(format!("{stem}.levels.json"))
+    output.with_file_name(format!("{stem}.{suffix}"))
 }
 
 /// The level assignment `spineseg predict` does by default: [`LevelOptions::default`] for a
@@ -354,6 +384,7 @@ mod tests {
     fn levels_report_beside_the_mask() {
         assert_eq!(levels_report_path(Path::new("out/case.nii.gz")), Path::new("out/case.levels.json"));
         assert_eq!(levels_report_path(Path::new("seg.mha")), Path::new("seg.levels.json"));
+        assert_eq!(labels_sidecar_path(Path::new("out/case.nii.gz")), Path::new("out/case.labels.json"));
     }
 
     #[test]

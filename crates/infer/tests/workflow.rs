@@ -7,7 +7,7 @@ use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_preprocessing::preprocess::{preprocess_case, CaseVolumes};
 use spineseg_anatomy::ontology::StructureNameError;
 use spineseg_infer::workflow::{
-    jobs_for_folder, predict_jobs, structures_to_keep, write_untrained_model, PredictJob, PredictObserver, WorkflowError,
+    jobs_for_folder, labels_sidecar_path, predict_jobs, structures_to_keep, write_untrained_model, PredictJob, PredictObserver, WorkflowError,
 };
 use spineseg_infer::{predict_case, ModelFolder, OutputLabels};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,11 @@ impl PredictObserver for Events {
     fn on_case_end(&mut self, job: &PredictJob, result: Result<f64, &WorkflowError>) {
         self.0.push(format!("{} {}", if result.is_ok() { "ok" } else { "failed" }, job.id));
     }
+    fn on_written(&mut self, job: &PredictJob, seg: &spineseg_io::Volume<spineseg_io::Label>, _levels: Option<&spineseg_infer::LevelAssignment>) {
+        // The mask handed over is the one on disk.
+        assert_eq!(spineseg_io::read_labels(&job.output).unwrap().data(), seg.data());
+        self.0.push(format!("written {}", job.id));
+    }
 }
 
 #[test]
@@ -84,8 +89,18 @@ fn predicts_a_folder_as_the_step_by_step_pipeline_does() {
     assert!(!out.join("bad.nii.gz").exists());
     assert_eq!(
         events.0,
-        ["start bad", "failed bad", "start phantom_000", "ok phantom_000", "start phantom_001", "ok phantom_001"]
+        [
+            "start bad",
+            "failed bad",
+            "start phantom_000",
+            "written phantom_000",
+            "ok phantom_000",
+            "start phantom_001",
+            "written phantom_001",
+            "ok phantom_001"
+        ]
     );
+    assert!(!out.join("bad.labels.json").exists());
 
     // Each written file equals the library's steps done by hand.
     for job in &jobs[1..] {
@@ -96,6 +111,9 @@ fn predicts_a_folder_as_the_step_by_step_pipeline_does() {
         let written = spineseg_io::read_labels(&job.output).unwrap();
         assert_eq!(written.data(), expected.data(), "{}", job.id);
         assert_eq!(written.shape(), case.images[0].shape());
+        // What the values mean sits beside the mask: the model folder's labels.json.
+        let sidecar = OutputLabels::load(&labels_sidecar_path(&job.output)).unwrap();
+        assert_eq!(sidecar, model.labels);
     }
 }
 

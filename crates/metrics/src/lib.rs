@@ -8,6 +8,7 @@
 //! - [`evaluate`]: all metrics of a mask pair ([`compare_masks`]), of a labelled case, of folders.
 //! - [`summary`]: mean, std and median per structure and over structures; empty-mask counts.
 //! - [`report`]: `metrics.csv`, `summary.json` and a plain-text table.
+//! - [`structures`]: what a segmentation holds without a reference (volumes, slices, flags).
 //!
 //! Units live in names: `_mm` distances use the voxel spacing, `_px` distances use unit spacing.
 //!
@@ -28,6 +29,7 @@ pub mod folder;
 pub mod mask;
 pub mod overlap;
 pub mod report;
+pub mod structures;
 pub mod summary;
 pub mod surface;
 

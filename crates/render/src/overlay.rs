@@ -355,17 +355,26 @@ fn fallback_colour(id: Label) -> [u8; 3] {
 
 /// Writes `image` as an 8-bit RGB PNG, atomically.
 pub fn write_png(path: &Path, image: &RgbImage) -> Result<()> {
-    let bytes: Vec<u8> = image.pixels.iter().flatten().copied().collect();
-    spineseg_io::atomic::write_atomically(path, |w| {
-        let mut encoder = png::Encoder::new(w, image.width as u32, image.height as u32);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.set_compression(png::Compression::Best);
-        let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
-        writer.write_image_data(&bytes).map_err(std::io::Error::other)?;
-        writer.finish().map_err(std::io::Error::other)
-    })?;
+    spineseg_io::atomic::write_atomically(path, |w| encode_png_into(w, image))?;
     Ok(())
+}
+
+/// `image` as the bytes of an 8-bit RGB PNG file (for embedding, e.g. in an HTML report).
+pub fn encode_png(image: &RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_png_into(&mut out, image).expect("encoding into memory cannot fail");
+    out
+}
+
+fn encode_png_into(w: &mut dyn std::io::Write, image: &RgbImage) -> std::io::Result<()> {
+    let bytes: Vec<u8> = image.pixels.iter().flatten().copied().collect();
+    let mut encoder = png::Encoder::new(w, image.width as u32, image.height as u32);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Best);
+    let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
+    writer.write_image_data(&bytes).map_err(std::io::Error::other)?;
+    writer.finish().map_err(std::io::Error::other)
 }
 
 /// Rows of the 5x7 font, bit 4 = leftmost column.

@@ -1,13 +1,13 @@
 //! `spineseg evaluate`: per case and structure metrics of predictions against references.
 
 use crate::values::{ConnectivityArg, SliceAxisArg};
+use crate::label_meaning::LabelMeaning;
 use crate::Outcome;
+use spineseg_infer::workflow::labels_sidecar_path;
 use anyhow::{Context, Result};
-use spineseg_anatomy::Ontology;
 use spineseg_io::geometry::closest_world_axes;
 use spineseg_io::Label;
 use spineseg_metrics::{evaluate_folders, format_table, pair_cases, write_report, Connectivity, EvaluationOptions};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Compare predicted label files with reference label files: Dice, IoU, Hausdorff, HD95 (MONAI's
@@ -44,9 +44,10 @@ pub struct EvaluateArgs {
     /// Largest allowed distance (mm) between prediction and reference voxel positions.
     #[arg(long, default_value_t = 1e-3)]
     pub geometry_tolerance_mm: f64,
-    /// dataset.json whose label names to use; default: one beside the reference folder, else
-    /// the spineseg ontology's names.
-    #[arg(long)]
+    /// What the label values mean: a dataset.json or a labels.json (from `predict` or a model
+    /// folder). Default: the dataset.json beside the reference folder, else the predictions'
+    /// `<stem>.labels.json` (written by `predict`), else the spineseg ontology's names.
+    #[arg(long, alias = "labels-json")]
     pub dataset_json: Option<PathBuf>,
 }
 
@@ -65,7 +66,9 @@ pub fn run(args: EvaluateArgs) -> Result<Outcome> {
         geometry_tolerance_mm: args.geometry_tolerance_mm,
         ..EvaluationOptions::default()
     };
-    let names = label_names(args.dataset_json.as_deref(), &args.reference)?;
+    let meaning = label_meaning(args.dataset_json.as_deref(), &args.pred, &args.reference)?;
+    eprintln!("{}", meaning.describe());
+    let names = meaning.names;
     let report = evaluate_folders(&args.pred, &args.reference, &options, &names)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create folder", args.out.display()))?;
     write_report(&args.out, &report)?;
@@ -91,19 +94,26 @@ fn resolve_slice_axis(axis: SliceAxisArg, pred: &Path, reference: &Path) -> Resu
     Ok(world_of_voxel_axis.iter().position(|&w| w == world_axis).expect("closest_world_axes is a permutation"))
 }
 
-fn label_names(dataset_json: Option<&Path>, reference: &Path) -> Result<BTreeMap<Label, String>> {
-    let beside = reference.parent().map(|p| p.join(spineseg_datasets::nnunet::DATASET_FILE)).filter(|p| p.is_file());
-    let beside = beside.or_else(|| Some(reference.join("..").join(spineseg_datasets::nnunet::DATASET_FILE)).filter(|p| p.is_file()));
-    if let Some(path) = dataset_json.map(Path::to_path_buf).or(beside) {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
-        let labels = json.get("labels").and_then(|l| l.as_object());
-        let labels = labels.with_context(|| format!("{}: no \"labels\" object", path.display()))?;
-        return Ok(labels
-            .iter()
-            .filter_map(|(name, value)| Some((Label::try_from(value.as_u64()?).ok()?, name.clone())))
-            .collect());
+/// Names of the label values: `--dataset-json`, else a dataset.json beside the reference
+/// folder (or above a reference file), else the first prediction's sidecar labels.json, else
+/// the ontology.
+fn label_meaning(explicit: Option<&Path>, pred: &Path, reference: &Path) -> Result<LabelMeaning> {
+    let dataset_file = spineseg_datasets::nnunet::DATASET_FILE;
+    let beside = reference.parent().map(|p| p.join(dataset_file)).filter(|p| p.is_file());
+    let beside = beside.or_else(|| Some(reference.join("..").join(dataset_file)).filter(|p| p.is_file()));
+    if let Some(path) = explicit.map(Path::to_path_buf).or(beside) {
+        return LabelMeaning::read(&path);
     }
-    Ok(Ontology::standard().structures().iter().map(|s| (s.id.0, s.name.clone())).collect())
+    if let Some(first) = pair_cases(pred, reference).ok().and_then(|pairs| pairs.into_iter().next()) {
+        let sidecar = labels_sidecar_path(&first.pred);
+        if sidecar.is_file() {
+            return LabelMeaning::read(&sidecar);
+        }
+    }
+    // metrics.csv has always used the ontology's short names ("L4", "L4/L5").
+    let mut meaning = LabelMeaning::ontology_ids();
+    for s in spineseg_anatomy::Ontology::standard().structures() {
+        meaning.names.insert(s.id.0, s.name.clone());
+    }
+    Ok(meaning)
 }

@@ -1,8 +1,8 @@
 //! `spineseg info FILE`: what a volume holds and where it is.
 
+use crate::label_meaning::LabelMeaning;
 use crate::Outcome;
 use anyhow::Result;
-use spineseg_anatomy::Ontology;
 use spineseg_io::{read_volume, AnyVolume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,11 @@ pub struct InfoArgs {
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// What the label values mean: a labels.json (from `predict` or a model folder) or a
+    /// dataset.json. Default: the file's `<stem>.labels.json`, else the dataset.json of the
+    /// nnU-Net folder it is in, else spineseg ontology ids.
+    #[arg(long)]
+    pub labels_json: Option<PathBuf>,
 }
 
 /// Most label volumes have a handful of values; intensity images have thousands.
@@ -31,7 +36,12 @@ pub fn run(args: InfoArgs) -> Result<Outcome> {
     if args.labels && histogram.is_none() {
         anyhow::bail!("{}: not a label volume (values are not non-negative integers)", args.file.display());
     }
-    let names = label_names_for(&args.file);
+    let meaning = LabelMeaning::for_mask(&args.file, args.labels_json.as_deref())?;
+    if histogram.is_some() && !args.json {
+        println!("{}", meaning.describe());
+    }
+    let mut names: BTreeMap<u64, String> = meaning.names.iter().map(|(&v, n)| (v as u64, n.clone())).collect();
+    names.entry(0).or_insert_with(|| "background".into());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info_json(&args.file, &volume, histogram.as_ref(), &names))?);
     } else {
@@ -56,28 +66,6 @@ fn label_histogram(volume: &AnyVolume, forced: bool) -> Option<BTreeMap<u64, usi
         }
     }
     Some(histogram)
-}
-
-/// Names for label values: from the dataset.json of an nnU-Net folder the file sits in
-/// (`DATASET/labelsTr/x.nii.gz`), else from the spineseg ontology.
-fn label_names_for(file: &Path) -> BTreeMap<u64, String> {
-    let dataset_json = file.parent().and_then(Path::parent).map(|d| d.join(spineseg_datasets::nnunet::DATASET_FILE));
-    if let Some(names) = dataset_json.and_then(|p| std::fs::read_to_string(p).ok()).and_then(|text| {
-        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let labels = json.get("labels")?.as_object()?;
-        Some(
-            labels
-                .iter()
-                .filter_map(|(name, value)| Some((value.as_u64()?, name.clone())))
-                .collect::<BTreeMap<_, _>>(),
-        )
-    }) {
-        return names;
-    }
-    let mut names: BTreeMap<u64, String> =
-        Ontology::standard().structures().iter().map(|s| (s.id.0 as u64, s.display_name.clone())).collect();
-    names.insert(0, "background".into());
-    names
 }
 
 fn info_text(file: &Path, v: &AnyVolume, histogram: Option<&BTreeMap<u64, usize>>, names: &BTreeMap<u64, String>) -> String {

@@ -8,5 +8,6 @@ pub mod overlay;
 pub mod phantom;
 pub mod plan;
 pub mod predict;
+pub mod report;
 pub mod text;
 pub mod train;

@@ -17,22 +17,40 @@
 //! `--no-level-assignment`: bodies and discs renamed by counting along the spine, report in
 //! `<output stem>.levels.json` and one log line) -> optional largest component per class -> back
 //! onto the input's grid -> ontology ids to the training dataset's label values (`labels.json`)
-//! -> atomic write.
+//! -> atomic write, with `<output stem>.labels.json` (what the values mean) beside the mask.
+//! Then the structure table of every written case (volume, sagittal slices, level confidence,
+//! flags) is printed and written as `structures.csv` (in the output folder, or
+//! `<output stem>.structures.csv` beside a named output file), and with `--preview DIR` a
+//! picture per case goes to `DIR/{case}.png`.
 //! A case that fails (unreadable file, wrong channel count) writes nothing; the others go on,
 //! and the command exits with 1.
 
+use crate::label_meaning::LabelMeaning;
+use crate::progress::PredictionBars;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use crate::progress::PredictionBars;
-use spineseg_infer::workflow::{default_level_assignment, jobs_for_input, predict_jobs, structures_to_keep};
-use spineseg_infer::{Connectivity, ModelFolder};
-use std::path::PathBuf;
+use spineseg_anatomy::ontology::StructureId;
+use spineseg_infer::model_folder::LABELS_FILE;
+use spineseg_infer::workflow::{
+    default_level_assignment, jobs_for_input, predict_jobs, sidecar_path, structures_to_keep, PredictJob, PredictObserver,
+    WorkflowError,
+};
+use spineseg_infer::{Connectivity, LevelAssignment, ModelFolder};
+use spineseg_io::{read_image, Label, Volume};
+use spineseg_metrics::structures::{
+    case_structures, format_case, format_case_line, write_structures_csv, CaseStructures, LevelVerdict,
+};
+use spineseg_render::overlay::write_png;
+use spineseg_render::preview::{case_preview, preview_caption};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Segment images with a trained model folder (from `spineseg train` or `spineseg demo`).
 /// Input: one image file, or a folder of `{case}_0000.nii.gz` files (nnU-Net naming; further
 /// channels `_0001`, ...). Output: a file (its extension picks the format) or a folder that gets
-/// `{case}` plus the input's extension. Labels are written in the training dataset's values.
+/// `{case}` plus the input's extension. Labels are written in the training dataset's values, with
+/// `<output stem>.labels.json` beside each mask saying what they mean; a table of the structures
+/// found per case is printed and written as CSV.
 #[derive(clap::Args)]
 pub struct PredictArgs {
     /// Image file, or folder of `{case}_0000{ext}` files.
@@ -73,6 +91,10 @@ pub struct PredictArgs {
     /// `<output stem>.levels.json` and logged.
     #[arg(long)]
     pub no_level_assignment: bool,
+    /// Also write, per case, DIR/{case}.png: the sagittal slice through the middle of the spine
+    /// with every structure coloured and named, and the level count's confidence above it.
+    #[arg(long, value_name = "DIR")]
+    pub preview: Option<PathBuf>,
 }
 
 pub fn run(args: PredictArgs) -> Result<Outcome> {
@@ -116,10 +138,36 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         jobs.len()
     );
     let single = jobs.len() == 1;
-    let mut bars = PredictionBars::new(jobs.len());
+    let bars = PredictionBars::new(jobs.len());
     options.sliding_window.progress = Some(bars.window_callback());
-    let failures = predict_jobs(&model, &jobs, &options, &mut bars);
-    bars.finish();
+    let mut outputs = CaseOutputs {
+        bars,
+        meaning: LabelMeaning::of_output_labels(&model.labels, &args.model.join(LABELS_FILE)),
+        segmented: model.plan.labels.iter().skip(1).map(|l| StructureId(l.value)).collect(),
+        preview: args.preview.clone(),
+        tables: Vec::new(),
+        preview_errors: Vec::new(),
+    };
+    let failures = predict_jobs(&model, &jobs, &options, &mut outputs);
+    outputs.bars.finish();
+
+    // The structure table of the written cases: printed, and written as CSV beside them.
+    if !outputs.tables.is_empty() {
+        // `-o seg.nii.gz` names the file: the table goes beside it; `-o DIR`: into DIR.
+        let csv = match jobs.as_slice() {
+            [job] if job.output == args.output => sidecar_path(&job.output, "structures.csv"),
+            _ => args.output.join("structures.csv"),
+        };
+        for table in &outputs.tables {
+            if single {
+                print!("{}", format_case(table));
+            } else {
+                println!("{}", format_case_line(table));
+            }
+        }
+        write_structures_csv(&csv, &outputs.tables)?;
+        eprintln!("structure table: {}", csv.display());
+    }
     if single {
         if let Some(failure) = failures.into_iter().next() {
             return Err(failure.error.into());
@@ -132,6 +180,53 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
             failures.iter().map(|f| f.id.as_str()).collect::<Vec<_>>().join(", ")
         );
     }
+    if !outputs.preview_errors.is_empty() {
+        bail!("previews failed: {}", outputs.preview_errors.join("; "));
+    }
     eprintln!("predicted {} case(s) in {:.1} s", jobs.len(), started.elapsed().as_secs_f64());
     Ok(Outcome::Success)
+}
+
+/// What `predict` does with each written case besides the progress bars: its structure table
+/// and, with `--preview`, its picture.
+struct CaseOutputs {
+    bars: PredictionBars,
+    /// The written values' meaning (the model folder's labels.json).
+    meaning: LabelMeaning,
+    /// The structures the model segments (a level it cannot find is never "missing").
+    segmented: Vec<StructureId>,
+    preview: Option<PathBuf>,
+    tables: Vec<CaseStructures>,
+    preview_errors: Vec<String>,
+}
+
+impl PredictObserver for CaseOutputs {
+    fn on_case_start(&mut self, job: &PredictJob) {
+        self.bars.on_case_start(job);
+    }
+    fn on_case_end(&mut self, job: &PredictJob, result: Result<f64, &WorkflowError>) {
+        self.bars.on_case_end(job, result);
+    }
+    fn on_levels(&mut self, job: &PredictJob, levels: &LevelAssignment) {
+        self.bars.on_levels(job, levels);
+    }
+    fn on_written(&mut self, job: &PredictJob, seg: &Volume<Label>, levels: Option<&LevelAssignment>) {
+        let verdict = levels.and_then(|l| serde_json::to_value(l).ok()).map(|v| LevelVerdict::from_report(&v));
+        let table = case_structures(&job.id, seg, &self.meaning.structure_of, &self.segmented, verdict);
+        if let Some(dir) = &self.preview {
+            if let Err(error) = write_preview(dir, job, seg, &self.meaning, &table) {
+                self.preview_errors.push(format!("{}: {error:#}", job.id));
+            }
+        }
+        self.tables.push(table);
+    }
+}
+
+/// DIR/{case}.png: the case's image with its labels on the spine's mid-sagittal slice.
+fn write_preview(dir: &Path, job: &PredictJob, seg: &Volume<Label>, meaning: &LabelMeaning, table: &CaseStructures) -> Result<()> {
+    let image = read_image(&job.channels[0])?;
+    let picture = case_preview(&image, &meaning.to_ontology(seg), &preview_caption(table))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    write_png(&dir.join(format!("{}.png", job.id)), &picture)?;
+    Ok(())
 }
