@@ -241,3 +241,24 @@ fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
     let rgb = buf[..info.buffer_size()].chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
     (info.width, info.height, rgb)
 }
+
+#[test]
+fn every_subcommand_has_a_one_line_description() {
+    for command in [&[][..], &["dataset"][..], &["text"][..], &["model"][..]] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let (help, _) = run_ok(spineseg(&args));
+        let listed: Vec<&str> = help
+            .lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert!(listed.len() >= 2, "{help}");
+        for line in listed {
+            let mut words = line.split_whitespace();
+            let name = words.next().unwrap();
+            assert!(words.next().is_some(), "`spineseg {} {name}` has no description in --help", command.join(" "));
+        }
+    }
+}

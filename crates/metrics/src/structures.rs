@@ -14,7 +14,7 @@ use spineseg_io::{Label, Volume};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// A body this many times smaller or larger than the median body of its scan is flagged. A
+/// A body this many times smaller or larger than the typical body of its scan is flagged. A
 /// lumbar body's volume varies by well under 2x between T11 and L5 in an adult (about 15-40 mL),
 /// so a factor of 2.5 either way catches a half-found or merged body, not normal anatomy.
 pub const BODY_VOLUME_FACTOR: f64 = 2.5;
@@ -134,8 +134,10 @@ pub fn case_structures(
         })
         .collect();
 
-    // Bodies of implausible volume, against the median body of the scan (bodies cut by the
-    // field of view are neither judged nor part of the median).
+    // Bodies of implausible volume, against the scan's typical body: the upper quartile of its
+    // body volumes, so a few fragments (a network's stray voxels named T10) neither drag the
+    // reference down nor make the whole bodies look too large. Bodies cut by the field of view
+    // are neither judged nor part of the reference.
     let kind_of = |r: &StructureRow| r.structure_id.and_then(|id| ontology.get(id)).map(|s| s.kind);
     let mut whole: Vec<f64> = rows
         .iter()
@@ -144,10 +146,10 @@ pub fn case_structures(
         .collect();
     whole.sort_by(f64::total_cmp);
     if whole.len() >= 3 {
-        let median = whole[whole.len() / 2];
+        let typical = whole[(3 * whole.len()) / 4];
         for r in rows.iter_mut().filter(|r| kind_of(r) == Some(StructureKind::Vertebra) && !r.at_edge) {
-            if r.volume_ml * BODY_VOLUME_FACTOR < median || r.volume_ml > median * BODY_VOLUME_FACTOR {
-                r.flags.push(format!("implausible volume ({:.1} mL, median body {:.1} mL)", r.volume_ml, median));
+            if r.volume_ml * BODY_VOLUME_FACTOR < typical || r.volume_ml > typical * BODY_VOLUME_FACTOR {
+                r.flags.push(format!("implausible volume ({:.1} mL, typical body {:.1} mL)", r.volume_ml, typical));
             }
         }
     }
