@@ -44,7 +44,8 @@ impl LabelMeaning {
         if sidecar.is_file() {
             return LabelMeaning::read(&sidecar);
         }
-        let dataset_json = mask.parent().and_then(Path::parent).map(|d| d.join(spineseg_datasets::nnunet::DATASET_FILE));
+        let dataset_json =
+            mask.parent().and_then(Path::parent).map(|d| d.join(spineseg_datasets::nnunet::DATASET_FILE));
         if let Some(path) = dataset_json.filter(|p| p.is_file()) {
             return LabelMeaning::read(&path);
         }
@@ -59,10 +60,14 @@ impl LabelMeaning {
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
         let ontology = Ontology::standard();
-        let mut meaning = LabelMeaning { source: Some(path.to_path_buf()), structure_of: BTreeMap::new(), names: BTreeMap::new() };
+        let mut meaning =
+            LabelMeaning { source: Some(path.to_path_buf()), structure_of: BTreeMap::new(), names: BTreeMap::new() };
         if json.get("structures").is_some() {
             let labels: OutputLabels = serde_json::from_value(json).with_context(|| {
-                format!("{}: not a labels.json (structures with structure_id, dataset_value, dataset_name)", path.display())
+                format!(
+                    "{}: not a labels.json (structures with structure_id, dataset_value, dataset_name)",
+                    path.display()
+                )
             })?;
             return Ok(LabelMeaning::of_output_labels(&labels, path));
         } else if let Some(labels) = json.get("labels").and_then(|l| l.as_object()) {
@@ -87,7 +92,8 @@ impl LabelMeaning {
     /// The meaning of a model folder's output values (`labels` read from `source`).
     pub fn of_output_labels(labels: &OutputLabels, source: &Path) -> LabelMeaning {
         let ontology = Ontology::standard();
-        let mut meaning = LabelMeaning { source: Some(source.to_path_buf()), structure_of: BTreeMap::new(), names: BTreeMap::new() };
+        let mut meaning =
+            LabelMeaning { source: Some(source.to_path_buf()), structure_of: BTreeMap::new(), names: BTreeMap::new() };
         for s in &labels.structures {
             let id = StructureId(s.structure_id);
             if ontology.get(id).is_some() {

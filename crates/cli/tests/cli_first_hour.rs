@@ -17,7 +17,8 @@ fn s(p: &Path) -> &str {
 
 /// (stdout, stderr) of a command that must succeed.
 fn run_ok(out: Output) -> (String, String) {
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "{stdout}{stderr}");
     (stdout, stderr)
 }
@@ -83,7 +84,8 @@ fn names_follow_the_file_in_overlay_info_and_evaluate() {
     let l4 = value_of[&23];
     let (stdout, _) = run_ok(spineseg(&["info", s(&dataset_mask)]));
     assert!(stdout.contains("label names from"), "{stdout}");
-    let row = stdout.lines().find(|l| l.trim_start().starts_with(&format!("{l4} "))).unwrap_or_else(|| panic!("{stdout}"));
+    let row =
+        stdout.lines().find(|l| l.trim_start().starts_with(&format!("{l4} "))).unwrap_or_else(|| panic!("{stdout}"));
     assert!(row.contains(&format!("class {l4}")), "{row}");
 
     // evaluate: with no dataset.json beside the references, the predictions' sidecar names them.
@@ -131,7 +133,8 @@ fn predict_writes_previews_a_structure_table_and_label_sidecars() {
     // Every written structure has a row, with its volume and level confidence.
     let seg = read_labels(&pred.join("phantom_000.nii.gz")).unwrap();
     let found: std::collections::BTreeSet<Label> = seg.data().iter().copied().filter(|&v| v != 0).collect();
-    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).filter(|r: &Vec<&str>| r[0] == "phantom_000").collect();
+    let rows: Vec<Vec<&str>> =
+        csv.lines().skip(1).map(|l| l.split(',').collect()).filter(|r: &Vec<&str>| r[0] == "phantom_000").collect();
     let labelled: std::collections::BTreeSet<Label> = rows.iter().filter_map(|r| r[3].parse().ok()).collect();
     assert_eq!(labelled, found);
     assert!(rows.iter().all(|r| r[9].parse::<f64>().is_ok()), "level confidence on every row: {csv}");
@@ -183,7 +186,10 @@ fn report_flags_a_missing_level_and_renders_in_a_browser() {
     assert!(flagged.contains("FLAGS: L3: missing between L2 and L4"), "{stdout}");
     assert!(stderr.contains("1 flagged") || stderr.contains("flagged"), "{stderr}");
     let csv = std::fs::read_to_string(dir.path().join("out/report.structures.csv")).unwrap();
-    assert!(csv.lines().any(|l| l.starts_with("phantom_001,L3,22,,0,") && l.ends_with("missing between L2 and L4")), "{csv}");
+    assert!(
+        csv.lines().any(|l| l.starts_with("phantom_001,L3,22,,0,") && l.ends_with("missing between L2 and L4")),
+        "{csv}"
+    );
     let page = std::fs::read_to_string(&html).unwrap();
     // Worst first: the case with the missing level (lowest mean Dice) leads the table.
     let first_row = page.find("<tbody>").map(|i| &page[i..]).unwrap();

@@ -126,7 +126,8 @@ fn predict_files_and_folders_on_the_input_grid() {
     std::fs::write(input.join("notes.txt"), "not an image").unwrap();
     let out = root.join("out");
     // Without level assignment, which would add `{case}.levels.json` beside each mask (see
-    // `level_assignment_report_beside_the_mask`).
+    // `level_assignment_report_beside_the_mask`). Each mask has its `{case}.labels.json` and the
+    // folder the structure table (tests/cli_first_hour.rs).
     let log = ok(spineseg(&["predict", "-i", s(&input), "-o", s(&out), "-m", s(&model), "--no-level-assignment"]));
     assert!(log.contains("2 case(s)"), "{log}");
     assert_overlays(&input.join("a_0000.nii.gz"), &out.join("a.nii.gz"), &model);
@@ -134,7 +135,7 @@ fn predict_files_and_folders_on_the_input_grid() {
     let mut written: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     written.sort();
-    assert_eq!(written, ["a.nii.gz", "b.mha"]);
+    assert_eq!(written, ["a.labels.json", "a.nii.gz", "b.labels.json", "b.mha", "structures.csv"]);
     // MetaImage really is MetaImage.
     let head = std::fs::read(out.join("b.mha")).unwrap();
     assert!(head.starts_with(b"ObjectType"), "an .mha output should be a MetaImage file");

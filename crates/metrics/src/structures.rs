@@ -124,7 +124,10 @@ pub fn case_structures(
             StructureRow {
                 label: Some(value),
                 structure_id: id,
-                name: id.and_then(|id| ontology.get(id)).map(|s| s.name.clone()).unwrap_or_else(|| format!("label {value}")),
+                name: id
+                    .and_then(|id| ontology.get(id))
+                    .map(|s| s.name.clone())
+                    .unwrap_or_else(|| format!("label {value}")),
                 voxels,
                 volume_ml: voxels as f64 * voxel_ml,
                 sagittal_slices: Some((first, last)),
@@ -167,7 +170,8 @@ pub fn case_structures(
             let is_kind = ontology.get(id).is_some_and(|s| s.kind == kind);
             if is_kind && !of_kind.contains(&id) && (segmented.is_empty() || segmented.contains(&id)) {
                 let name = ontology.get(id).map(|s| s.name.clone()).unwrap_or_default();
-                let (above, below) = (neighbour_found(ontology, id, &of_kind, true), neighbour_found(ontology, id, &of_kind, false));
+                let (above, below) =
+                    (neighbour_found(ontology, id, &of_kind, true), neighbour_found(ontology, id, &of_kind, false));
                 missing_rows.push(StructureRow {
                     label: None,
                     structure_id: Some(id),
@@ -238,12 +242,14 @@ pub fn write_structures_csv(path: &Path, cases: &[CaseStructures]) -> Result<()>
 pub fn structures_csv(cases: &[CaseStructures]) -> String {
     let mut out = String::from(STRUCTURES_CSV_HEADER);
     out.push('\n');
-    let quote = |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+    let quote =
+        |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
     for case in cases {
         let confidence = case.levels.as_ref().and_then(|l| l.confidence).map_or(String::new(), |c| format!("{c:.3}"));
         let ambiguous = case.levels.as_ref().map_or(String::new(), |l| l.ambiguous.is_some().to_string());
         for r in &case.rows {
-            let (first, last) = r.sagittal_slices.map_or((String::new(), String::new()), |(a, b)| (a.to_string(), b.to_string()));
+            let (first, last) =
+                r.sagittal_slices.map_or((String::new(), String::new()), |(a, b)| (a.to_string(), b.to_string()));
             out.push_str(&format!(
                 "{},{},{},{},{},{:.3},{},{},{},{},{},{}\n",
                 quote(&case.case),
@@ -336,7 +342,11 @@ mod tests {
     /// A sagittal stack: bodies as 4-slice-high blocks along z (voxel axis 2 = superior), x = LR.
     fn column(bodies: &[(&str, usize)], values: &BTreeMap<Label, StructureId>) -> Volume<Label> {
         let shape = [6, 6, 40];
-        let mut v = Volume::filled(shape, 0 as Label, Geometry { spacing: Spacing::new([2.0, 1.0, 1.0]).unwrap(), ..Geometry::default() });
+        let mut v = Volume::filled(
+            shape,
+            0 as Label,
+            Geometry { spacing: Spacing::new([2.0, 1.0, 1.0]).unwrap(), ..Geometry::default() },
+        );
         let value_of = |name: &str| *values.iter().find(|(_, &s)| s == id(name)).unwrap().0;
         let mut z = 36;
         for &(name, height) in bodies {
@@ -355,11 +365,15 @@ mod tests {
     #[test]
     fn volumes_slices_missing_levels_and_implausible_bodies() {
         // Dataset values 1.. for T12..L5 and L3/L4 (not ontology ids).
-        let values: BTreeMap<Label, StructureId> =
-            ["T12", "L1", "L2", "L3", "L4", "L5", "L3/L4"].iter().enumerate().map(|(i, n)| (i as Label + 1, id(n))).collect();
+        let values: BTreeMap<Label, StructureId> = ["T12", "L1", "L2", "L3", "L4", "L5", "L3/L4"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i as Label + 1, id(n)))
+            .collect();
         // L3 left out: missing between L2 and L4; L1 ten times smaller than the others.
         let labels = column(&[("T12", 5), ("L1", 1), ("L2", 5), ("L4", 5), ("L5", 5)], &values);
-        let table = case_structures("c1", &labels, &values, &[], Some(LevelVerdict { confidence: Some(0.8), ambiguous: None }));
+        let table =
+            case_structures("c1", &labels, &values, &[], Some(LevelVerdict { confidence: Some(0.8), ambiguous: None }));
         let names: Vec<&str> = table.rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["T12", "L1", "L2", "L3", "L4", "L5"]);
         let l2 = &table.rows[2];
@@ -381,7 +395,13 @@ mod tests {
         assert!(table.rows.iter().all(|r| r.voxels > 0), "{:?}", table.rows);
 
         // CSV: header, one row per structure including the missing one, confidence repeated.
-        let table = case_structures("c1", &labels, &values, &[], Some(LevelVerdict { confidence: Some(0.8), ambiguous: Some("junction not in view".into()) }));
+        let table = case_structures(
+            "c1",
+            &labels,
+            &values,
+            &[],
+            Some(LevelVerdict { confidence: Some(0.8), ambiguous: Some("junction not in view".into()) }),
+        );
         let csv = structures_csv(std::slice::from_ref(&table));
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0], STRUCTURES_CSV_HEADER);

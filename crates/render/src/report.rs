@@ -32,7 +32,8 @@ impl ReportCase {
 pub fn worst_first(cases: &mut [ReportCase]) {
     cases.sort_by(|a, b| {
         let dice = |c: &ReportCase| c.mean_dice().unwrap_or(f64::INFINITY);
-        let confidence = |c: &ReportCase| c.structures.levels.as_ref().and_then(|l| l.confidence).unwrap_or(f64::INFINITY);
+        let confidence =
+            |c: &ReportCase| c.structures.levels.as_ref().and_then(|l| l.confidence).unwrap_or(f64::INFINITY);
         dice(a)
             .total_cmp(&dice(b))
             .then(b.structures.flags.len().cmp(&a.structures.flags.len()))
@@ -90,7 +91,8 @@ pub fn html_report(title: &str, cases: &[ReportCase]) -> String {
 
     for case in cases {
         let s = &case.structures;
-        let _ = writeln!(html, "<section class=\"case\" id=\"case-{}\">\n<h2>{}</h2>", escape(&s.case), escape(&s.case));
+        let _ =
+            writeln!(html, "<section class=\"case\" id=\"case-{}\">\n<h2>{}</h2>", escape(&s.case), escape(&s.case));
         if let Some(levels) = &s.levels {
             let _ = writeln!(
                 html,
@@ -108,7 +110,9 @@ pub fn html_report(title: &str, cases: &[ReportCase]) -> String {
                 base64(png)
             );
         }
-        html.push_str("<table class=\"structures\"><thead><tr><th>structure</th><th>volume mL</th><th>sagittal slices</th>");
+        html.push_str(
+            "<table class=\"structures\"><thead><tr><th>structure</th><th>volume mL</th><th>sagittal slices</th>",
+        );
         if !case.dice.is_empty() {
             html.push_str("<th>Dice</th>");
         }

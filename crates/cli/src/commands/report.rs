@@ -65,7 +65,8 @@ pub fn run(args: ReportArgs) -> Result<Outcome> {
         let meaning = LabelMeaning::for_mask(mask, args.labels_json.as_deref())?;
         let levels_file = levels_report_path(mask);
         let verdict = if levels_file.is_file() {
-            let text = std::fs::read_to_string(&levels_file).with_context(|| format!("{}: cannot read", levels_file.display()))?;
+            let text = std::fs::read_to_string(&levels_file)
+                .with_context(|| format!("{}: cannot read", levels_file.display()))?;
             let json: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", levels_file.display()))?;
             Some(LevelVerdict::from_report(&json))
@@ -74,18 +75,23 @@ pub fn run(args: ReportArgs) -> Result<Outcome> {
         };
         // Without a labels file the model's classes are unknown: any level between two found
         // ones may be missing.
-        let segmented: Vec<_> = if meaning.source.is_some() { meaning.structure_of.values().copied().collect() } else { vec![] };
+        let segmented: Vec<_> =
+            if meaning.source.is_some() { meaning.structure_of.values().copied().collect() } else { vec![] };
         let table = case_structures(case, &labels, &meaning.structure_of, &segmented, verdict);
         let image = match args.images.as_deref().map(|dir| find_image(dir, case)).transpose()? {
             Some(Some(path)) => {
                 let image = read_image(&path)?;
-                if image.shape() != labels.shape() || !image.geometry.agrees_with(&labels.geometry, labels.shape(), 1e-3) {
+                if image.shape() != labels.shape()
+                    || !image.geometry.agrees_with(&labels.geometry, labels.shape(), 1e-3)
+                {
                     bail!("{} and {}: label and image grids differ", mask.display(), path.display());
                 }
                 image
             }
-            Some(None) => bail!("case {case}: no {case}_0000 or {case} image in {}", args.images.as_ref().unwrap().display()),
-            None => Volume::filled(labels.shape(), 0.0f32, labels.geometry.clone()),
+            Some(None) => {
+                bail!("case {case}: no {case}_0000 or {case} image in {}", args.images.as_ref().unwrap().display())
+            }
+            None => Volume::filled(labels.shape(), 0.0f32, labels.geometry),
         };
         let caption = preview_caption(&table);
         let picture = case_preview(&image, &meaning.to_ontology(&labels), &caption)?;
