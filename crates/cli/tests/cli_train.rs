@@ -302,6 +302,60 @@ fn text_guided_training_resumes_exactly_and_structures_filter_its_prediction() {
 }
 
 #[test]
+fn tmca_training_resumes_exactly_and_predicts_without_an_encoder() {
+    // TMCA with HASF on the tiny 3-stage network (decoder levels 0 and 1).
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let encoder = dir.path().join("encoder");
+    spineseg_text::write_tiny_test_encoder(&encoder).unwrap();
+    let encoder = encoder.to_str().unwrap();
+    let flags = ["--tmca", "--tmca-levels", "0,1", "--text-guided", "--text-encoder", encoder];
+
+    let a = dir.path().join("tmca_a");
+    let report = train(&work, &a, &flags);
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    let manifest = load_manifest(&a.join("model.json")).unwrap();
+    assert_eq!(manifest.training["method"], "tmca_hasf");
+    let unet = manifest.network.plain_conv_unet().expect("the trainer trains a plain U-Net");
+    let alignment = unet.target_alignment.clone().expect("model.json records the target alignment");
+    assert_eq!(alignment.levels, [0, 1]);
+    assert!(unet.text_guidance.is_some(), "TMCA + HASF");
+    let prompts = spineseg_infer::model_folder::PromptEmbeddings::load(&a.join("prompt_embeddings.json")).unwrap();
+    let network = load_network(unet, &a.join("weights.bpk")).unwrap();
+    let module = network.target_alignment.as_ref().unwrap();
+    let stored = module.class_embeddings.val().into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(stored, prompts.matrix().0, "the frozen prompts travel in the weights, unchanged");
+    // Training moved the zero-initialised enhancement away from the identity.
+    let gate: Vec<f32> = module.levels[0].gate.val().into_data().try_to_vec().unwrap();
+    assert!(gate.iter().any(|&g| g != 0.0), "{gate:?}");
+
+    let b = dir.path().join("tmca_b");
+    train(&work, &b, &[&flags[..], &["--stop-after-epochs", "1"]].concat());
+    let report = ok(spineseg(&["train", work.to_str().unwrap(), "--out", b.to_str().unwrap(), "--resume", "--quiet"]));
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    assert_eq!(
+        weights(&a, &a.join("training/checkpoint_last/model.bpk")),
+        weights(&b, &b.join("training/checkpoint_last/model.bpk")),
+        "resumed TMCA weights differ"
+    );
+
+    // Prediction loads the TMCA network from the folder alone.
+    let image = dir.path().join("phantom/imagesTr/phantom_000_0000.nii.gz");
+    let out = dir.path().join("tmca.nii.gz");
+    ok(spineseg(&["predict", "-i", image.to_str().unwrap(), "-o", out.to_str().unwrap(), "-m", a.to_str().unwrap()]));
+    let labels = spineseg_io::read_labels(&out).unwrap();
+    assert_eq!(labels.shape(), spineseg_io::read_image(&image).unwrap().shape());
+
+    // A level the network does not have is a clear error before training.
+    let out = spineseg(&[
+        "train", work.to_str().unwrap(), "--out", dir.path().join("bad").to_str().unwrap(), "--tmca", "--tmca-levels", "4",
+        "--text-encoder", encoder, "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("decoder level 4"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn enum_flags_refuse_unknown_values_as_usage_errors() {
     // clap value enums: exit 2 with the list of choices, before any file is touched.
     let cases: [(&[&str], &str); 3] = [

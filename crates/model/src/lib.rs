@@ -31,7 +31,7 @@ pub use blocks::{
 };
 pub use decoders::UNetDecoder;
 pub use encoders::PlainConvEncoder;
-pub use fusion::{TextFusion, TextGuidanceConfig};
+pub use fusion::{region_features, TargetAlignment, TargetAlignmentConfig, TextFusion, TextGuidanceConfig};
 pub use network::{Network, NetworkConfig, NetworkConfigError, WeightPrecision};
 pub use networks::{features_per_stage, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};
 

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use spineseg_train::{
     train, EngineConfig, EpochSummary, MethodConfig, OptimizerConfig, RunInfo, RunOptions, RunPaths, StopReason,
-    SupervisedSettings, TextGuidedSettings, TrainingObserver,
+    SupervisedSettings, TextGuidedSettings, TmcaSettings, TrainingObserver,
 };
 use std::path::PathBuf;
 
@@ -106,8 +106,23 @@ pub struct TrainArgs {
     /// Temperature of the CCAE InfoNCE (--text-guided).
     #[arg(long, default_value_t = TextGuidedSettings::default().ccae_temperature, requires = "text_guided")]
     pub ccae_temperature: f64,
-    /// Text encoder folder for --text-guided (default as for `spineseg text embed`).
-    #[arg(long, value_name = "DIR", requires = "text_guided")]
+    /// TMCA (target-informed multi-level contrastive alignment and language-guided target
+    /// enhancement of decoder levels, docs/TEXT_GUIDANCE.md): the class prompts are embedded into
+    /// OUT/prompt_embeddings.json as for --text-guided. With --text-guided as well: TMCA + HASF.
+    #[arg(long)]
+    pub tmca: bool,
+    /// Decoder levels TMCA aligns and enhances, 0 = full resolution (--tmca).
+    #[arg(long, value_delimiter = ',', default_values_t = TmcaSettings::default().levels, requires = "tmca")]
+    pub tmca_levels: Vec<usize>,
+    /// Weight of the TMCA loss (--tmca).
+    #[arg(long, default_value_t = TmcaSettings::default().tmca_weight, requires = "tmca")]
+    pub tmca_weight: f64,
+    /// Factor on a neighbouring level's term in the TMCA InfoNCE denominator; 1: no hard
+    /// negatives (--tmca).
+    #[arg(long, default_value_t = TmcaSettings::default().hard_negative_weight, requires = "tmca")]
+    pub hard_negative_weight: f64,
+    /// Text encoder folder for --text-guided or --tmca (default as for `spineseg text embed`).
+    #[arg(long, value_name = "DIR")]
     pub text_encoder: Option<PathBuf>,
 }
 
@@ -145,20 +160,31 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let paths = RunPaths { work: args.work.clone(), model_dir: args.out.clone() };
     // The method; a resumed run takes it (and the engine settings) from its checkpoint instead.
     let partial_label_rule = args.partial_labels.then(|| args.partial_label_rule.into());
-    let method = if args.text_guided {
-        MethodConfig::TextGuided(TextGuidedSettings {
+    let hasf = TextGuidedSettings {
+        partial_labels: args.partial_labels,
+        partial_label_rule,
+        embed_dim: args.text_embed_dim,
+        heads: args.text_heads,
+        fused_stages: args.text_fused_stages,
+        ccae_weight: args.ccae_weight,
+        ccae_temperature: args.ccae_temperature,
+    };
+    let method = if args.tmca {
+        MethodConfig::Tmca(TmcaSettings {
             partial_labels: args.partial_labels,
             partial_label_rule,
-            embed_dim: args.text_embed_dim,
-            heads: args.text_heads,
-            fused_stages: args.text_fused_stages,
-            ccae_weight: args.ccae_weight,
-            ccae_temperature: args.ccae_temperature,
+            levels: args.tmca_levels.clone(),
+            tmca_weight: args.tmca_weight,
+            hard_negative_weight: args.hard_negative_weight,
+            hasf: args.text_guided.then_some(hasf),
+            ..TmcaSettings::default()
         })
+    } else if args.text_guided {
+        MethodConfig::TextGuided(hasf)
     } else {
         MethodConfig::Supervised(SupervisedSettings { partial_labels: args.partial_labels, partial_label_rule })
     };
-    if args.text_guided && !args.resume && !paths.checkpoint_last().exists() {
+    if (args.text_guided || args.tmca) && !args.resume && !paths.checkpoint_last().exists() {
         // Embedded once here; a resumed run reads the file (and the weights hold the vectors).
         let encoder = crate::text_encoder::load_encoder(args.text_encoder.clone())?;
         let embeddings = spineseg_text::class_embeddings::write_class_prompt_embeddings(&paths.plans(), &args.out, &encoder)?;

@@ -42,22 +42,41 @@ impl UNetDecoder {
         &self,
         skips: Vec<Tensor<5>>,
         all_levels: bool,
-        mut head: impl FnMut(usize, Tensor<5>) -> Tensor<5>,
+        head: impl FnMut(usize, Tensor<5>) -> Tensor<5>,
     ) -> (Vec<Tensor<5>>, Tensor<5>) {
+        let (outputs, mut features) = self.forward_levels(skips, all_levels, |_, x| x, head);
+        (outputs, features.swap_remove(0))
+    }
+
+    /// [`forward_with_heads`](Self::forward_with_heads) with each level's features passed
+    /// through `enhance(level, features)` before its head and the next level (TMCA's target
+    /// enhancement); returns the logits and every level's (enhanced) features, full resolution
+    /// first.
+    pub fn forward_levels(
+        &self,
+        skips: Vec<Tensor<5>>,
+        all_levels: bool,
+        mut enhance: impl FnMut(usize, Tensor<5>) -> Tensor<5>,
+        mut head: impl FnMut(usize, Tensor<5>) -> Tensor<5>,
+    ) -> (Vec<Tensor<5>>, Vec<Tensor<5>>) {
         let n_levels = self.stages.len();
         let mut skips = skips;
         let mut x = skips.pop().expect("the encoder should return one skip per stage");
         let mut outputs = Vec::with_capacity(n_levels);
+        let mut features = Vec::with_capacity(n_levels);
         for (i, (up, stage)) in self.transpconvs.iter().zip(&self.stages).enumerate() {
             let skip = skips.pop().expect("the encoder should return one skip per stage");
             x = up.forward(x);
             x = stage.forward(Tensor::cat(vec![x, skip], 1));
             let level = n_levels - 1 - i;
+            x = enhance(level, x);
             if all_levels || level == 0 {
                 outputs.push(head(level, x.clone()));
             }
+            features.push(x.clone());
         }
         outputs.reverse();
-        (outputs, x)
+        features.reverse();
+        (outputs, features)
     }
 }

@@ -39,6 +39,7 @@ use crate::blocks::{ConvNd, ConvTransposeNd, SpatialDims, StackedConvBlocksConfi
 use crate::decoders::UNetDecoder;
 use crate::encoders::PlainConvEncoder;
 use crate::fusion::hasf::{TextFusion, TextGuidanceConfig};
+use crate::fusion::tmca::{TargetAlignment, TargetAlignmentConfig};
 
 // ---------------------------------------------------------------------------------------------
 // Configs
@@ -86,6 +87,8 @@ pub struct PlainConvUNetConfig {
     pub norm_epsilon: f64,
     /// Text guidance (HASF, see [`crate::fusion::hasf`]); `None`: the visual-only U-Net.
     pub text_guidance: Option<TextGuidanceConfig>,
+    /// TMCA's target alignment and enhancement (see [`crate::fusion::tmca`]); `None`: none.
+    pub target_alignment: Option<TargetAlignmentConfig>,
 }
 
 /// An invalid [`PlainConvUNetConfig`].
@@ -171,6 +174,9 @@ impl PlainConvUNetConfig {
         if let Some(text) = &self.text_guidance {
             text.validate(n).map_err(UNetConfigError::Invalid)?;
         }
+        if let Some(alignment) = &self.target_alignment {
+            alignment.validate(n).map_err(UNetConfigError::Invalid)?;
+        }
         Ok(())
     }
 
@@ -255,11 +261,16 @@ impl PlainConvUNetConfig {
         // weights with and without text guidance.
         let text_fusion =
             self.text_guidance.as_ref().map(|text| text.init(&self.features_per_stage, self.num_classes, device));
+        let target_alignment = self
+            .target_alignment
+            .as_ref()
+            .map(|alignment| alignment.init(&self.features_per_stage, self.num_classes, device));
 
         PlainConvUNet {
             encoder: PlainConvEncoder { stages: encoder_stages },
             decoder: UNetDecoder { transpconvs, stages: decoder_stages, seg_layers },
             text_fusion,
+            target_alignment,
             spatial_dims: self.spatial_dims,
             strides: self.strides.clone(),
             deep_supervision: self.deep_supervision,
@@ -280,6 +291,8 @@ pub struct PlainConvUNet {
     pub decoder: UNetDecoder,
     /// Text guidance (HASF); `None` for the visual-only U-Net.
     pub text_fusion: Option<TextFusion>,
+    /// TMCA's target alignment and enhancement of decoder levels; `None` without.
+    pub target_alignment: Option<TargetAlignment>,
     /// 2D or 3D.
     #[module(skip)]
     pub spatial_dims: SpatialDims,
@@ -369,12 +382,16 @@ impl PlainConvUNet {
     /// [`forward_canonical`](Self::forward_canonical), also returning what the training losses
     /// beyond Dice + CE need (the pixel embeddings for CCAE).
     pub fn forward_detailed(&self, x: Tensor<5>) -> UNetOutput {
+        let enhance = |level: usize, f: Tensor<5>| match &self.target_alignment {
+            Some(alignment) => alignment.enhance(level, f),
+            None => f,
+        };
         let Some(text_fusion) = &self.text_fusion else {
             let skips = self.encoder.forward(x);
-            let (logits, features) = self
-                .decoder
-                .forward_with_heads(skips, self.deep_supervision, |level, f| self.decoder.head(level).forward(f));
-            return UNetOutput { logits, features };
+            let (logits, level_features) = self.decoder.forward_levels(skips, self.deep_supervision, enhance, |level, f| {
+                self.decoder.head(level).forward(f)
+            });
+            return UNetOutput { logits, features: level_features[0].clone(), level_features };
         };
         let batch = x.dims()[0];
         let class_tokens = text_fusion.class_tokens();
@@ -386,10 +403,10 @@ impl PlainConvUNet {
             (x, text) = text_fusion.fuse_stage(stage, block.forward(x), text);
             skips.push(x.clone());
         }
-        let (logits, features) = self.decoder.forward_with_heads(skips, self.deep_supervision, |level, f| {
+        let (logits, level_features) = self.decoder.forward_levels(skips, self.deep_supervision, enhance, |level, f| {
             self.decoder.head(level).forward(f.clone()) + text_fusion.class_query_logits(level, f, text.clone())
         });
-        UNetOutput { logits, features }
+        UNetOutput { logits, features: level_features[0].clone(), level_features }
     }
 }
 
@@ -400,6 +417,9 @@ pub struct UNetOutput {
     pub logits: Vec<Tensor<5>>,
     /// Full-resolution decoder features (pixel embeddings), `[batch, features_per_stage[0], ...]`.
     pub features: Tensor<5>,
+    /// Every decoder level's features (after TMCA's enhancement, where it applies), full
+    /// resolution first; level `l` has `features_per_stage[l]` channels.
+    pub level_features: Vec<Tensor<5>>,
 }
 
 #[cfg(test)]

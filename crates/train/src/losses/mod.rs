@@ -3,10 +3,13 @@
 //! - [`dice_ce`]: nnU-Net's soft Dice + cross-entropy with an optional partial-label mask.
 //! - [`deep_supervision`]: the weighted sum of a per-output loss over the decoder's outputs.
 //! - [`ccae`]: the class-wise channel-level InfoNCE of ATM-Net's CCAE (text-guided training).
+//! - [`tmca`]: TMCA's per-sample region-to-text InfoNCE at several decoder levels, with
+//!   neighbouring levels as hard negatives.
 
 pub mod ccae;
 pub mod deep_supervision;
 pub mod dice_ce;
+pub mod tmca;
 
 pub use deep_supervision::{deep_supervision_weights, downsample_labels, DeepSupervisionLoss, DeepSupervisionLossConfig};
 pub use dice_ce::{DiceCeLoss, DiceCeLossConfig};

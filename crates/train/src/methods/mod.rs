@@ -4,6 +4,8 @@
 //!   supervision), optionally with partial labels.
 //! - [`text_guided`]: ATM-Net's text guidance: the U-Net with HASF text-image fusion, trained with
 //!   Dice + cross-entropy plus the CCAE contrastive loss.
+//! - [`tmca`]: TMCA: target alignment and language-guided enhancement of decoder levels, trained
+//!   with the multi-level region-to-text InfoNCE (optionally with HASF + CCAE as well).
 //!
 //! [`single_network`] holds what both share (one network, one optimiser, the deep-supervision
 //! loss, partial-label masks, validation). [`MethodConfig`] is the tagged enum of the built-in
@@ -13,9 +15,11 @@
 pub mod single_network;
 pub mod supervised;
 pub mod text_guided;
+pub mod tmca;
 
 pub use supervised::{SupervisedMethod, SupervisedSettings};
 pub use text_guided::{TextGuidedMethod, TextGuidedSettings};
+pub use tmca::{TmcaMethod, TmcaSettings};
 
 use crate::config::EngineConfig;
 use crate::engine::{run, RunOptions, RunPaths, TrainOutcome};
@@ -33,6 +37,8 @@ pub enum MethodConfig {
     Supervised(SupervisedSettings),
     /// Text-guided training (HASF + CCAE).
     TextGuided(TextGuidedSettings),
+    /// TMCA (target alignment + enhancement, multi-level contrastive loss; optionally + HASF).
+    Tmca(TmcaSettings),
 }
 
 impl Default for MethodConfig {
@@ -52,6 +58,7 @@ impl MethodConfig {
         match self {
             MethodConfig::Supervised(s) => s.partial_labels(),
             MethodConfig::TextGuided(s) => s.partial_labels(),
+            MethodConfig::Tmca(s) => s.partial_labels(),
         }
     }
 }
@@ -61,6 +68,8 @@ impl MethodSpec for MethodConfig {
         match self {
             MethodConfig::Supervised(_) => "supervised",
             MethodConfig::TextGuided(_) => "text_guided",
+            MethodConfig::Tmca(s) if s.hasf.is_some() => "tmca_hasf",
+            MethodConfig::Tmca(_) => "tmca",
         }
         .to_string()
     }
@@ -69,6 +78,7 @@ impl MethodSpec for MethodConfig {
         match self {
             MethodConfig::Supervised(_) => Ok(()),
             MethodConfig::TextGuided(settings) => settings.validate(),
+            MethodConfig::Tmca(settings) => settings.validate(),
         }
     }
 
@@ -76,6 +86,7 @@ impl MethodSpec for MethodConfig {
         Ok(match self {
             MethodConfig::Supervised(settings) => Box::new(SupervisedMethod::build(settings, ctx, saved)?),
             MethodConfig::TextGuided(settings) => Box::new(TextGuidedMethod::build(settings, ctx, saved)?),
+            MethodConfig::Tmca(settings) => Box::new(TmcaMethod::build(settings, ctx, saved)?),
         })
     }
 }

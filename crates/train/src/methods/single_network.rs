@@ -172,21 +172,21 @@ impl SingleNetwork {
         self.model().num_params()
     }
 
-    /// Forward with deep supervision, the Dice + CE loss plus `extra_loss(network, features,
-    /// target, label_mask)` if it returns one (`features`: the full-resolution decoder features),
-    /// backward, global-norm clipping, optimiser step.
+    /// Forward with deep supervision, the Dice + CE loss plus `extra_loss(network,
+    /// level_features, target, label_mask)` if it returns one (`level_features`: every decoder
+    /// level's features, full resolution first), backward, global-norm clipping, optimiser step.
     pub fn train_step(
         &mut self,
         batch: &Batch,
         lr: f64,
-        extra_loss: impl FnOnce(&PlainConvUNet, Tensor<5>, Tensor<5, Int>, Option<Tensor<2, Bool>>) -> Option<Tensor<1>>,
+        extra_loss: impl FnOnce(&PlainConvUNet, Vec<Tensor<5>>, Tensor<5, Int>, Option<Tensor<2, Bool>>) -> Option<Tensor<1>>,
     ) -> Result<StepStats> {
         let model = self.model.take().expect("the network is only taken during an optimiser step");
         let (images, target) = batch_tensors(batch, &self.device);
         let label_mask = self.train_annotated.as_deref().and_then(|a| batch_label_mask(batch, a, &self.device));
-        let UNetOutput { logits, features } = model.forward_detailed(images);
+        let UNetOutput { logits, level_features, .. } = model.forward_detailed(images);
         let mut loss = self.loss.forward(logits, target.clone(), label_mask.clone());
-        if let Some(extra) = extra_loss(&model, features, target, label_mask) {
+        if let Some(extra) = extra_loss(&model, level_features, target, label_mask) {
             loss = loss + extra;
         }
         let loss_value = loss.clone().into_scalar::<f32>() as f64;

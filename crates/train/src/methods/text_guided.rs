@@ -79,7 +79,7 @@ pub struct TextGuidedMethod {
 }
 
 /// `MODEL/prompt_embeddings.json`, checked against the plan's classes.
-fn load_prompt_embeddings(ctx: &MethodContext<'_>) -> Result<PromptEmbeddings> {
+pub(super) fn load_prompt_embeddings(ctx: &MethodContext<'_>) -> Result<PromptEmbeddings> {
     let path = ctx.model_dir.join(PROMPT_EMBEDDINGS_FILE);
     if !path.is_file() {
         return Err(TrainError::Missing {
@@ -131,8 +131,9 @@ impl TrainingMethod for TextGuidedMethod {
 
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
         let settings = &self.settings;
-        self.network.train_step(batch, lr, |model, features, target, label_mask| {
+        self.network.train_step(batch, lr, |model, mut level_features, target, label_mask| {
             let fusion = model.text_fusion.as_ref().filter(|_| settings.ccae_weight > 0.0)?;
+            let features = level_features.swap_remove(0);
             let contrastive = ccae_loss(fusion, features, target, label_mask, settings.ccae_temperature);
             Some(contrastive.mul_scalar(settings.ccae_weight))
         })
