@@ -302,6 +302,50 @@ fn text_guided_training_resumes_exactly_and_structures_filter_its_prediction() {
 }
 
 #[test]
+fn non_finite_losses_stop_the_run_or_are_skipped_and_non_finite_voxels_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let w = work.to_str().unwrap();
+    // A learning rate that makes the weights overflow after the first step.
+    let diverging = ["--optimizer", "adamw", "--lr", "1e30", "--epochs", "2", "--iterations-per-epoch", "3", "--quiet"];
+    let stopped = dir.path().join("stopped");
+    let out = spineseg(&[&["train", w, "--out", stopped.to_str().unwrap()][..], &diverging].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("epoch 1, step ") && err.contains("not finite") && err.contains("--skip-non-finite-steps"), "{err}");
+    assert!(!stopped.join("model.json").exists(), "no model folder from a run that stopped in its first epoch");
+
+    // Skipping: the run finishes and the log counts the skipped steps.
+    let skipped = dir.path().join("skipped");
+    let report =
+        ok(spineseg(&[&["train", w, "--out", skipped.to_str().unwrap(), "--skip-non-finite-steps"][..], &diverging].concat()));
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    let log = std::fs::read_to_string(skipped.join("training/log.csv")).unwrap();
+    assert!(log.lines().next().unwrap().ends_with(",skipped_steps"), "{log}");
+    let total: usize = log.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<usize>().unwrap()).sum();
+    assert!(total >= 4, "at least the steps after the first diverging one are skipped: {log}");
+
+    // An image with a NaN voxel: planning and prediction refuse it, naming the file.
+    let data = dir.path().join("phantom");
+    let image = data.join("imagesTr/phantom_001_0000.nii.gz");
+    let mut volume = spineseg_io::read_image(&image).unwrap();
+    volume.data_mut()[7] = f32::NAN;
+    let nan_image = dir.path().join("nan_0000.nii.gz");
+    spineseg_io::write_volume(&nan_image, &spineseg_io::AnyVolume::from(volume)).unwrap();
+    let seg = dir.path().join("nan_seg.nii.gz");
+    let out = spineseg(&["predict", "-i", nan_image.to_str().unwrap(), "-o", seg.to_str().unwrap(), "-m", skipped.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nan_0000.nii.gz") && err.contains("1 voxel(s) are NaN or infinite"), "{err}");
+    assert!(!seg.exists());
+    std::fs::copy(&nan_image, &image).unwrap();
+    let out = spineseg(&["plan", data.to_str().unwrap(), "--out", dir.path().join("nan_work").to_str().unwrap(), "--configurations", "2d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("phantom_001_0000.nii.gz") && err.contains("NaN or infinite"), "{err}");
+}
+
+#[test]
 fn tmca_training_resumes_exactly_and_predicts_without_an_encoder() {
     // TMCA with HASF on the tiny 3-stage network (decoder levels 0 and 1).
     let dir = tempfile::tempdir().unwrap();

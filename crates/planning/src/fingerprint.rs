@@ -238,7 +238,7 @@ pub fn fingerprint_dataset(dataset: &spineseg_datasets::Dataset, options: &Finge
         label_names,
         &cases,
         |case| {
-            let images = case.images.iter().map(|p| spineseg_io::read_image(p)).collect::<std::result::Result<Vec<_>, _>>()?;
+            let images = spineseg_preprocessing::crop::read_finite_images(&case.images)?;
             let labels = dataset.load_labels(case)?;
             Ok(CaseVolumes { id: case.id.clone(), images, labels })
         },

@@ -20,7 +20,7 @@ pub struct CaseVolumes {
 impl CaseVolumes {
     /// Reads image channels and an optional label file.
     pub fn read(id: &str, images: &[PathBuf], label: Option<&Path>) -> Result<CaseVolumes> {
-        let images = images.iter().map(|p| spineseg_io::read_image(p)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let images = read_finite_images(images)?;
         let labels = label.map(spineseg_io::read_labels).transpose()?;
         Ok(CaseVolumes { id: id.to_string(), images, labels })
     }
@@ -43,6 +43,31 @@ impl CaseVolumes {
         }
         Ok(())
     }
+}
+
+/// Reads image channels as f32, refusing any with NaN or infinite voxels ([`check_finite`]):
+/// what planning, preprocessing and prediction read images with.
+pub fn read_finite_images(paths: &[PathBuf]) -> Result<Vec<Volume<f32>>> {
+    paths
+        .iter()
+        .map(|path| {
+            let image = spineseg_io::read_image(path)?;
+            check_finite(&image, path)?;
+            Ok(image)
+        })
+        .collect()
+}
+
+/// Refuses an image with NaN or infinite voxels, naming the file, how many and the first one.
+pub fn check_finite(image: &Volume<f32>, path: &Path) -> Result<()> {
+    let bad = image.data().iter().filter(|v| !v.is_finite()).count();
+    if bad == 0 {
+        return Ok(());
+    }
+    let index = image.data().iter().position(|v| !v.is_finite()).expect("counted above");
+    let [nx, ny, _] = image.shape();
+    let first = [index % nx, (index / nx) % ny, index / (nx * ny)];
+    Err(PreprocessError::NonFiniteVoxels { path: path.to_path_buf(), count: bad, first })
 }
 
 /// A box of voxels, half-open: `start[a] <= index[a] < end[a]`.

@@ -32,6 +32,10 @@ pub enum PreprocessError {
     /// A case cannot be preprocessed or reverted (channels on different grids, wrong shapes).
     #[error("case {case}: {detail}")]
     Preprocess { case: String, detail: String },
+    /// An image holds NaN or infinite voxels: normalisation and resampling would spread them
+    /// over the case, so the image is refused rather than silently repaired.
+    #[error("{path}: {count} voxel(s) are NaN or infinite (first at voxel {first:?}); spineseg does not guess values for them: replace them (for example with the image minimum) and retry")]
+    NonFiniteVoxels { path: PathBuf, count: usize, first: [usize; 3] },
     /// A preprocessed case on disk is incomplete or does not match its header.
     #[error("{path}: invalid preprocessed data: {detail}")]
     InvalidPreprocessed { path: PathBuf, detail: String },

@@ -389,7 +389,7 @@ pub fn preprocess_dataset(
     preprocess_cases_declared(
         &cases,
         |case| {
-            let images = case.images.iter().map(|p| spineseg_io::read_image(p)).collect::<std::result::Result<Vec<_>, _>>()?;
+            let images = crate::crop::read_finite_images(&case.images)?;
             Ok(CaseVolumes { id: case.id.clone(), images, labels: dataset.load_labels(case)? })
         },
         |id| declared.as_ref().and_then(|d| d.for_case(id)).map(<[StructureId]>::to_vec),

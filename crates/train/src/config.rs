@@ -110,6 +110,12 @@ pub struct EngineConfig {
     pub prefetch_batches: usize,
     /// Clip the global gradient norm to this value (nnU-Net: 12); `None`: no clipping.
     pub grad_clip_norm: Option<f64>,
+    /// A step whose loss (or, with clipping, gradient norm) is not finite: `false` stops the
+    /// run with an error naming the epoch and step (the last checkpoint, written at the end of
+    /// the previous epoch, is the last good state); `true` skips the step (the method does not
+    /// apply it) and counts it in the log.
+    #[serde(default)]
+    pub skip_non_finite_steps: bool,
 }
 
 impl EngineConfig {
@@ -130,6 +136,7 @@ impl EngineConfig {
             loader_threads: 1,
             prefetch_batches: 2,
             grad_clip_norm: Some(12.0),
+            skip_non_finite_steps: false,
         }
     }
 

@@ -327,15 +327,31 @@ pub fn run<M: MethodSpec>(
         // Training steps.
         let mut loss_sum = 0.0;
         let mut norm_sum = 0.0;
+        let mut skipped_steps = 0;
         let train_started = Instant::now();
         for iteration in 0..config.iterations_per_epoch {
             let batch = loader.next().ok_or_else(|| TrainError::Invalid("the batch loader stopped (a panic while sampling)".into()))?;
             let step = trainee.train_step(&batch, lr)?;
             state.next_batch_index += 1;
+            if !step.is_finite() {
+                if !config.skip_non_finite_steps {
+                    let (what, value) = if step.loss.is_finite() { ("gradient norm", step.grad_norm) } else { ("loss", step.loss) };
+                    let last_good = if epoch == 0 {
+                        "none (no epoch finished)".to_string()
+                    } else {
+                        format!("{} (after epoch {epoch}; `--resume` continues from it)", last_dir.display())
+                    };
+                    return Err(TrainError::NonFinite { epoch: epoch + 1, step: iteration + 1, what, value, last_good });
+                }
+                skipped_steps += 1;
+                observer.on_step(epoch + 1, iteration + 1, step.loss, lr);
+                continue;
+            }
             loss_sum += step.loss;
             norm_sum += step.grad_norm;
             observer.on_step(epoch + 1, iteration + 1, step.loss, lr);
         }
+        let applied_steps = (config.iterations_per_epoch - skipped_steps) as f64;
         let train_time = train_started.elapsed().as_secs_f64();
 
         // Validation.
@@ -370,7 +386,7 @@ pub fn run<M: MethodSpec>(
         let mut summary = EpochSummary {
             epoch: epoch + 1,
             total_epochs: state.total_epochs,
-            train_loss: loss_sum / config.iterations_per_epoch as f64,
+            train_loss: loss_sum / applied_steps,
             val_loss: if val_batches.is_empty() { f64::NAN } else { val_loss_sum / val_count },
             pseudo_dice_mean: pseudo_dice,
             ema_pseudo_dice: state.ema_pseudo_dice.unwrap_or(f64::NAN),
@@ -378,8 +394,9 @@ pub fn run<M: MethodSpec>(
             lr,
             epoch_time_s: 0.0,
             iterations_per_s: config.iterations_per_epoch as f64 / train_time.max(1e-9),
-            grad_norm: norm_sum / config.iterations_per_epoch as f64,
+            grad_norm: norm_sum / applied_steps,
             new_best,
+            skipped_steps,
         };
         // The epoch time includes writing the checkpoint; it is measured just before.
         summary.epoch_time_s = epoch_started.elapsed().as_secs_f64();

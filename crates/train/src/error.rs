@@ -34,6 +34,11 @@ pub enum TrainError {
     /// burn could not save or load weights or optimiser state.
     #[error("{path}: {detail}")]
     Record { path: PathBuf, detail: String },
+    /// A training step's loss or gradient norm was not finite (and skipping was not asked for).
+    #[error(
+        "epoch {epoch}, step {step}: the training {what} is {value} (not finite); the run stopped with nothing written for this epoch. Last good state: {last_good}. Lower the learning rate, or pass --skip-non-finite-steps to skip such steps"
+    )]
+    NonFinite { epoch: usize, step: usize, what: &'static str, value: f64, last_good: String },
     /// A file or folder the run needs is not there.
     #[error("{path}: {detail}")]
     Missing { path: PathBuf, detail: String },

@@ -63,6 +63,16 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
+impl StepStats {
+    /// Whether the step was sound: a finite loss and no infinite gradient norm (a NaN norm means
+    /// "not computed" without clipping, so only a clipping method can report a NaN gradient).
+    /// A method must not apply an update whose loss or gradient norm is not finite (the engine
+    /// then stops, or skips the step with `skip_non_finite_steps`).
+    pub fn is_finite(&self) -> bool {
+        self.loss.is_finite() && !self.grad_norm.is_infinite()
+    }
+}
+
 /// The network a method hands to prediction: which checkpoint file holds its weights and what
 /// it is. The engine copies that file of the best checkpoint into the model folder.
 #[derive(Debug, Clone)]

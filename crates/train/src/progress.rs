@@ -40,6 +40,10 @@ pub struct EpochSummary {
     pub grad_norm: f64,
     /// Whether the EMA improved and `checkpoint_best` was written.
     pub new_best: bool,
+    /// Steps not applied because their loss or gradient norm was not finite
+    /// (`skip_non_finite_steps`); the means above are over the applied steps.
+    #[serde(default)]
+    pub skipped_steps: usize,
 }
 
 /// Facts about a run, reported once before the first step.
@@ -80,14 +84,14 @@ impl TrainingObserver for Silent {}
 
 /// `log.csv`: one row per epoch. Columns: epoch, train_loss, val_loss, pseudo_dice_mean,
 /// ema_pseudo_dice, `dice_<class name>` per foreground class, lr, epoch_time_s,
-/// iterations_per_s, grad_norm. NaN is written as `NaN`.
+/// iterations_per_s, grad_norm, skipped_steps. NaN is written as `NaN`.
 pub fn write_log_csv(path: &Path, class_names: &[String], history: &[EpochSummary]) -> Result<()> {
     let mut text = String::from("epoch,train_loss,val_loss,pseudo_dice_mean,ema_pseudo_dice");
     for name in class_names {
         let name: String = name.chars().map(|c| if c == ',' || c == '"' || c.is_whitespace() { '_' } else { c }).collect();
         text.push_str(&format!(",dice_{name}"));
     }
-    text.push_str(",lr,epoch_time_s,iterations_per_s,grad_norm\n");
+    text.push_str(",lr,epoch_time_s,iterations_per_s,grad_norm,skipped_steps\n");
     for s in history {
         text.push_str(&format!(
             "{},{:.6},{:.6},{:.6},{:.6}",
@@ -96,7 +100,10 @@ pub fn write_log_csv(path: &Path, class_names: &[String], history: &[EpochSummar
         for c in 0..class_names.len() {
             text.push_str(&format!(",{:.6}", s.dice_per_class.get(c).copied().unwrap_or(f64::NAN)));
         }
-        text.push_str(&format!(",{:.6e},{:.3},{:.4},{:.4}\n", s.lr, s.epoch_time_s, s.iterations_per_s, s.grad_norm));
+        text.push_str(&format!(
+            ",{:.6e},{:.3},{:.4},{:.4},{}\n",
+            s.lr, s.epoch_time_s, s.iterations_per_s, s.grad_norm, s.skipped_steps
+        ));
     }
     spineseg_io::atomic::write_atomically(path, |w| w.write_all(text.as_bytes()))?;
     Ok(())

@@ -106,6 +106,11 @@ pub struct TrainArgs {
     /// Temperature of the CCAE InfoNCE (--text-guided).
     #[arg(long, default_value_t = TextGuidedSettings::default().ccae_temperature, requires = "text_guided")]
     pub ccae_temperature: f64,
+    /// Skip a training step whose loss or gradient norm is not finite (counted in log.csv's
+    /// `skipped_steps` and the epoch line) instead of stopping the run with an error naming the
+    /// epoch and step. Stored in the checkpoint.
+    #[arg(long)]
+    pub skip_non_finite_steps: bool,
     /// TMCA (target-informed multi-level contrastive alignment and language-guided target
     /// enhancement of decoder levels, docs/TEXT_GUIDANCE.md): the class prompts are embedded into
     /// OUT/prompt_embeddings.json as for --text-guided. With --text-guided as well: TMCA + HASF.
@@ -146,6 +151,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     config.augmentation = args.augmentation.config();
     config.loader_threads = args.loader_threads.max(1);
     config.time_budget_s = args.time_budget_min.map(|m| m * 60.0);
+    config.skip_non_finite_steps = args.skip_non_finite_steps;
     config.optimizer = match args.optimizer {
         OptimizerArg::Sgd => OptimizerConfig::sgd(),
         OptimizerArg::Adamw => OptimizerConfig::adamw(),
@@ -295,7 +301,7 @@ impl TrainingObserver for CliObserver {
         self.total_epochs = s.total_epochs;
         let fmt = |v: f64| if v.is_nan() { "n/a".to_string() } else { format!("{v:.4}") };
         eprintln!(
-            "epoch {}/{}: train loss {:.4}, val loss {}, pseudo-Dice {}, EMA {}{}, lr {:.2e}, {:.1} s ({:.2} it/s)",
+            "epoch {}/{}: train loss {:.4}, val loss {}, pseudo-Dice {}, EMA {}{}, lr {:.2e}, {:.1} s ({:.2} it/s){}",
             s.epoch,
             s.total_epochs,
             s.train_loss,
@@ -305,7 +311,8 @@ impl TrainingObserver for CliObserver {
             if s.new_best { " (best)" } else { "" },
             s.lr,
             s.epoch_time_s,
-            s.iterations_per_s
+            s.iterations_per_s,
+            if s.skipped_steps > 0 { format!(", {} non-finite step(s) skipped", s.skipped_steps) } else { String::new() }
         );
     }
 }

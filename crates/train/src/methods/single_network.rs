@@ -190,11 +190,20 @@ impl SingleNetwork {
             loss = loss + extra;
         }
         let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        if !loss_value.is_finite() {
+            // Not applied: the weights stay as they were (the engine stops or skips).
+            self.model = Some(model);
+            return Ok(StepStats { loss: loss_value, grad_norm: f64::NAN });
+        }
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         let grad_norm = match self.grad_clip_norm {
             Some(max) => clip_grad_norm(&model, &mut grads, max),
             None => f64::NAN,
         };
+        if self.grad_clip_norm.is_some() && !grad_norm.is_finite() {
+            self.model = Some(model);
+            return Ok(StepStats { loss: loss_value, grad_norm: f64::INFINITY });
+        }
         self.model = Some(self.optimizer.step(lr, model, grads));
         Ok(StepStats { loss: loss_value, grad_norm })
     }
