@@ -19,6 +19,30 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest volume a file header may announce, in GiB of voxel data (default 2, or
+    /// $SPINESEG_MAX_VOLUME_GIB): a larger one is refused before it is read, so a broken or
+    /// hostile header cannot exhaust memory.
+    #[arg(long, global = true, value_name = "GIB")]
+    max_volume_gib: Option<f64>,
+}
+
+/// The volume-size limit from `--max-volume-gib` or `$SPINESEG_MAX_VOLUME_GIB` (the flag wins).
+fn set_volume_limit(flag: Option<f64>) -> anyhow::Result<()> {
+    let (gib, source) = match flag {
+        Some(gib) => (gib, "--max-volume-gib"),
+        None => match std::env::var("SPINESEG_MAX_VOLUME_GIB") {
+            Ok(text) => (
+                text.trim().parse::<f64>().map_err(|_| anyhow::anyhow!("SPINESEG_MAX_VOLUME_GIB={text:?} is not a number"))?,
+                "SPINESEG_MAX_VOLUME_GIB",
+            ),
+            Err(_) => return Ok(()),
+        },
+    };
+    if !(gib.is_finite() && gib > 0.0) {
+        anyhow::bail!("{source} {gib} must be a positive number of GiB");
+    }
+    spineseg_io::limits::set_max_volume_bytes((gib * (1u64 << 30) as f64).min(u64::MAX as f64) as u64);
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -52,6 +76,10 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(error) = set_volume_limit(cli.max_volume_gib) {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Info(args) => commands::info::run(args),
         Command::Convert(args) => commands::convert::run(args),

@@ -178,3 +178,26 @@ fn dataset_check_reports_geometry_mismatch_with_exit_code_1() {
     assert!(stdout.contains("case_b") && stdout.contains("case_b.nii.gz"), "{stdout}");
     assert!(stdout.contains("case_a: ok"), "{stdout}");
 }
+
+#[test]
+fn the_volume_size_limit_refuses_large_headers_and_can_be_raised() {
+    // A 40 x 30 x 20 int16 volume announces 48,000 bytes of voxel data.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.nii.gz");
+    let volume = AnyVolume { shape: [40, 30, 20], data: VoxelData::I16(vec![1; 24_000]), geometry: Geometry::default() };
+    write_volume(&path, &volume).unwrap();
+    let p = path.to_str().unwrap();
+    let small = "0.00001"; // GiB: about 10,737 bytes
+    let out = spineseg(&["info", p, "--max-volume-gib", small]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("v.nii.gz") && err.contains("48000 bytes") && err.contains("--max-volume-gib"), "{err}");
+    // The environment variable sets it too; the flag wins over it.
+    let binary = env!("CARGO_BIN_EXE_spineseg");
+    let with_env = |args: &[&str]| std::process::Command::new(binary).args(args).env("SPINESEG_MAX_VOLUME_GIB", small).output().unwrap();
+    assert_eq!(with_env(&["info", p]).status.code(), Some(1));
+    assert!(with_env(&["info", p, "--max-volume-gib", "1"]).status.success());
+    assert!(spineseg(&["info", p]).status.success(), "the default limit (2 GiB) reads it");
+    let out = spineseg(&["info", p, "--max-volume-gib", "-1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -37,6 +37,10 @@ pub enum IoError {
     /// Voxel values cannot be represented in the requested type (e.g. a label of 3.5).
     #[error("{path}: {detail}")]
     InvalidValues { path: PathBuf, detail: String },
+    /// The header announces more voxel data than the volume-size limit allows
+    /// ([`crate::limits`]); refused before anything that large is allocated or decompressed.
+    #[error("{path}: the header announces {what} = {bytes} bytes of voxel data, more than the limit of {limit} bytes (raise it with --max-volume-gib or SPINESEG_MAX_VOLUME_GIB)")]
+    TooLarge { path: PathBuf, what: String, bytes: u128, limit: u64 },
 }
 
 impl IoError {
@@ -51,7 +55,8 @@ impl IoError {
             | IoError::Decompress { path, .. }
             | IoError::SizeMismatch { path, .. }
             | IoError::InvalidGeometry { path, .. }
-            | IoError::InvalidValues { path, .. } => path,
+            | IoError::InvalidValues { path, .. }
+            | IoError::TooLarge { path, .. } => path,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod atomic;
 pub mod error;
 pub mod geometry;
 pub mod json;
+pub mod limits;
 pub mod metaimage;
 pub mod nifti;
 pub mod reorient;
@@ -70,9 +71,15 @@ impl ImageFormat {
 
 /// Reads any supported file, keeping its stored data type.
 pub fn read_volume(path: &Path) -> Result<AnyVolume> {
+    read_volume_with_limit(path, limits::max_volume_bytes())
+}
+
+/// [`read_volume`] with an explicit limit on the voxel data a header may announce (bytes),
+/// instead of the process-wide [`limits::max_volume_bytes`].
+pub fn read_volume_with_limit(path: &Path, max_bytes: u64) -> Result<AnyVolume> {
     match ImageFormat::from_path(path)? {
-        ImageFormat::Nifti | ImageFormat::NiftiGz => nifti::read(path),
-        ImageFormat::Mha | ImageFormat::Mhd => metaimage::read(path),
+        ImageFormat::Nifti | ImageFormat::NiftiGz => nifti::read_with_limit(path, max_bytes),
+        ImageFormat::Mha | ImageFormat::Mhd => metaimage::read_with_limit(path, max_bytes),
     }
 }
 

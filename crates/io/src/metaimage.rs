@@ -47,7 +47,15 @@ impl Default for WriteOptions {
 }
 
 /// Reads a `.mha` or `.mhd` file (and its data file), keeping the stored element type.
+///
+/// A header announcing more voxel data than [`crate::limits::max_volume_bytes`] is refused
+/// before the data file is read or decompressed.
 pub fn read(path: &Path) -> Result<AnyVolume> {
+    read_with_limit(path, crate::limits::max_volume_bytes())
+}
+
+/// [`read`] with an explicit limit on the announced voxel data, bytes.
+pub fn read_with_limit(path: &Path, max_bytes: u64) -> Result<AnyVolume> {
     let bytes = std::fs::read(path).map_err(|source| IoError::Os { path: path.to_path_buf(), source })?;
     let (fields, data_start) = split_header(&bytes, path)?;
     let header = Header::parse(&fields, path)?;
@@ -57,6 +65,14 @@ pub fn read(path: &Path) -> Result<AnyVolume> {
     let expected = voxels.and_then(|n| n.checked_mul(header.data_type.size_bytes())).ok_or_else(|| {
         IoError::InvalidHeader { path: path.to_path_buf(), detail: format!("DimSize {:?} is too large", header.shape) }
     })?;
+    if expected as u64 > max_bytes {
+        return Err(IoError::TooLarge {
+            path: path.to_path_buf(),
+            what: format!("DimSize {:?} of {}", header.shape, header.data_type),
+            bytes: expected as u128,
+            limit: max_bytes,
+        });
+    }
 
     // `source` names the file the voxel bytes come from, which is what size errors must name.
     let (source, file_bytes, start) = match &header.data_file {

@@ -409,30 +409,75 @@ fn is_gzip(path: &Path, bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b]) || path.to_string_lossy().to_lowercase().ends_with(".gz")
 }
 
-/// Decompresses a whole (possibly multi-member) gzip file into one buffer.
-fn gunzip(path: &Path, compressed: &[u8]) -> Result<Vec<u8>> {
-    // The gzip trailer's ISIZE is the uncompressed size mod 2^32: a good capacity hint.
-    let hint = compressed
-        .len()
-        .checked_sub(4)
-        .map(|at| u32::from_le_bytes(compressed[at..].try_into().expect("4 bytes")) as usize)
-        .unwrap_or(0);
-    let mut out = Vec::with_capacity(hint.min(1 << 31).max(compressed.len()));
-    match flate2::read::MultiGzDecoder::new(compressed).read_to_end(&mut out) {
-        Ok(_) => Ok(out),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(IoError::Truncated {
+/// Decompresses a (possibly multi-member) gzip file, but only as far as its NIfTI header
+/// announces: first the header, then the voxel data it declares, after checking that against
+/// `max_bytes`. A stream that inflates beyond that (a gzip bomb, or trailing data) is never
+/// decompressed further; one that ends early is reported truncated by the caller's size check.
+fn gunzip_announced(path: &Path, compressed: &[u8], max_bytes: u64) -> Result<Vec<u8>> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(compressed);
+    let gzip_error = |e: std::io::Error, got: usize| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => IoError::Truncated {
             path: path.to_path_buf(),
-            detail: format!("gzip stream ends early ({} bytes decompressed): {e}", out.len()),
-        }),
-        Err(e) => Err(IoError::Decompress { path: path.to_path_buf(), detail: format!("gzip: {e}") }),
+            detail: format!("gzip stream ends early ({got} bytes decompressed): {e}"),
+        },
+        _ => IoError::Decompress { path: path.to_path_buf(), detail: format!("gzip: {e}") },
+    };
+    let mut out = Vec::with_capacity(DATA_OFFSET);
+    (&mut decoder).take(DATA_OFFSET as u64).read_to_end(&mut out).map_err(|e| gzip_error(e, 0))?;
+    let total = announced_bytes(path, &out, max_bytes)?;
+    let rest = total.saturating_sub(out.len());
+    out.reserve_exact(rest);
+    let got = out.len();
+    (&mut decoder).take(rest as u64).read_to_end(&mut out).map_err(|e| gzip_error(e, got))?;
+    // Read on, without keeping anything, so the gzip CRC of a normal file (whose stream ends
+    // with its data) is checked and a corrupt stream is reported as such; trailing data beyond
+    // MAX_TRAILING_BYTES is not inflated.
+    let got = out.len();
+    std::io::copy(&mut (&mut decoder).take(MAX_TRAILING_BYTES), &mut std::io::sink()).map_err(|e| gzip_error(e, got))?;
+    Ok(out)
+}
+
+/// How much data after the announced volume a `.nii.gz` stream may inflate to (discarded) while
+/// its checksum is verified.
+const MAX_TRAILING_BYTES: u64 = 16 << 20;
+
+/// Bytes a NIfTI file must hold for its header's volume (offset + voxels x type size), checked
+/// against `max_bytes` (the voxel part); a header too short or invalid to tell gives 0, and the
+/// full parse then reports what is wrong.
+fn announced_bytes(path: &Path, bytes: &[u8], max_bytes: u64) -> Result<usize> {
+    let Ok(header) = Header::parse(path, bytes) else { return Ok(0) };
+    let (Ok(shape), Ok(data_type)) = (header.shape(path), data_type_from_code(header.datatype)) else { return Ok(0) };
+    let voxel_bytes = shape.iter().map(|&d| d as u128).product::<u128>() * data_type.size_bytes() as u128;
+    if voxel_bytes > max_bytes as u128 {
+        return Err(IoError::TooLarge {
+            path: path.to_path_buf(),
+            what: format!("{shape:?} voxels of {data_type}"),
+            bytes: voxel_bytes,
+            limit: max_bytes,
+        });
     }
+    let offset = if header.vox_offset.is_finite() && header.vox_offset >= 0.0 { header.vox_offset as usize } else { 0 };
+    Ok(offset.saturating_add(voxel_bytes as usize))
 }
 
 /// Reads a `.nii` or `.nii.gz` file, keeping its stored data type unless scaling applies (see
 /// the module docs).
+///
+/// A header announcing more voxel data than [`crate::limits::max_volume_bytes`] is refused
+/// before anything that large is allocated or decompressed.
 pub fn read(path: &Path) -> Result<AnyVolume> {
+    read_with_limit(path, crate::limits::max_volume_bytes())
+}
+
+/// [`read`] with an explicit limit on the announced voxel data, bytes.
+pub fn read_with_limit(path: &Path, max_bytes: u64) -> Result<AnyVolume> {
     let raw = std::fs::read(path).map_err(|source| IoError::Os { path: path.to_path_buf(), source })?;
-    let bytes = if is_gzip(path, &raw) { gunzip(path, &raw)? } else { raw };
+    let bytes = if is_gzip(path, &raw) {
+        gunzip_announced(path, &raw, max_bytes)?
+    } else {
+        announced_bytes(path, &raw, max_bytes)?;
+        raw
+    };
     let header = Header::parse(path, &bytes)?;
     let shape = header.shape(path)?;
     let data_type = data_type_from_code(header.datatype)

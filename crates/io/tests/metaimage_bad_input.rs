@@ -256,3 +256,16 @@ fn failed_writes_leave_no_file() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("blocked.mhd")]);
 }
+
+#[test]
+fn a_header_claiming_a_huge_volume_is_refused_before_reading_its_data() {
+    // DimSize of 20000^3 float64 (64 TB), compressed data or not: refused from the header.
+    let dir = tempfile::tempdir().unwrap();
+    for compress in [false, true] {
+        let path = good_file(dir.path(), &format!("huge_{compress}.mha"), compress);
+        edit_header(&path, "DimSize", "DimSize = 20000 20000 20000");
+        edit_header(&path, "ElementType", "ElementType = MET_DOUBLE");
+        let err = read_error(&path, &["DimSize [20000, 20000, 20000] of float64", "64000000000000 bytes", "more than the limit"]);
+        assert!(matches!(err, IoError::TooLarge { .. }), "{err}");
+    }
+}

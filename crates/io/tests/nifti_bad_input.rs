@@ -300,3 +300,42 @@ fn write_of_a_shape_too_large_for_nifti1_leaves_nothing() {
     assert_message(&err, &path, &["32767"]);
     assert!(folder_entries(dir.path()).is_empty());
 }
+
+#[test]
+fn a_header_claiming_a_huge_volume_is_refused_before_allocating() {
+    // 30000 x 30000 x 30000 int16 = 54 TB announced by a 412-byte file, plain and gzipped.
+    let mut bytes = good_bytes();
+    for axis in 0..3 {
+        put_i16(&mut bytes, DIM + 2 * (axis + 1), 30000);
+    }
+    let (err, path, _dir) = read_bad("huge.nii", &bytes);
+    assert!(matches!(err, IoError::TooLarge { .. }), "{err}");
+    assert_message(&err, &path, &["[30000, 30000, 30000] voxels of int16", "more than the limit", "--max-volume-gib"]);
+    let (err, path, _dir) = read_bad("huge.nii.gz", &gzip(&bytes));
+    assert!(matches!(err, IoError::TooLarge { .. }), "{err}");
+    assert_message(&err, &path, &["54000000000000 bytes"]);
+}
+
+#[test]
+fn a_gzip_stream_inflating_beyond_its_header_is_not_inflated() {
+    // A valid 5 x 4 x 3 header followed by 256 MB of zeros (a 250 kB gzip stream): only the
+    // announced 120 bytes of voxel data are kept (and at most 16 MB more inflated, discarded,
+    // for the checksum); the volume reads as declared.
+    let bytes = good_bytes();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&bytes).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 2 << 20, "{}", bomb.len());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.nii.gz");
+    std::fs::write(&path, &bomb).unwrap();
+    let volume = nifti::read(&path).unwrap();
+    assert_eq!(volume.data, good_volume().data);
+    // An explicit, lower limit refuses even the small volume.
+    let err = nifti::read_with_limit(&path, 100).unwrap_err();
+    assert!(err.to_string().contains("120 bytes of voxel data, more than the limit of 100 bytes"), "{err}");
+}

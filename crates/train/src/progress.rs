@@ -192,6 +192,7 @@ mod tests {
             iterations_per_s: 2.0,
             grad_norm: 3.0,
             new_best: true,
+            skipped_steps: 0,
         }
     }
 
