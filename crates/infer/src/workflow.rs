@@ -260,8 +260,10 @@ pub fn predict_jobs(
 /// classes): read the channels, preprocess for the model's configuration, predict, map to the
 /// training dataset's label values, write atomically (creating the output's folder). Beside
 /// the mask go what its values mean ([`labels_sidecar_path`]: the model folder's labels.json)
-/// and, with level assignment, its report ([`levels_report_path`]); if either write fails the
-/// mask is removed again, so a case is written whole or not at all.
+/// and, with level assignment, its report ([`levels_report_path`]). The mask is written last,
+/// and if any write fails the others are removed again, so a case is written whole or not at
+/// all, and an existing mask means a finished case (what `predict --continue` relies on, even
+/// after a kill).
 pub fn predict_job<P: PatchPredictor + ?Sized>(
     model: &ModelFolder,
     predictor: &mut P,
@@ -281,16 +283,27 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
             source,
         })?;
     }
-    spineseg_io::write_volume(&job.output, &AnyVolume::from(seg.clone()))?;
     let sidecar = labels_sidecar_path(&job.output);
+    let report = levels_report_path(&job.output);
+    let remove_sidecars = || {
+        let _ = std::fs::remove_file(&sidecar);
+        let _ = std::fs::remove_file(&report);
+    };
     let written = spineseg_io::json::write_json(&sidecar, &model.labels).and_then(|()| match &prediction.levels {
-        Some(levels) => spineseg_io::json::write_json(&levels_report_path(&job.output), levels),
-        None => Ok(()),
+        Some(levels) => spineseg_io::json::write_json(&report, levels),
+        // A report left from an earlier run describes another mask.
+        None => {
+            let _ = std::fs::remove_file(&report);
+            Ok(())
+        }
     });
     if let Err(error) = written {
-        // A failed case writes nothing: take the mask (and its label sidecar) back.
-        let _ = std::fs::remove_file(&job.output);
-        let _ = std::fs::remove_file(&sidecar);
+        // A failed case writes nothing.
+        remove_sidecars();
+        return Err(error.into());
+    }
+    if let Err(error) = spineseg_io::write_volume(&job.output, &AnyVolume::from(seg.clone())) {
+        remove_sidecars();
         return Err(error.into());
     }
     Ok(CaseOutput { seg, levels: prediction.levels })

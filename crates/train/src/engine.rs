@@ -169,6 +169,7 @@ pub fn run<M: MethodSpec>(
             path: dir.join(crate::checkpoint::STATE_FILE),
             detail: format!("method: {e}"),
         })?;
+        repair_best_checkpoint(paths, &dir, &state)?;
         (state, method, Some(dir))
     } else {
         if find_checkpoint(&last_dir).is_some() {
@@ -420,6 +421,21 @@ pub fn run<M: MethodSpec>(
     }
     let manifest = write_model_folder(paths, &plan, &state, trainee.as_ref(), &method.name())?;
     Ok(TrainOutcome { reason, state, model_dir: paths.model_dir.clone(), manifest })
+}
+
+/// A run killed after writing `checkpoint_last` of a new best epoch but before copying it to
+/// `checkpoint_best` would export an older best: when the last checkpoint is the best epoch and
+/// `checkpoint_best` does not hold it, copy it again (so a killed and resumed run exports the
+/// same weights as an uninterrupted one).
+fn repair_best_checkpoint(paths: &RunPaths, last: &Path, state: &TrainState) -> Result<()> {
+    if state.epochs_done == 0 || state.best_epoch != state.epochs_done {
+        return Ok(());
+    }
+    let best_done = find_checkpoint(&paths.checkpoint_best()).and_then(|dir| load_state(&dir).ok()).map(|s| s.epochs_done);
+    if best_done != Some(state.best_epoch) {
+        copy_checkpoint(last, &paths.checkpoint_best())?;
+    }
+    Ok(())
 }
 
 /// Seconds since the Unix epoch as an ISO 8601 UTC timestamp.

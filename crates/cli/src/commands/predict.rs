@@ -91,6 +91,11 @@ pub struct PredictArgs {
     /// `<output stem>.levels.json` and logged.
     #[arg(long)]
     pub no_level_assignment: bool,
+    /// Skip the cases whose output mask already exists (a mask is written last, after its
+    /// sidecars, so an existing one is complete): finishes a folder run that was interrupted or
+    /// killed. Their rows are still in the structure table.
+    #[arg(long = "continue")]
+    pub continue_run: bool,
     /// Also write, per case, DIR/{case}.png: the sagittal slice through the middle of the spine
     /// with every structure coloured and named, and the level count's confidence above it.
     #[arg(long, value_name = "DIR")]
@@ -101,7 +106,22 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
     let started = Instant::now();
     let model = ModelFolder::load(&args.model)?;
     let channels = model.plan.channel_names.len();
-    let jobs = jobs_for_input(&args.input, &args.output, channels)?;
+    let mut jobs = jobs_for_input(&args.input, &args.output, channels)?;
+    // `-o seg.nii.gz` names the file: the structure table goes beside it; `-o DIR`: into DIR.
+    let csv = match jobs.as_slice() {
+        [job] if job.output == args.output => sidecar_path(&job.output, "structures.csv"),
+        _ => args.output.join("structures.csv"),
+    };
+    let single = jobs.len() == 1;
+    // With --continue, finished cases are only read back for the structure table.
+    let mut done = Vec::new();
+    if args.continue_run {
+        let (finished, todo): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|job| job.output.is_file());
+        remove_stale_temporaries(&todo);
+        jobs = todo;
+        done = finished;
+        eprintln!("--continue: {} case(s) already written, {} to predict", done.len(), jobs.len());
+    }
     let mut options = model.predict_options()?;
     options.sliding_window.tile_step_size = args.step_size;
     options.sliding_window.batch_size = args.batch_size;
@@ -137,7 +157,6 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         if options.level_assignment.is_some() { "on" } else { "off" },
         jobs.len()
     );
-    let single = jobs.len() == 1;
     let bars = PredictionBars::new(jobs.len());
     options.sliding_window.progress = Some(bars.window_callback());
     let mut outputs = CaseOutputs {
@@ -148,16 +167,15 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         tables: Vec::new(),
         preview_errors: Vec::new(),
     };
+    for job in &done {
+        outputs.tables.push(table_of_written_case(job, &outputs.meaning, &outputs.segmented)?);
+    }
     let failures = predict_jobs(&model, &jobs, &options, &mut outputs);
     outputs.bars.finish();
 
     // The structure table of the written cases: printed, and written as CSV beside them.
+    outputs.tables.sort_by(|a, b| a.case.cmp(&b.case));
     if !outputs.tables.is_empty() {
-        // `-o seg.nii.gz` names the file: the table goes beside it; `-o DIR`: into DIR.
-        let csv = match jobs.as_slice() {
-            [job] if job.output == args.output => sidecar_path(&job.output, "structures.csv"),
-            _ => args.output.join("structures.csv"),
-        };
         for table in &outputs.tables {
             if single {
                 print!("{}", format_case(table));
@@ -220,6 +238,40 @@ impl PredictObserver for CaseOutputs {
         }
         self.tables.push(table);
     }
+}
+
+/// Removes what a killed run left of the cases still to do: the hidden temporary files of their
+/// mask and sidecars (`.{name}.{pid}.tmp`, see `spineseg_io::atomic`), so a continued folder holds
+/// no partial output.
+fn remove_stale_temporaries(jobs: &[PredictJob]) {
+    for job in jobs {
+        let Some(dir) = job.output.parent() else { continue };
+        let names: Vec<String> = [job.output.clone(), spineseg_infer::workflow::labels_sidecar_path(&job.output), spineseg_infer::workflow::levels_report_path(&job.output)]
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| format!(".{}.", n.to_string_lossy())))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") && names.iter().any(|prefix| name.starts_with(prefix.as_str())) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// The structure table of a case written by an earlier run (`--continue`): its mask and level
+/// report read back.
+fn table_of_written_case(job: &PredictJob, meaning: &LabelMeaning, segmented: &[StructureId]) -> Result<CaseStructures> {
+    let seg = spineseg_io::read_labels(&job.output)?;
+    let report = spineseg_infer::workflow::levels_report_path(&job.output);
+    let verdict = match std::fs::read_to_string(&report) {
+        Ok(text) => Some(LevelVerdict::from_report(
+            &serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", report.display()))?,
+        )),
+        Err(_) => None,
+    };
+    Ok(case_structures(&job.id, &seg, &meaning.structure_of, segmented, verdict))
 }
 
 /// DIR/{case}.png: the case's image with its labels on the spine's mid-sagittal slice.
