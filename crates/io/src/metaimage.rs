@@ -303,7 +303,9 @@ fn recognise_other_format(bytes: &[u8]) -> Option<&'static str> {
 /// Decompresses zlib (what ITK writes) or gzip (which MetaIO also accepts) data that must
 /// expand to exactly `expected` bytes.
 fn inflate(compressed: &[u8], expected: usize, path: &Path, header: &Header) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(expected);
+    // Grow with the data actually inflated: a short stream announcing a large volume allocates
+    // little.
+    let mut out = Vec::with_capacity(expected.min(64 << 20));
     // One byte more than needed is enough to tell "too much data" without inflating all of it.
     let limit = expected as u64 + 1;
     let result = if compressed.starts_with(&[0x1f, 0x8b]) {

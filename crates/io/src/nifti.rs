@@ -426,7 +426,8 @@ fn gunzip_announced(path: &Path, compressed: &[u8], max_bytes: u64) -> Result<Ve
     (&mut decoder).take(DATA_OFFSET as u64).read_to_end(&mut out).map_err(|e| gzip_error(e, 0))?;
     let total = announced_bytes(path, &out, max_bytes)?;
     let rest = total.saturating_sub(out.len());
-    out.reserve_exact(rest);
+    // Grow with the data actually inflated: a short stream announcing 2 GiB allocates little.
+    out.reserve(rest.min(INITIAL_CAPACITY));
     let got = out.len();
     (&mut decoder).take(rest as u64).read_to_end(&mut out).map_err(|e| gzip_error(e, got))?;
     // Read on, without keeping anything, so the gzip CRC of a normal file (whose stream ends
@@ -436,6 +437,9 @@ fn gunzip_announced(path: &Path, compressed: &[u8], max_bytes: u64) -> Result<Ve
     std::io::copy(&mut (&mut decoder).take(MAX_TRAILING_BYTES), &mut std::io::sink()).map_err(|e| gzip_error(e, got))?;
     Ok(out)
 }
+
+/// The most memory reserved up front for announced (not yet inflated) data.
+const INITIAL_CAPACITY: usize = 64 << 20;
 
 /// How much data after the announced volume a `.nii.gz` stream may inflate to (discarded) while
 /// its checksum is verified.

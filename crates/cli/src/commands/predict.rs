@@ -106,6 +106,20 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
     let started = Instant::now();
     let model = ModelFolder::load(&args.model)?;
     let channels = model.plan.channel_names.len();
+    let mut options = model.predict_options()?;
+    options.sliding_window.tile_step_size = args.step_size;
+    options.sliding_window.batch_size = args.batch_size;
+    if args.disable_tta {
+        options.sliding_window.mirror_axes.clear();
+    }
+    if args.largest_component {
+        options.largest_component = Some(Connectivity::Corners);
+    }
+    if args.no_postprocessing {
+        options.largest_component = None;
+    }
+    options.sliding_window.validate()?;
+    // Settings are checked before any file is listed or read.
     let mut jobs = jobs_for_input(&args.input, &args.output, channels)?;
     // `-o seg.nii.gz` names the file: the structure table goes beside it; `-o DIR`: into DIR.
     let csv = match jobs.as_slice() {
@@ -122,19 +136,6 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         done = finished;
         eprintln!("--continue: {} case(s) already written, {} to predict", done.len(), jobs.len());
     }
-    let mut options = model.predict_options()?;
-    options.sliding_window.tile_step_size = args.step_size;
-    options.sliding_window.batch_size = args.batch_size;
-    if args.disable_tta {
-        options.sliding_window.mirror_axes.clear();
-    }
-    if args.largest_component {
-        options.largest_component = Some(Connectivity::Corners);
-    }
-    if args.no_postprocessing {
-        options.largest_component = None;
-    }
-    options.sliding_window.validate()?;
     if !args.no_level_assignment {
         options.level_assignment = default_level_assignment(&model);
     }

@@ -1,0 +1,81 @@
+//! Rows of the bad-input matrix (docs/RELIABILITY.md) that no other test covered: each gives a
+//! clear error naming what is wrong, the documented exit code, and writes nothing.
+
+use std::path::Path;
+
+mod support;
+use support::{spineseg, tiny_work};
+
+fn fails(args: &[&str], code: i32, needles: &[&str]) {
+    let out = spineseg(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: expected {needle:?} in: {err}");
+    }
+}
+
+#[test]
+fn training_without_a_checkpoint_or_with_a_missing_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let (w, out) = (work.to_str().unwrap(), dir.path().join("model"));
+    let o = out.to_str().unwrap();
+    fails(&["train", w, "--out", o, "--resume"], 1, &["no checkpoint to resume from"]);
+    fails(&["train", w, "--out", o, "--fold", "7", "--epochs", "1"], 1, &["fold 7 is out of range"]);
+    assert!(!out.join("model.json").exists());
+}
+
+#[test]
+fn prediction_of_an_empty_folder_or_with_a_bad_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lumbar-2d");
+    let m = model.to_str().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), "not an image").unwrap();
+    let out = dir.path().join("out");
+    fails(
+        &["predict", "-i", empty.to_str().unwrap(), "-o", out.to_str().unwrap(), "-m", m],
+        1,
+        &["no {case}_0000{ext} image files", "empty"],
+    );
+    assert!(!out.exists());
+    // A step of 0 or above 1 is refused before any case is read.
+    for step in ["0", "1.5"] {
+        fails(
+            &["predict", "-i", empty.to_str().unwrap(), "-o", out.to_str().unwrap(), "-m", m, "--step-size", step],
+            1,
+            &["step"],
+        );
+    }
+}
+
+#[test]
+fn an_output_folder_that_is_a_file_is_refused() {
+    // (Permissions cannot make a folder unwritable for root, which runs CI; a file standing where
+    // the output folder should be is the portable "cannot write there".)
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("phantom");
+    let p = data.to_str().unwrap();
+    assert!(spineseg(&["phantom", "--out", p, "--cases", "1", "--seed", "1", "--small"]).status.success());
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "a file").unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lumbar-2d");
+    let image = data.join("imagesTr/phantom_000_0000.nii.gz");
+    fails(
+        &[
+            "predict",
+            "-i",
+            image.to_str().unwrap(),
+            "-o",
+            blocker.join("seg.nii.gz").to_str().unwrap(),
+            "-m",
+            model.to_str().unwrap(),
+        ],
+        1,
+        &["blocker"],
+    );
+    fails(&["convert", image.to_str().unwrap(), blocker.join("x.mha").to_str().unwrap()], 1, &["blocker"]);
+    assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "a file");
+}
