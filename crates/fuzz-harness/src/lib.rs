@@ -84,7 +84,10 @@ fn scratch() -> PathBuf {
     SCRATCH.with(|cell| {
         cell.borrow_mut()
             .get_or_insert_with(|| {
-                let dir = std::env::temp_dir().join(format!(
+                // Memory-backed where the system has it: each input is one small file write.
+                let shm = Path::new("/dev/shm");
+                let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+                let dir = base.join(format!(
                     "spineseg-fuzz-{}-{:?}",
                     std::process::id(),
                     std::thread::current().id()
