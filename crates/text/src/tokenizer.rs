@@ -10,6 +10,20 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+/// Reads a `tokenizer.json`. The `tokenizers` library panics (an `expect` in its decoder
+/// deserialisation) on some malformed files, found by fuzzing (`fuzz/regressions/tokenizer/`),
+/// so the text is checked to be JSON first, and a panic that still escapes the library becomes
+/// an error naming the file.
+fn read_tokenizer_json(path: &Path) -> Result<Tokenizer> {
+    let error = |message: String| TextError::Tokenizer { path: path.to_path_buf(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    serde_json::from_str::<serde_json::Value>(&text).map_err(|e| error(format!("invalid JSON: {e}")))?;
+    match std::panic::catch_unwind(|| text.parse::<Tokenizer>()) {
+        Ok(parsed) => parsed.map_err(|e| error(e.to_string())),
+        Err(_) => Err(error("the tokenizers library could not read it (it panicked)".into())),
+    }
+}
+
 /// One tokenised text: [CLS] tokens [SEP], truncated to the encoder's length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizedText {
@@ -32,7 +46,7 @@ impl TextTokenizer {
     pub fn load(dir: &Path, max_length: usize) -> Result<Self> {
         let json = dir.join("tokenizer.json");
         let mut inner = if json.is_file() {
-            Tokenizer::from_file(&json).map_err(|e| TextError::Tokenizer { path: json.clone(), message: e.to_string() })?
+            read_tokenizer_json(&json)?
         } else {
             wordpiece_from_vocab(dir)?
         };
