@@ -21,6 +21,7 @@ pub mod error;
 pub mod finding;
 pub mod gradings;
 pub mod metrics;
+pub mod roi;
 
 pub use error::{FindingsError, Result};
 pub use finding::{DiscFindings, Finding, FindingProbabilities};
@@ -28,3 +29,4 @@ pub use gradings::{
     findings_csv_header, level_name, parse_disc_level, read_findings_csv, read_reference, read_spider_gradings,
     write_findings_csv, DiscGrading, FindingsRow, GradingsTable, ReferenceFormat, ReferenceTable,
 };
+pub use roi::{cut_disc_roi, DiscRoi, ImageDirections, RoiSpec, Slice2d};
