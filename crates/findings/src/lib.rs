@@ -18,12 +18,14 @@
 //! ```
 
 pub mod error;
+pub mod evaluate;
 pub mod finding;
 pub mod gradings;
 pub mod metrics;
 pub mod roi;
 
 pub use error::{FindingsError, Result};
+pub use evaluate::{evaluate_findings, Decisions, EvaluationOptions, FindingsSummary};
 pub use finding::{DiscFindings, Finding, FindingProbabilities};
 pub use gradings::{
     findings_csv_header, level_name, parse_disc_level, read_findings_csv, read_reference, read_spider_gradings,
