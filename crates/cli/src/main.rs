@@ -59,6 +59,11 @@ enum Command {
     Train(commands::train::TrainArgs),
     Predict(commands::predict::PredictArgs),
     Report(commands::report::ReportArgs),
+    Diagnose(commands::diagnose::DiagnoseArgs),
+    /// Build and train the disc-findings classifier (five lumbar abnormalities and the Pfirrmann
+    /// grade per disc level) from graded patients.
+    #[command(subcommand)]
+    Findings(commands::findings::FindingsCommand),
     Demo(commands::demo::DemoArgs),
     /// Text prompts and their embeddings (the text encoder of text-guided models).
     #[command(subcommand)]
@@ -91,6 +96,8 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Predict(args) => commands::predict::run(args),
         Command::Report(args) => commands::report::run(args),
+        Command::Diagnose(args) => commands::diagnose::run(args),
+        Command::Findings(command) => commands::findings::run(command),
         Command::Demo(args) => commands::demo::run(args),
         Command::Text(command) => commands::text::run(command),
         Command::Model(command) => commands::model::run(command),

@@ -223,3 +223,22 @@ impl From<PrecisionArg> for WeightPrecision {
         }
     }
 }
+
+/// The findings classifier's head (`findings train --head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FindingsHead {
+    /// Linear heads on the image features (the visual-only baseline).
+    Visual,
+    /// Image features matched against embedded finding prompts (CLIP-style).
+    Text,
+}
+
+/// The sequences a findings model learns from (`findings train --sequences`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FindingsSequences {
+    /// T2-weighted only.
+    T2,
+    /// T1- and T2-weighted (either may be missing for a level).
+    #[value(name = "t1-t2")]
+    T1T2,
+}

@@ -43,6 +43,9 @@ pub enum FindingsError {
     /// A region of interest cannot be cut: too few disc pixels, mismatched sizes, bad directions.
     #[error("disc region of interest: {0}")]
     Roi(String),
+    /// An ROI set's files disagree (a block index past the pixels, a truncated pixels file).
+    #[error("{path}: {detail}")]
+    InvalidRoiSet { path: PathBuf, detail: String },
     /// Arguments to an evaluation are inconsistent (e.g. lengths differ).
     #[error("invalid evaluation input: {0}")]
     InvalidInput(String),

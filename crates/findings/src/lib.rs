@@ -4,6 +4,8 @@
 //! - [`finding`]: the five findings ([`Finding`]), a disc's findings and a model's probabilities.
 //! - [`gradings`]: SPIDER's `gradings.csv` and spineseg's findings CSV (read, write, detect).
 //! - [`roi`]: a disc's region of interest cut from a sagittal slice, centred and levelled.
+//! - [`roi_set`]: many images' disc ROIs on disk (`spineseg findings rois`), so training
+//!   segments each image once.
 //! - [`metrics`]: recall, FPR, precision, ROC AUC, accuracy, linear-weighted kappa, and a
 //!   bootstrap over patients.
 //! - [`evaluate`]: a prediction table against a reference table: [`FindingsSummary`].
@@ -23,6 +25,7 @@ pub mod finding;
 pub mod gradings;
 pub mod metrics;
 pub mod roi;
+pub mod roi_set;
 
 pub use error::{FindingsError, Result};
 pub use evaluate::{evaluate_findings, Decisions, EvaluationOptions, FindingsSummary};

@@ -16,6 +16,10 @@
 //! - [`model_folder`]: [`ModelFolder`], a trained model folder (`model.json` naming the network's
 //!   kind, `plans.json`, `labels.json`, `weights.bpk`) loaded and cross-checked, and written by
 //!   [`ModelFolder::save`].
+//! - [`diagnose`]: `spineseg diagnose` as library calls: segment each sequence, cut each named
+//!   disc's ROI, refuse two sequences that are not one spine, classify every level.
+//! - [`findings_model`]: a disc-findings model folder ([`findings_model::FindingsModel`]) and the
+//!   classifier's probabilities per disc level (what `spineseg diagnose` runs after segmenting).
 //! - [`workflow`]: image files to prediction jobs (nnU-Net's `{case}_{XXXX}` naming) and
 //!   [`workflow::predict_jobs`], the read -> preprocess -> predict -> write loop behind
 //!   `spineseg predict`.
@@ -25,7 +29,9 @@
 //! This crate never depends on the training crate (training may depend on this one to write
 //! model folders).
 
+pub mod diagnose;
 pub mod error;
+pub mod findings_model;
 pub mod levels;
 pub mod model_folder;
 pub mod network;

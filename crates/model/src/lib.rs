@@ -33,7 +33,11 @@ pub use decoders::UNetDecoder;
 pub use encoders::PlainConvEncoder;
 pub use fusion::{region_features, TargetAlignment, TargetAlignmentConfig, TextFusion, TextGuidanceConfig};
 pub use network::{Network, NetworkConfig, NetworkConfigError, WeightPrecision};
-pub use networks::{features_per_stage, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};
+pub use networks::{
+    features_per_stage, prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsHeadConfig,
+    FindingsNetConfigError, FindingsOutput, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput, NUM_FINDINGS,
+    NUM_GRADES, PROMPTS_PER_LEVEL,
+};
 
 /// The burn version this crate is written against, re-exported so dependants use the same one.
 pub use burn;

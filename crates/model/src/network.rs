@@ -251,7 +251,7 @@ pub enum WeightPrecision {
 }
 
 /// Casts every float parameter to one dtype.
-struct CastFloats(DType);
+pub(crate) struct CastFloats(pub(crate) DType);
 
 impl ModuleMapper for CastFloats {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {

@@ -22,6 +22,7 @@
 pub mod bert;
 pub mod class_embeddings;
 pub mod config;
+pub mod findings_prompts;
 pub mod prompts;
 mod error;
 #[cfg(any(test, feature = "test-support"))]

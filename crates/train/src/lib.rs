@@ -8,6 +8,9 @@
 //!   [`methods::text_guided`]), and [`MethodConfig`], their tagged settings; [`train`] runs one.
 //! - [`losses`]: one file per loss (Dice + CE with a partial-label mask, deep supervision,
 //!   ATM-Net's CCAE).
+//! - [`findings`]: the disc-findings classifier's own short loop (not a segmentation method):
+//!   weighted cross-entropy against class imbalance, sequence dropout, thresholds chosen on
+//!   validation patients.
 //! - [`optim`]: nnU-Net's SGD, polynomial learning-rate decay, global-norm gradient clipping.
 //! - [`config`]: [`EngineConfig`] (epochs, iterations, optimiser, seed, time budget, augmentation).
 //! - [`splits`]: 5-fold `splits_final.json`.
@@ -21,6 +24,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod findings;
 pub mod losses;
 pub mod manifest;
 pub mod method;

@@ -1,7 +1,9 @@
 pub mod convert;
 pub mod dataset;
 pub mod demo;
+pub mod diagnose;
 pub mod evaluate;
+pub mod findings;
 pub mod info;
 pub mod model;
 pub mod overlay;

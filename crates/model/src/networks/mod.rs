@@ -1,5 +1,10 @@
 //! Whole networks, one file each; [`crate::network`] names them for model folders.
 
+pub mod disc_findings;
 pub mod plain_conv_unet;
 
+pub use disc_findings::{
+    prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsHeadConfig, FindingsNetConfigError,
+    FindingsOutput, NUM_FINDINGS, NUM_GRADES, PROMPTS_PER_LEVEL,
+};
 pub use plain_conv_unet::{features_per_stage, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 /// Serialises seeding + initialisation: flex's RNG is global to the process, and parameters are
 /// created lazily, so both happen under this lock and every parameter is touched before release.
-static INIT_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static INIT_LOCK: Mutex<()> = Mutex::new(());
 
 struct Materialise;
 impl ModuleVisitor for Materialise {

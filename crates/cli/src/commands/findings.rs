@@ -1,0 +1,390 @@
+//! `spineseg findings rois|train`: build the disc-findings classifier from graded patients.
+//!
+//! `rois` segments every image of a folder once (levels named by counting) and stores each
+//! disc's region of interest; `train` builds samples from those ROIs and a gradings table,
+//! splits patients into folds (no patient in two folds), trains the visual or the text-guided
+//! head, chooses the decision thresholds on validation patients of the training folds, writes a
+//! findings model folder and, with `--fold`, the held-out patients' findings as CSV for
+//! `spineseg evaluate-findings`.
+
+use crate::values::{FindingsHead, FindingsSequences};
+use crate::Outcome;
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use spineseg_findings::gradings::{read_spider_gradings, write_findings_csv, FindingsRow};
+use spineseg_findings::roi::RoiSpec;
+use spineseg_findings::roi_set::{RoiEntry, RoiSet};
+use spineseg_findings::FindingProbabilities;
+use spineseg_infer::diagnose::{cut_discs_from_files, segment_and_cut};
+use spineseg_infer::findings_model::{
+    FindingsInput, FindingsManifest, FindingsModel, FindingsNetwork, RoiGeometry, FINDINGS_MODEL_FORMAT, FINDING_KEYS,
+};
+use spineseg_infer::ModelFolder;
+use spineseg_model::{DiscFindingsNetConfig, FindingsHeadConfig, WeightPrecision};
+use spineseg_train::findings::{choose_threshold, train_findings, FindingsSample, FindingsTrainConfig};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The input channels of every findings model, in order.
+const SEQUENCES: [&str; 2] = ["t1", "t2"];
+/// The disc levels cut from given segmentations: T9/T10 to L5/S1, the levels SPIDER grades.
+const GRADED_DISC_LEVELS: [u16; 9] = [116, 117, 118, 119, 120, 121, 122, 123, 124];
+/// Patients are dealt into folds by this fixed seed (not the training seed), so every arm and
+/// seed of an ablation sees the same folds.
+const FOLD_SEED: u64 = 12345;
+
+/// Build and train the disc-findings classifier (five lumbar abnormalities and the Pfirrmann
+/// grade per disc level).
+#[derive(clap::Subcommand)]
+pub enum FindingsCommand {
+    Rois(RoisArgs),
+    Train(TrainFindingsArgs),
+}
+
+/// Segment every image of a folder once and store each disc's region of interest (`rois.json` +
+/// `rois.f32`), for `spineseg findings train`.
+#[derive(clap::Args)]
+pub struct RoisArgs {
+    /// Folder of images named `{patient}_{sequence}.nii.gz` (spider-gradings' layout: `12_t1`,
+    /// `12_t2`, `12_t2_SPACE`).
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Segmentation model folder (finds and names the discs).
+    #[arg(short = 'm', long = "model", required_unless_present = "labels")]
+    pub model: Option<PathBuf>,
+    /// Folder of segmentations of the images (same file names, ontology ids) to cut the discs
+    /// from instead of segmenting (hand-made masks, or another tool's).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Output folder.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Only these sequences (comma-separated, e.g. `t1,t2`); default all.
+    #[arg(long)]
+    pub sequences: Option<String>,
+}
+
+/// Train the findings classifier on an ROI set and per-disc gradings; writes a findings model
+/// folder (and, with --fold, the held-out patients' findings as CSV).
+#[derive(clap::Args)]
+pub struct TrainFindingsArgs {
+    /// ROI set from `spineseg findings rois`.
+    #[arg(long)]
+    pub rois: PathBuf,
+    /// Per-disc gradings (SPIDER's gradings.csv layout).
+    #[arg(long)]
+    pub gradings: PathBuf,
+    /// Output findings model folder.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Visual-only head or the text-guided head (prompts embedded by the text encoder).
+    #[arg(long, value_enum, default_value_t = FindingsHead::Text)]
+    pub head: FindingsHead,
+    /// The sequences the model learns from.
+    #[arg(long, value_enum, default_value_t = FindingsSequences::T1T2)]
+    pub sequences: FindingsSequences,
+    /// Number of patient folds.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Hold out this fold (0-based) and write its patients' findings to
+    /// OUT/heldout_findings.csv; without it, every patient trains.
+    #[arg(long)]
+    pub fold: Option<usize>,
+    /// Fraction of the training patients kept for choosing the thresholds.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+    /// Thresholds: the highest recall whose false-positive rate on the validation patients is at
+    /// most this.
+    #[arg(long, default_value_t = 0.1)]
+    pub max_fpr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1500)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Text encoder folder (default: $SPINESEG_TEXT_ENCODER or the cache).
+    #[arg(long)]
+    pub text_encoder: Option<PathBuf>,
+}
+
+pub fn run(command: FindingsCommand) -> Result<Outcome> {
+    match command {
+        FindingsCommand::Rois(args) => rois(args),
+        FindingsCommand::Train(args) => train(args),
+    }
+}
+
+/// `12_t2_SPACE.nii.gz` -> ("12", "t2_SPACE").
+fn patient_and_sequence(path: &Path) -> Option<(String, String)> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii")).or_else(|| name.strip_suffix(".mha"))?;
+    let (patient, sequence) = stem.split_once('_')?;
+    Some((patient.to_string(), sequence.to_string()))
+}
+
+fn rois(args: RoisArgs) -> Result<Outcome> {
+    let model = match (&args.labels, &args.model) {
+        (None, Some(model)) => Some(ModelFolder::load(model)?),
+        _ => None,
+    };
+    let wanted: Option<BTreeSet<String>> = args.sequences.as_ref().map(|s| s.split(',').map(|t| t.trim().to_string()).collect());
+    let mut files: Vec<(PathBuf, String, String)> = std::fs::read_dir(&args.images)
+        .with_context(|| format!("{}: cannot list", args.images.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| patient_and_sequence(&p).map(|(patient, sequence)| (p, patient, sequence)))
+        .filter(|(_, _, s)| wanted.as_ref().is_none_or(|w| w.contains(s)))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no images named {{patient}}_{{sequence}}.nii.gz", args.images.display());
+    }
+    let spec = RoiSpec::default();
+    let source = match (&args.labels, &args.model) {
+        (Some(labels), _) => format!("segmentations in {}", labels.display()),
+        (None, Some(model)) => model.display().to_string(),
+        (None, None) => unreachable!("clap requires --model without --labels"),
+    };
+    let mut set = RoiSet::new(spec, source);
+    let started = Instant::now();
+    let mut failed = 0;
+    for (n, (path, patient, sequence)) in files.iter().enumerate() {
+        let entry = |level: u16| RoiEntry {
+            patient: patient.clone(),
+            sequence: sequence.clone(),
+            image: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            level,
+            block: None,
+            missing: None,
+            angle_deg: None,
+            coverage: None,
+        };
+        let cut = match (&model, &args.labels) {
+            (Some(model), _) => segment_and_cut(model, sequence, path, &spec),
+            (None, Some(labels)) => {
+                let mask = labels.join(path.file_name().expect("listed files have names"));
+                cut_discs_from_files(sequence, path, &mask, &GRADED_DISC_LEVELS, &spec)
+            }
+            (None, None) => unreachable!("clap requires --model without --labels"),
+        };
+        match cut {
+            Ok(discs) => {
+                let mut found = 0;
+                for (level, roi) in &discs.discs {
+                    match roi {
+                        Ok(roi) => {
+                            found += 1;
+                            set.push(RoiEntry { angle_deg: Some(roi.angle_deg), coverage: Some(roi.coverage), ..entry(*level) }, Some(&roi.pixels));
+                        }
+                        Err(reason) => set.push(RoiEntry { missing: Some(reason.clone()), ..entry(*level) }, None),
+                    }
+                }
+                eprintln!(
+                    "[{}/{}] {}: {found} of {} discs ({:.0} s)",
+                    n + 1,
+                    files.len(),
+                    path.display(),
+                    discs.discs.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(error) => {
+                failed += 1;
+                eprintln!("[{}/{}] {}: failed: {error}", n + 1, files.len(), path.display());
+            }
+        }
+    }
+    set.write(&args.out)?;
+    let found = set.index.entries.iter().filter(|e| e.block.is_some()).count();
+    println!("{} images ({failed} failed), {found} disc ROIs of {} levels -> {}", files.len(), set.index.entries.len(), args.out.display());
+    Ok(if failed > 0 { Outcome::ProblemsFound } else { Outcome::Success })
+}
+
+/// Patients dealt into `folds` folds by [`FOLD_SEED`].
+fn patient_folds(patients: &[String], folds: usize) -> BTreeMap<String, usize> {
+    let mut shuffled = patients.to_vec();
+    shuffled.sort();
+    shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(FOLD_SEED));
+    shuffled.into_iter().enumerate().map(|(i, p)| (p, i % folds)).collect()
+}
+
+fn train(args: TrainFindingsArgs) -> Result<Outcome> {
+    if args.folds < 2 && args.fold.is_some() {
+        bail!("--folds must be at least 2 to hold one out");
+    }
+    if let Some(fold) = args.fold.filter(|&f| f >= args.folds) {
+        bail!("--fold {fold} is out of range for --folds {} (0 to {})", args.folds, args.folds - 1);
+    }
+    let set = RoiSet::read(&args.rois)?;
+    let gradings = read_spider_gradings(&args.gradings)?;
+    let used: Vec<&str> = match args.sequences {
+        FindingsSequences::T2 => vec!["t2"],
+        FindingsSequences::T1T2 => vec!["t1", "t2"],
+    };
+    let levels: Vec<u16> = set.index.entries.iter().map(|e| e.level).collect::<BTreeSet<_>>().into_iter().collect();
+    // (patient, level) -> ROI per channel.
+    let mut rois: BTreeMap<(String, u16), Vec<Option<Vec<f32>>>> = BTreeMap::new();
+    for entry in &set.index.entries {
+        let Some(channel) = SEQUENCES.iter().position(|s| *s == entry.sequence) else { continue };
+        if !used.contains(&SEQUENCES[channel]) {
+            continue;
+        }
+        if let Some(pixels) = set.pixels_of(entry) {
+            rois.entry((entry.patient.clone(), entry.level)).or_insert_with(|| vec![None; SEQUENCES.len()])[channel] = Some(pixels.to_vec());
+        }
+    }
+    let patients: Vec<String> = gradings.discs.iter().map(|d| d.patient.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let folds = patient_folds(&patients, args.folds.max(1));
+    let held_out = |p: &str| args.fold.is_some_and(|f| folds.get(p) == Some(&f));
+    let mut trainable: Vec<String> = patients.iter().filter(|p| !held_out(p)).cloned().collect();
+    trainable.shuffle(&mut ChaCha8Rng::seed_from_u64(FOLD_SEED + 1 + args.fold.unwrap_or(0) as u64));
+    let n_validation = ((trainable.len() as f64) * args.validation_fraction).round() as usize;
+    let validation: BTreeSet<String> = trainable[..n_validation.min(trainable.len())].iter().cloned().collect();
+    let mut train_samples = Vec::new();
+    let mut validation_samples = Vec::new();
+    let mut heldout: Vec<(String, u16, Option<FindingsSample>)> = Vec::new();
+    let mut not_found = 0usize;
+    let mut other_levels = 0usize;
+    for disc in &gradings.discs {
+        let level = disc.level.0;
+        let Some(level_index) = levels.iter().position(|&l| l == level) else {
+            other_levels += 1;
+            if held_out(&disc.patient) {
+                heldout.push((disc.patient.clone(), level, None));
+            }
+            continue;
+        };
+        let sample = rois.get(&(disc.patient.clone(), level)).map(|r| FindingsSample {
+            patient: disc.patient.clone(),
+            input: FindingsInput { level: level_index, rois: r.clone() },
+            findings: disc.findings.present,
+            grade: disc.findings.pfirrmann,
+        });
+        if held_out(&disc.patient) {
+            heldout.push((disc.patient.clone(), level, sample));
+        } else if let Some(sample) = sample {
+            if validation.contains(&disc.patient) {
+                validation_samples.push(sample);
+            } else {
+                train_samples.push(sample);
+            }
+        } else {
+            not_found += 1;
+        }
+    }
+    let counts: Vec<String> = FINDING_KEYS
+        .iter()
+        .enumerate()
+        .map(|(f, k)| format!("{k} {}", train_samples.iter().filter(|s| s.findings[f]).count()))
+        .collect();
+    println!(
+        "{} patients ({} validation{}), {} training levels, {} validation levels; {not_found} graded levels not found on the {} images, {other_levels} at levels the segmentation does not name",
+        patients.len(),
+        validation.len(),
+        args.fold.map_or(String::new(), |f| format!(", fold {f} held out: {} levels", heldout.len())),
+        train_samples.len(),
+        validation_samples.len(),
+        used.join("+"),
+    );
+    println!("positives in training: {}", counts.join(", "));
+    let (head, embeddings, prompts) = match args.head {
+        FindingsHead::Visual => (FindingsHeadConfig::Visual, None, None),
+        FindingsHead::Text => {
+            let encoder = crate::text_encoder::load_encoder(args.text_encoder.clone())?;
+            let ids: Vec<_> = levels.iter().map(|&l| spineseg_anatomy::StructureId(l)).collect();
+            let (prompts, embeddings) = spineseg_text::findings_prompts::embed_finding_prompts(&encoder, &ids)?;
+            (FindingsHeadConfig::Text { text_dim: encoder.embedding_dim(), embed_dim: 64 }, Some(embeddings), Some(prompts))
+        }
+    };
+    let spec = set.index.roi;
+    let config = DiscFindingsNetConfig::new(levels.clone(), head).with_roi_px([spec.height_px, spec.width_px]);
+    config.validate()?;
+    let settings = FindingsTrainConfig { steps: args.steps, batch_size: args.batch_size, seed: args.seed, ..Default::default() };
+    let started = Instant::now();
+    let every = (args.steps / 10).max(1);
+    let mut recent = Vec::new();
+    let training = train_findings(&config, embeddings, &train_samples, &settings, |step, loss| {
+        recent.push(loss);
+        if (step + 1) % every == 0 {
+            let mean = recent.iter().sum::<f64>() / recent.len() as f64;
+            eprintln!("step {:>5}/{}: loss {mean:.4} ({:.0} s)", step + 1, args.steps, started.elapsed().as_secs_f64());
+            let _ = std::io::stderr().flush();
+            recent.clear();
+        }
+    })?;
+    // Thresholds on the validation patients only.
+    let device = spineseg_model::burn::tensor::Device::flex();
+    let validation_inputs: Vec<FindingsInput> = validation_samples.iter().map(|s| s.input.clone()).collect();
+    let validation_probabilities = spineseg_infer::findings_model::predict_findings(&training.net, &config, &validation_inputs, &device);
+    let thresholds: BTreeMap<String, f32> = FINDING_KEYS
+        .iter()
+        .enumerate()
+        .map(|(f, k)| {
+            let negatives: Vec<f32> = validation_samples
+                .iter()
+                .zip(&validation_probabilities)
+                .filter(|(s, _)| !s.findings[f])
+                .map(|(_, p)| p.findings[f])
+                .collect();
+            (k.to_string(), choose_threshold(&negatives, args.max_fpr))
+        })
+        .collect();
+    let manifest = FindingsManifest {
+        format: FINDINGS_MODEL_FORMAT,
+        network: FindingsNetwork::DiscFindingsCnn(config.clone()),
+        roi: RoiGeometry { width_mm: spec.width_mm, height_mm: spec.height_mm, width_px: spec.width_px, height_px: spec.height_px },
+        sequences: SEQUENCES.iter().map(|s| s.to_string()).collect(),
+        trained_sequences: used.iter().map(|s| s.to_string()).collect(),
+        thresholds: thresholds.clone(),
+        threshold_rule: format!("highest recall with false-positive rate <= {} on {} validation patients", args.max_fpr, validation.len()),
+        prompts,
+        training: serde_json::json!({
+            "seed": args.seed,
+            "steps": args.steps,
+            "settings": settings,
+            "folds": args.folds,
+            "fold": args.fold,
+            "fold_seed": FOLD_SEED,
+            "training_levels": train_samples.len(),
+            "validation_levels": validation_samples.len(),
+            "positive_weights": training.positive_weights,
+            "final_loss": training.losses.last(),
+            "rois": args.rois.display().to_string(),
+            "segmentation_model": set.index.segmentation_model,
+            "gradings": args.gradings.display().to_string(),
+            "seconds": started.elapsed().as_secs_f64(),
+        }),
+    };
+    FindingsModel::save(&args.out, &training.net, &manifest, WeightPrecision::Half)?;
+    println!("thresholds: {}", thresholds.iter().map(|(k, t)| format!("{k} {t:.3}")).collect::<Vec<_>>().join(", "));
+    if args.fold.is_some() {
+        let inputs: Vec<FindingsInput> = heldout.iter().filter_map(|(_, _, s)| s.as_ref().map(|s| s.input.clone())).collect();
+        let mut probabilities = spineseg_infer::findings_model::predict_findings(&training.net, &config, &inputs, &device).into_iter();
+        let threshold_array = manifest.threshold_array();
+        let rows: Vec<FindingsRow> = heldout
+            .iter()
+            .map(|(patient, level, sample)| match sample {
+                None => FindingsRow::not_found(patient.clone(), spineseg_anatomy::StructureId(*level)),
+                Some(_) => {
+                    let p = probabilities.next().expect("one probability per held-out sample");
+                    let probabilities = FindingProbabilities { p: p.findings, pfirrmann_probabilities: p.grades };
+                    FindingsRow {
+                        case: patient.clone(),
+                        level: spineseg_anatomy::StructureId(*level),
+                        findings: Some(probabilities.decide(threshold_array)),
+                        probabilities: Some(probabilities),
+                    }
+                }
+            })
+            .collect();
+        let path = args.out.join("heldout_findings.csv");
+        write_findings_csv(&path, &rows)?;
+        println!("held-out fold {}: {} levels -> {}", args.fold.unwrap_or(0), rows.len(), path.display());
+    }
+    println!("findings model -> {} ({:.0} s)", args.out.display(), started.elapsed().as_secs_f64());
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,328 @@
+//! Training the disc-findings classifier ([`DiscFindingsNet`]): per disc level, the T1 and T2
+//! regions of interest in, five findings and the Pfirrmann grade out.
+//!
+//! This is not a segmentation method (no patches, no plan, no sliding window), so it has its own
+//! short loop instead of the engine's: a fixed number of AdamW steps with a polynomial learning
+//! rate, batches drawn by a seeded generator from the step index alone (bit-identical reruns),
+//! and on purpose against the class imbalance:
+//!
+//! - **loss weighting**: each finding's positive term in the binary cross-entropy is weighted by
+//!   `negatives / positives` of the training set (capped at `max_positive_weight`), so a rare
+//!   finding (herniation: 37 of 1,022 discs) weighs as much as a common one;
+//! - **threshold choice on validation only**: [`choose_threshold`] picks, per finding, the
+//!   lowest threshold whose false-positive rate on validation patients (never the patients
+//!   evaluated) stays under a bound, i.e. the highest recall at that false-positive rate.
+//!
+//! **Sequence dropout**: a level with both sequences loses one of them (at random which) with
+//! probability `sequence_dropout`, so either sequence alone still works at prediction. Spatial
+//! augmentation is a small shift (the ROI is centred on the disc by the segmentation, which is
+//! not exact) and an intensity scale and offset; no flips (anterior and posterior differ).
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{activation, Device, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use spineseg_infer::findings_model::{findings_batch, FindingsInput};
+use spineseg_model::{DiscFindingsNet, DiscFindingsNetConfig, NUM_FINDINGS};
+
+use crate::config::OptimizerConfig;
+use crate::error::{Result, TrainError};
+use crate::methods::single_network::INIT_LOCK;
+use crate::optim::{clip_grad_norm, poly_lr};
+
+/// One graded disc level of one patient.
+#[derive(Debug, Clone)]
+pub struct FindingsSample {
+    /// The patient (folds and bootstrap resample patients, never single levels).
+    pub patient: String,
+    pub input: FindingsInput,
+    /// Each finding's truth, in `FINDING_KEYS` order.
+    pub findings: [bool; NUM_FINDINGS],
+    /// Pfirrmann grade 1..=5.
+    pub grade: u8,
+}
+
+/// Settings of [`train_findings`] (stored in the model's training record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingsTrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// AdamW's learning rate at step 0 (polynomial decay to 0).
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Probability that a level with both sequences loses one of them in a batch.
+    pub sequence_dropout: f64,
+    /// Cap of the positive-class weight `negatives / positives`.
+    pub max_positive_weight: f32,
+    /// Weight of the Pfirrmann cross-entropy against the findings' mean binary cross-entropy.
+    pub grade_weight: f32,
+    /// Largest shift of the ROI in pixels (both axes, uniform).
+    pub max_shift_px: usize,
+    /// Intensity scale in `1 +- jitter` and offset in `+- jitter` (z-scored ROIs).
+    pub intensity_jitter: f32,
+}
+
+impl Default for FindingsTrainConfig {
+    fn default() -> Self {
+        FindingsTrainConfig {
+            steps: 1500,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            weight_decay: 1e-2,
+            seed: 0,
+            sequence_dropout: 0.3,
+            max_positive_weight: 10.0,
+            grade_weight: 0.5,
+            max_shift_px: 3,
+            intensity_jitter: 0.15,
+        }
+    }
+}
+
+/// Positive-class weights `negatives / positives` per finding, in `[1, cap]` (1 when a finding
+/// has no positive).
+pub fn positive_weights(samples: &[FindingsSample], cap: f32) -> [f32; NUM_FINDINGS] {
+    std::array::from_fn(|f| {
+        let positives = samples.iter().filter(|s| s.findings[f]).count();
+        let negatives = samples.len() - positives;
+        if positives == 0 {
+            1.0
+        } else {
+            (negatives as f32 / positives as f32).clamp(1.0, cap)
+        }
+    })
+}
+
+/// A trained classifier and how training went.
+#[derive(Debug)]
+pub struct FindingsTraining {
+    /// The network on the inference device (no autodiff).
+    pub net: DiscFindingsNet,
+    /// Loss of every step.
+    pub losses: Vec<f64>,
+    pub positive_weights: [f32; NUM_FINDINGS],
+}
+
+/// The augmented copy of `sample` for one batch.
+fn augment(sample: &FindingsSample, roi_px: [usize; 2], settings: &FindingsTrainConfig, rng: &mut ChaCha8Rng) -> FindingsInput {
+    let [height, width] = roi_px;
+    let mut rois = sample.input.rois.clone();
+    let available: Vec<usize> = (0..rois.len()).filter(|&s| rois[s].is_some()).collect();
+    if available.len() > 1 && rng.gen_bool(settings.sequence_dropout) {
+        let drop = available[rng.gen_range(0..available.len())];
+        rois[drop] = None;
+    }
+    let shift = settings.max_shift_px as i64;
+    let (dy, dx) = if shift > 0 { (rng.gen_range(-shift..=shift), rng.gen_range(-shift..=shift)) } else { (0, 0) };
+    for roi in rois.iter_mut().flatten() {
+        let j = settings.intensity_jitter;
+        let (scale, offset) = if j > 0.0 { (rng.gen_range(1.0 - j..=1.0 + j), rng.gen_range(-j..=j)) } else { (1.0, 0.0) };
+        let mut out = vec![0f32; roi.len()];
+        for y in 0..height as i64 {
+            let sy = y - dy;
+            if sy < 0 || sy >= height as i64 {
+                continue;
+            }
+            for x in 0..width as i64 {
+                let sx = x - dx;
+                if sx < 0 || sx >= width as i64 {
+                    continue;
+                }
+                out[(y * width as i64 + x) as usize] = roi[(sy * width as i64 + sx) as usize] * scale + offset;
+            }
+        }
+        *roi = out;
+    }
+    FindingsInput { level: sample.input.level, rois }
+}
+
+/// The loss of a batch: weighted binary cross-entropy per finding (mean over batch and
+/// findings) + `grade_weight` x the grades' cross-entropy.
+///
+/// # Shapes
+/// - `finding_logits`, `findings` (0/1): `[batch, NUM_FINDINGS]`; `grade_logits`: `[batch, 5]`;
+///   `grades`: `[batch]` (0-based)
+pub fn findings_loss(
+    finding_logits: Tensor<2>,
+    findings: Tensor<2>,
+    grade_logits: Tensor<2>,
+    grades: Tensor<1, Int>,
+    positive_weights: Tensor<2>,
+    grade_weight: f32,
+) -> Tensor<1> {
+    let positive = findings.clone() * positive_weights * activation::log_sigmoid(finding_logits.clone()).neg();
+    let negative = (findings.neg() + 1.0) * activation::log_sigmoid(finding_logits.neg()).neg();
+    let bce = (positive + negative).mean();
+    let [batch, grades_count] = grade_logits.dims();
+    let one_hot = grades.one_hot::<2>(grades_count).float();
+    let ce = (activation::log_softmax(grade_logits, 1) * one_hot).sum().neg() / batch as f64;
+    bce + ce * grade_weight
+}
+
+/// Trains a [`DiscFindingsNet`] built from `config` on `samples` (seeded by `settings.seed`);
+/// a text head gets `prompt_embeddings` (`[levels, PROMPTS_PER_LEVEL, text_dim]`, row major).
+/// `on_step(step, loss)` hears every step.
+pub fn train_findings(
+    config: &DiscFindingsNetConfig,
+    prompt_embeddings: Option<Vec<f32>>,
+    samples: &[FindingsSample],
+    settings: &FindingsTrainConfig,
+    mut on_step: impl FnMut(usize, f64),
+) -> Result<FindingsTraining> {
+    if samples.is_empty() {
+        return Err(TrainError::Invalid("findings training: no training samples (no graded level was found on any image)".into()));
+    }
+    let device = Device::flex().autodiff();
+    let mut net = {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        device.seed(settings.seed);
+        let net = config.init(&device);
+        match prompt_embeddings {
+            Some(embeddings) => net.with_prompt_embeddings(embeddings),
+            None => net,
+        }
+    };
+    let weights = positive_weights(samples, settings.max_positive_weight);
+    let mut optimizer = OptimizerConfig::AdamW { lr: settings.learning_rate, weight_decay: settings.weight_decay }.init();
+    let mut losses = Vec::with_capacity(settings.steps);
+    let weight_tensor = Tensor::<2>::from_data(TensorData::new(weights.to_vec(), [1, NUM_FINDINGS]), &device);
+    for step in 0..settings.steps {
+        let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+        rng.set_stream(step as u64 + 1);
+        let batch: Vec<&FindingsSample> = (0..settings.batch_size).map(|_| &samples[rng.gen_range(0..samples.len())]).collect();
+        let inputs: Vec<FindingsInput> = batch.iter().map(|s| augment(s, config.roi_px, settings, &mut rng)).collect();
+        let refs: Vec<&FindingsInput> = inputs.iter().collect();
+        let (rois, present, level) = findings_batch(&refs, config.sequences, config.roi_px, &device);
+        let truth: Vec<f32> = batch.iter().flat_map(|s| s.findings.map(f32::from)).collect();
+        let grades: Vec<i64> = batch.iter().map(|s| s.grade.clamp(1, 5) as i64 - 1).collect();
+        let n = batch.len();
+        let truth = Tensor::<2>::from_data(TensorData::new(truth, [n, NUM_FINDINGS]), &device);
+        let grades = Tensor::<1, Int>::from_data(TensorData::new(grades, [n]), &device);
+        let out = net.forward(rois, present, level);
+        let loss = findings_loss(out.finding_logits, truth, out.grade_logits, grades, weight_tensor.clone(), settings.grade_weight);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        if !value.is_finite() {
+            return Err(TrainError::Invalid(format!(
+                "findings training, step {step}: the loss is {value} (not finite); nothing was saved. Lower the learning rate"
+            )));
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &net);
+        clip_grad_norm(&net, &mut grads, 12.0);
+        net = optimizer.step(poly_lr(settings.learning_rate, step, settings.steps), net, grads);
+        losses.push(value);
+        on_step(step, value);
+    }
+    Ok(FindingsTraining { net: net.valid(), losses, positive_weights: weights })
+}
+
+/// The lowest threshold `t` such that deciding "present" for `p >= t` keeps the false-positive
+/// rate over `negatives` at or below `max_fpr` (so the highest recall at that rate). Without
+/// negatives, 0.5.
+pub fn choose_threshold(negatives: &[f32], max_fpr: f64) -> f32 {
+    if negatives.is_empty() {
+        return 0.5;
+    }
+    let mut sorted: Vec<f32> = negatives.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (max_fpr * sorted.len() as f64 + 1e-9).floor() as usize;
+    if allowed >= sorted.len() {
+        return 0.0;
+    }
+    // Every negative scoring at or above t is a false positive: t must lie above the
+    // (allowed + 1)-th highest negative score.
+    let above = sorted[allowed];
+    let t = f32::from_bits(above.to_bits() + 1).min(1.0);
+    if above >= 1.0 {
+        1.0
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spineseg_model::FindingsHeadConfig;
+
+    #[test]
+    fn threshold_keeps_the_false_positive_rate() {
+        let negatives = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
+        // 10 % of 10 negatives: one false positive allowed, so t lies just above 0.9.
+        let t = choose_threshold(&negatives, 0.1);
+        assert!(t > 0.9 && t < 0.9001, "{t}");
+        assert_eq!(negatives.iter().filter(|&&p| p >= t).count(), 1);
+        // None allowed: above the highest negative.
+        let t = choose_threshold(&negatives, 0.0);
+        assert!(t > 0.95 && negatives.iter().all(|&p| p < t));
+        assert_eq!(choose_threshold(&[], 0.1), 0.5);
+        assert_eq!(choose_threshold(&negatives, 1.0), 0.0);
+    }
+
+    #[test]
+    fn positive_weights_balance_rare_findings() {
+        let sample = |f: [bool; 5]| FindingsSample {
+            patient: "p".into(),
+            input: FindingsInput { level: 0, rois: vec![None] },
+            findings: f,
+            grade: 3,
+        };
+        let samples: Vec<FindingsSample> =
+            (0..12).map(|i| sample([i == 0, i < 6, true, false, i < 1])).collect();
+        let w = positive_weights(&samples, 10.0);
+        assert_eq!(w, [10.0, 1.0, 1.0, 1.0, 10.0]);
+        let w = positive_weights(&samples, 20.0);
+        assert_eq!(w[0], 11.0);
+    }
+
+    #[test]
+    fn the_loss_is_the_weighted_cross_entropy() {
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 2.0, -1.0, 0.5, 0.0], [1, 5]), &device);
+        let truth = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 1.0, 0.0, 1.0], [1, 5]), &device);
+        let weights = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 1.0, 1.0, 1.0, 1.0], [1, 5]), &device);
+        let grades = Tensor::<2>::zeros([1, 5], &device);
+        let grade = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64], [1]), &device);
+        let loss: f32 = findings_loss(logits, truth, grades, grade, weights, 0.5).into_scalar();
+        let sp = |x: f64| (1.0 + x.exp()).ln(); // -log sigmoid(-x)
+        let expected = (2.0 * sp(-0.0) + sp(2.0) + sp(1.0) + sp(0.5) + sp(-0.0)) / 5.0 + 0.5 * (5f64).ln();
+        assert!((loss as f64 - expected).abs() < 1e-5, "{loss} vs {expected}");
+    }
+
+    #[test]
+    fn training_learns_a_separable_toy_task_and_reruns_bit_identically() {
+        // Level 0 bright centre = herniation; dark = none. Every other finding follows it too.
+        let px = [8, 8];
+        let samples: Vec<FindingsSample> = (0..24)
+            .map(|i| {
+                let positive = i % 2 == 0;
+                let roi: Vec<f32> = (0..64usize)
+                    .map(|p| {
+                        let (y, x) = (p / 8, p % 8);
+                        if positive && (2..6).contains(&y) && (2..6).contains(&x) { 2.0 } else { -0.5 + (p % 3) as f32 * 0.1 }
+                    })
+                    .collect();
+                FindingsSample {
+                    patient: format!("p{i}"),
+                    input: FindingsInput { level: 0, rois: vec![None, Some(roi)] },
+                    findings: [positive; 5],
+                    grade: if positive { 4 } else { 2 },
+                }
+            })
+            .collect();
+        let config = DiscFindingsNetConfig::new(vec![124], FindingsHeadConfig::Visual).with_roi_px(px).with_widths(vec![4, 8]);
+        let settings = FindingsTrainConfig { steps: 120, batch_size: 8, learning_rate: 5e-3, max_shift_px: 1, ..Default::default() };
+        let a = train_findings(&config, None, &samples, &settings, |_, _| {}).unwrap();
+        let b = train_findings(&config, None, &samples, &settings, |_, _| {}).unwrap();
+        assert_eq!(a.losses, b.losses);
+        let first: f64 = a.losses[..10].iter().sum::<f64>() / 10.0;
+        let last: f64 = a.losses[a.losses.len() - 10..].iter().sum::<f64>() / 10.0;
+        assert!(last < first * 0.7, "loss did not fall: {first} -> {last}");
+        let inputs: Vec<FindingsInput> = samples.iter().map(|s| s.input.clone()).collect();
+        let probs = spineseg_infer::findings_model::predict_findings(&a.net, &config, &inputs, &Device::flex());
+        let correct = probs.iter().zip(&samples).filter(|(p, s)| (p.findings[0] >= 0.5) == s.findings[0]).count();
+        assert!(correct >= 22, "{correct} of 24");
+    }
+}
