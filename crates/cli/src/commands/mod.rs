@@ -2,6 +2,7 @@ pub mod convert;
 pub mod dataset;
 pub mod demo;
 pub mod evaluate;
+pub mod evaluate_findings;
 pub mod info;
 pub mod model;
 pub mod overlay;
