@@ -3,6 +3,7 @@ pub mod dataset;
 pub mod demo;
 pub mod diagnose;
 pub mod evaluate;
+pub mod evaluate_findings;
 pub mod findings;
 pub mod info;
 pub mod model;
