@@ -88,8 +88,8 @@ fn rois_train_evaluate_and_diagnose_on_phantoms() {
     let model = dir.path().join("model-text");
     let result = dir.path().join("diagnosis");
     let out = spineseg(&[
-        "diagnose", "--t2", s(&images.join("12_t2.nii.gz")), "--t2-labels", s(&labels.join("12_t2.nii.gz")), "-f", s(&model), "-o",
-        s(&result),
+        "diagnose", "--t2", s(&images.join("12_t2.nii.gz")), "--t2-labels", s(&labels.join("12_t2.nii.gz")), "-f", s(&model), "--case", "12",
+        "-o", s(&result),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
