@@ -29,10 +29,18 @@ fn graded_phantoms(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let mut gradings = String::from("patient,ivd_label,level,modic,upper_endplate_change,lower_endplate_change,spondylolisthesis,disc_herniation,disc_narrowing,disc_bulging,pfirrmann_grade,level_note\n");
     for p in 0..6 {
         let patient = format!("{}", 10 + p);
-        std::fs::copy(data.join(format!("imagesTr/phantom_{p:03}_0000.nii.gz")), images.join(format!("{patient}_t2.nii.gz"))).unwrap();
-        std::fs::copy(data.join(format!("labelsTr/phantom_{p:03}.nii.gz")), labels.join(format!("{patient}_t2.nii.gz"))).unwrap();
+        std::fs::copy(
+            data.join(format!("imagesTr/phantom_{p:03}_0000.nii.gz")),
+            images.join(format!("{patient}_t2.nii.gz")),
+        )
+        .unwrap();
+        std::fs::copy(
+            data.join(format!("labelsTr/phantom_{p:03}.nii.gz")),
+            labels.join(format!("{patient}_t2.nii.gz")),
+        )
+        .unwrap();
         for (n, level) in ["L5S1", "L4L5", "L3L4", "L2L3", "L1L2"].iter().enumerate() {
-            let on = |k: usize| usize::from((p + n + k) % 3 == 0);
+            let on = |k: usize| usize::from((p + n + k).is_multiple_of(3));
             gradings.push_str(&format!(
                 "{patient},{},{level},{},0,0,{},{},{},{},{},\n",
                 n + 1,
@@ -57,7 +65,8 @@ fn rois_train_evaluate_and_diagnose_on_phantoms() {
     let rois = dir.path().join("rois");
     let out = spineseg(&["findings", "rois", "--images", s(&images), "--labels", s(&labels), "-o", s(&rois)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(rois.join("rois.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rois.join("rois.json")).unwrap()).unwrap();
     let found = index["entries"].as_array().unwrap().iter().filter(|e| e["block"].is_number()).count();
     // Six patients, their five lumbar discs (and maybe T12/L1) each.
     assert!(found >= 30, "{found} discs cut: {}", text(&out.stderr));
@@ -67,19 +76,50 @@ fn rois_train_evaluate_and_diagnose_on_phantoms() {
     for head in ["visual", "text"] {
         let model = dir.path().join(format!("model-{head}"));
         let out = spineseg(&[
-            "findings", "train", "--rois", s(&rois), "--gradings", s(&gradings), "--head", head, "--sequences", "t2",
-            "--steps", "6", "--batch-size", "4", "--folds", "3", "--fold", "0", "--text-encoder", s(&encoder), "-o", s(&model),
+            "findings",
+            "train",
+            "--rois",
+            s(&rois),
+            "--gradings",
+            s(&gradings),
+            "--head",
+            head,
+            "--sequences",
+            "t2",
+            "--steps",
+            "6",
+            "--batch-size",
+            "4",
+            "--folds",
+            "3",
+            "--fold",
+            "0",
+            "--text-encoder",
+            s(&encoder),
+            "-o",
+            s(&model),
         ]);
         assert!(out.status.success(), "{head}: {}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert!(stdout.contains("thresholds:") && stdout.contains("held-out fold 0"), "{stdout}");
-        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("findings_model.json")).unwrap()).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(model.join("findings_model.json")).unwrap()).unwrap();
         assert_eq!(manifest["network"]["kind"], "disc_findings_cnn");
         assert_eq!(manifest["trained_sequences"], serde_json::json!(["t2"]));
         assert_eq!(manifest["prompts"].is_array(), head == "text");
         let heldout = model.join("heldout_findings.csv");
         let summary = dir.path().join(format!("summary-{head}.json"));
-        let out = spineseg(&["evaluate-findings", "--pred", s(&heldout), "--ref", s(&gradings), "-o", s(&summary), "--bootstrap", "50"]);
+        let out = spineseg(&[
+            "evaluate-findings",
+            "--pred",
+            s(&heldout),
+            "--ref",
+            s(&gradings),
+            "-o",
+            s(&summary),
+            "--bootstrap",
+            "50",
+        ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(summary.is_file());
     }
@@ -88,8 +128,17 @@ fn rois_train_evaluate_and_diagnose_on_phantoms() {
     let model = dir.path().join("model-text");
     let result = dir.path().join("diagnosis");
     let out = spineseg(&[
-        "diagnose", "--t2", s(&images.join("12_t2.nii.gz")), "--t2-labels", s(&labels.join("12_t2.nii.gz")), "-f", s(&model), "--case", "12",
-        "-o", s(&result),
+        "diagnose",
+        "--t2",
+        s(&images.join("12_t2.nii.gz")),
+        "--t2-labels",
+        s(&labels.join("12_t2.nii.gz")),
+        "-f",
+        s(&model),
+        "--case",
+        "12",
+        "-o",
+        s(&result),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -97,7 +146,8 @@ fn rois_train_evaluate_and_diagnose_on_phantoms() {
     for file in ["findings.json", "findings.csv", "report.txt", "findings.png"] {
         assert!(result.join(file).is_file(), "{file} missing");
     }
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(result.join("findings.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(result.join("findings.json")).unwrap()).unwrap();
     let levels = json["levels"].as_array().unwrap();
     let l4l5 = levels.iter().find(|l| l["name"] == "L4/L5").expect("L4/L5 reported");
     assert_eq!(l4l5["found_on"], serde_json::json!(["t2"]));
@@ -117,11 +167,25 @@ fn diagnose_refuses_bad_inputs_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (images, labels, gradings) = graded_phantoms(dir.path());
     let rois = dir.path().join("rois");
-    assert!(spineseg(&["findings", "rois", "--images", s(&images), "--labels", s(&labels), "-o", s(&rois)]).status.success());
+    assert!(spineseg(&["findings", "rois", "--images", s(&images), "--labels", s(&labels), "-o", s(&rois)])
+        .status
+        .success());
     let model = dir.path().join("model");
     let out = spineseg(&[
-        "findings", "train", "--rois", s(&rois), "--gradings", s(&gradings), "--head", "visual", "--steps", "2", "--batch-size", "4",
-        "-o", s(&model),
+        "findings",
+        "train",
+        "--rois",
+        s(&rois),
+        "--gradings",
+        s(&gradings),
+        "--head",
+        "visual",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "-o",
+        s(&model),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let result = dir.path().join("out");
@@ -131,8 +195,10 @@ fn diagnose_refuses_bad_inputs_and_writes_nothing() {
         let out = spineseg(&all);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stdout));
         assert!(!result.exists(), "{args:?} left output");
-        let parent_entries: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let parent_entries: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert!(!parent_entries.iter().any(|n| n.contains(".partial")), "{parent_entries:?}");
         text(&out.stderr)
     };
@@ -158,7 +224,13 @@ fn diagnose_refuses_bad_inputs_and_writes_nothing() {
     spineseg_io::write_volume(&moved_image, &spineseg_io::AnyVolume::from(image)).unwrap();
     spineseg_io::write_volume(&moved_labels, &spineseg_io::AnyVolume::from(other)).unwrap();
     let err = run(&[
-        "--t2", s(&images.join("10_t2.nii.gz")), "--t2-labels", s(&labels.join("10_t2.nii.gz")), "--t1", s(&moved_image), "--t1-labels",
+        "--t2",
+        s(&images.join("10_t2.nii.gz")),
+        "--t2-labels",
+        s(&labels.join("10_t2.nii.gz")),
+        "--t1",
+        s(&moved_image),
+        "--t1-labels",
         s(&moved_labels),
     ]);
     assert!(err.contains("same patient"), "{err}");

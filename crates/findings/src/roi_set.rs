@@ -66,7 +66,10 @@ pub struct RoiSet {
 impl RoiSet {
     /// An empty set with this geometry.
     pub fn new(roi: RoiSpec, segmentation_model: impl Into<String>) -> Self {
-        RoiSet { index: RoiSetIndex { roi, segmentation_model: segmentation_model.into(), entries: vec![] }, pixels: vec![] }
+        RoiSet {
+            index: RoiSetIndex { roi, segmentation_model: segmentation_model.into(), entries: vec![] },
+            pixels: vec![],
+        }
     }
 
     fn block_len(&self) -> usize {
@@ -103,16 +106,26 @@ impl RoiSet {
         let index_path = dir.join(ROI_SET_FILE);
         let index: RoiSetIndex = spineseg_io::json::read_json(&index_path)?;
         let pixels_path = dir.join(ROI_PIXELS_FILE);
-        let bytes = std::fs::read(&pixels_path).map_err(|source| FindingsError::Os { path: pixels_path.clone(), source })?;
+        let bytes =
+            std::fs::read(&pixels_path).map_err(|source| FindingsError::Os { path: pixels_path.clone(), source })?;
         let n = index.roi.width_px * index.roi.height_px;
         if n == 0 || bytes.len() % (4 * n) != 0 {
-            return Err(FindingsError::InvalidRoiSet { path: pixels_path, detail: format!("{} bytes is not a whole number of {n}-pixel ROIs", bytes.len()) });
+            return Err(FindingsError::InvalidRoiSet {
+                path: pixels_path,
+                detail: format!("{} bytes is not a whole number of {n}-pixel ROIs", bytes.len()),
+            });
         }
         let blocks = bytes.len() / (4 * n);
         if let Some(bad) = index.entries.iter().find(|e| e.block.is_some_and(|b| b >= blocks)) {
             return Err(FindingsError::InvalidRoiSet {
                 path: index_path,
-                detail: format!("entry {} {} level {} points at ROI {} of {blocks}", bad.patient, bad.sequence, bad.level, bad.block.unwrap_or(0)),
+                detail: format!(
+                    "entry {} {} level {} points at ROI {} of {blocks}",
+                    bad.patient,
+                    bad.sequence,
+                    bad.level,
+                    bad.block.unwrap_or(0)
+                ),
             });
         }
         let pixels = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();

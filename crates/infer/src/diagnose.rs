@@ -101,7 +101,12 @@ pub const CANONICAL_SAGITTAL: ImageDirections = ImageDirections { up: [0.0, 1.0]
 
 /// Segments `image_path` with `model` (level assignment on when the model has level classes)
 /// and cuts the ROI of every disc the model segments ([`cut_discs`]).
-pub fn segment_and_cut(model: &ModelFolder, sequence: &str, image_path: &Path, spec: &RoiSpec) -> Result<SequenceDiscs, DiagnoseError> {
+pub fn segment_and_cut(
+    model: &ModelFolder,
+    sequence: &str,
+    image_path: &Path,
+    spec: &RoiSpec,
+) -> Result<SequenceDiscs, DiagnoseError> {
     let id = image_path.file_name().map_or_else(|| "image".to_string(), |n| n.to_string_lossy().into_owned());
     let case = CaseVolumes::read(&id, &[image_path.to_path_buf()], None)?;
     let image = case.images[0].clone();
@@ -203,7 +208,9 @@ pub fn check_same_spine(a: &SequenceDiscs, b: &SequenceDiscs) -> Result<(), Diag
         .disc_centres
         .iter()
         .filter_map(|(level, (pa, _))| {
-            b.disc_centres.get(level).map(|(pb, _)| ((pa[0] - pb[0]).powi(2) + (pa[1] - pb[1]).powi(2) + (pa[2] - pb[2]).powi(2)).sqrt())
+            b.disc_centres
+                .get(level)
+                .map(|(pb, _)| ((pa[0] - pb[0]).powi(2) + (pa[1] - pb[1]).powi(2) + (pa[2] - pb[2]).powi(2)).sqrt())
         })
         .collect();
     if distances.len() < 2 {
@@ -255,7 +262,8 @@ pub struct Diagnosis {
 }
 
 /// Plain-language names of the findings, in `FINDING_KEYS` order.
-pub const FINDING_NAMES: [&str; 5] = ["disc herniation", "disc narrowing", "disc bulging", "spondylolisthesis", "Modic changes"];
+pub const FINDING_NAMES: [&str; 5] =
+    ["disc herniation", "disc narrowing", "disc bulging", "spondylolisthesis", "Modic changes"];
 
 impl Diagnosis {
     /// One line per level: "L4/L5: disc herniation (p 0.91), disc narrowing (p 0.74); Pfirrmann 4".
@@ -264,9 +272,17 @@ impl Diagnosis {
         for level in &self.levels {
             let line = match (&level.probabilities, &level.present) {
                 (Some(p), Some(present)) => {
-                    let found: Vec<String> = (0..5).filter(|&f| present[f]).map(|f| format!("{} (p {:.2})", FINDING_NAMES[f], p.findings[f])).collect();
+                    let found: Vec<String> = (0..5)
+                        .filter(|&f| present[f])
+                        .map(|f| format!("{} (p {:.2})", FINDING_NAMES[f], p.findings[f]))
+                        .collect();
                     let findings = if found.is_empty() { "no finding".to_string() } else { found.join(", ") };
-                    format!("{}: {findings}; Pfirrmann {} (seen on {})", level.name, p.grade(), level.found_on.join(" + "))
+                    format!(
+                        "{}: {findings}; Pfirrmann {} (seen on {})",
+                        level.name,
+                        p.grade(),
+                        level.found_on.join(" + ")
+                    )
                 }
                 _ => format!("{}: not assessed ({})", level.name, level.missing.as_deref().unwrap_or("not found")),
             };
@@ -301,7 +317,9 @@ pub fn classify_levels(case: &str, findings: &FindingsModel, sequences: &[Sequen
                     found_on.push(sequence.sequence.clone());
                 }
                 Some(Err(reason)) => reasons.push(format!("{}: {reason}", sequence.sequence)),
-                None => reasons.push(format!("{}: the segmentation model does not segment this disc", sequence.sequence)),
+                None => {
+                    reasons.push(format!("{}: the segmentation model does not segment this disc", sequence.sequence))
+                }
             }
         }
         if found_on.is_empty() {
@@ -317,7 +335,15 @@ pub fn classify_levels(case: &str, findings: &FindingsModel, sequences: &[Sequen
         } else {
             pending.push(levels.len());
             inputs.push(FindingsInput { level: index, rois });
-            levels.push(LevelFindings { level, name, found_on, missing: None, probabilities: None, present: None, pfirrmann_grade: None });
+            levels.push(LevelFindings {
+                level,
+                name,
+                found_on,
+                missing: None,
+                probabilities: None,
+                present: None,
+                pfirrmann_grade: None,
+            });
         }
     }
     for (slot, p) in pending.into_iter().zip(findings.predict(&inputs)) {
@@ -358,18 +384,29 @@ pub fn diagnose(
         if findings.manifest.sequence_index(sequence).is_none() {
             return Err(DiagnoseError::Input {
                 path: path.clone(),
-                detail: format!("sequence {sequence:?} is not one the findings model reads ({})", findings.manifest.sequences.join(", ")),
+                detail: format!(
+                    "sequence {sequence:?} is not one the findings model reads ({})",
+                    findings.manifest.sequences.join(", ")
+                ),
             });
         }
         let discs = match (labels, segmentation) {
-            (Some(labels), _) => cut_discs_from_files(sequence, path, labels, &findings.manifest.network.config().levels, &spec)?,
+            (Some(labels), _) => {
+                cut_discs_from_files(sequence, path, labels, &findings.manifest.network.config().levels, &spec)?
+            }
             (None, Some(segmentation)) => segment_and_cut(segmentation, sequence, path, &spec)?,
             (None, None) => {
-                return Err(DiagnoseError::Input { path: path.clone(), detail: "neither a segmentation of this image nor a segmentation model was given".into() })
+                return Err(DiagnoseError::Input {
+                    path: path.clone(),
+                    detail: "neither a segmentation of this image nor a segmentation model was given".into(),
+                })
             }
         };
         if discs.disc_centres.is_empty() {
-            return Err(DiagnoseError::Input { path: path.clone(), detail: "the segmentation found no intervertebral disc in this image".into() });
+            return Err(DiagnoseError::Input {
+                path: path.clone(),
+                detail: "the segmentation found no intervertebral disc in this image".into(),
+            });
         }
         sequences.push(discs);
     }

@@ -157,10 +157,17 @@ pub fn findings_batch(
 }
 
 /// Probabilities from a network's output: sigmoid of the finding logits, softmax of the grades.
-pub fn probabilities(net: &DiscFindingsNet, rois: Tensor<4>, present: Tensor<2>, level: Tensor<1, Int>) -> Vec<FindingsProbabilities> {
+pub fn probabilities(
+    net: &DiscFindingsNet,
+    rois: Tensor<4>,
+    present: Tensor<2>,
+    level: Tensor<1, Int>,
+) -> Vec<FindingsProbabilities> {
     let out = net.forward(rois, present, level);
-    let findings: Vec<f32> = activation::sigmoid(out.finding_logits).into_data().try_to_vec::<f32>().expect("f32 logits");
-    let grades: Vec<f32> = activation::softmax(out.grade_logits, 1).into_data().try_to_vec::<f32>().expect("f32 logits");
+    let findings: Vec<f32> =
+        activation::sigmoid(out.finding_logits).into_data().try_to_vec::<f32>().expect("f32 logits");
+    let grades: Vec<f32> =
+        activation::softmax(out.grade_logits, 1).into_data().try_to_vec::<f32>().expect("f32 logits");
     findings
         .chunks(NUM_FINDINGS)
         .zip(grades.chunks(NUM_GRADES))
@@ -172,7 +179,12 @@ pub fn probabilities(net: &DiscFindingsNet, rois: Tensor<4>, present: Tensor<2>,
 }
 
 /// Probabilities for many inputs, in batches of 64 (no autodiff).
-pub fn predict_findings(net: &DiscFindingsNet, config: &DiscFindingsNetConfig, inputs: &[FindingsInput], device: &Device) -> Vec<FindingsProbabilities> {
+pub fn predict_findings(
+    net: &DiscFindingsNet,
+    config: &DiscFindingsNetConfig,
+    inputs: &[FindingsInput],
+    device: &Device,
+) -> Vec<FindingsProbabilities> {
     let mut out = Vec::with_capacity(inputs.len());
     let refs: Vec<&FindingsInput> = inputs.iter().collect();
     for chunk in refs.chunks(64) {
@@ -204,42 +216,61 @@ impl FindingsModel {
         }
         let text = std::fs::read_to_string(&manifest_path)
             .map_err(|e| model_error(&manifest_path, format!("cannot read the findings model manifest: {e}")))?;
-        let manifest: FindingsManifest =
-            serde_json::from_str(&text).map_err(|e| model_error(&manifest_path, format!("not a findings model manifest: {e}")))?;
+        let manifest: FindingsManifest = serde_json::from_str(&text)
+            .map_err(|e| model_error(&manifest_path, format!("not a findings model manifest: {e}")))?;
         if manifest.format != FINDINGS_MODEL_FORMAT {
-            return Err(model_error(&manifest_path, format!("format {} is not supported (this release reads {FINDINGS_MODEL_FORMAT})", manifest.format)));
+            return Err(model_error(
+                &manifest_path,
+                format!("format {} is not supported (this release reads {FINDINGS_MODEL_FORMAT})", manifest.format),
+            ));
         }
         let config = manifest.network.config();
         config.validate().map_err(|e| model_error(&manifest_path, e.to_string()))?;
         if config.sequences != manifest.sequences.len() {
-            return Err(model_error(&manifest_path, format!("{} sequences named for a network with {} input channels", manifest.sequences.len(), config.sequences)));
+            return Err(model_error(
+                &manifest_path,
+                format!(
+                    "{} sequences named for a network with {} input channels",
+                    manifest.sequences.len(),
+                    config.sequences
+                ),
+            ));
         }
         if config.roi_px != [manifest.roi.height_px, manifest.roi.width_px] {
             return Err(model_error(&manifest_path, "the ROI size does not match the network's"));
         }
         if let Some(bad) = manifest.thresholds.keys().find(|k| !FINDING_KEYS.contains(&k.as_str())) {
-            return Err(model_error(&manifest_path, format!("unknown finding {bad:?} in thresholds (known: {})", FINDING_KEYS.join(", "))));
+            return Err(model_error(
+                &manifest_path,
+                format!("unknown finding {bad:?} in thresholds (known: {})", FINDING_KEYS.join(", ")),
+            ));
         }
         let device = Device::flex();
         let weights = dir.join(FINDINGS_WEIGHTS_FILE);
         if !weights.is_file() {
             return Err(model_error(&weights, "missing weights file"));
         }
-        let net = config
-            .init(&device)
-            .try_load_file(&weights)
-            .map_err(|e| model_error(&weights, format!("weights do not fit the network in {FINDINGS_MODEL_FILE}: {e}")))?;
+        let net = config.init(&device).try_load_file(&weights).map_err(|e| {
+            model_error(&weights, format!("weights do not fit the network in {FINDINGS_MODEL_FILE}: {e}"))
+        })?;
         Ok(FindingsModel { dir: dir.to_path_buf(), manifest, net, device })
     }
 
     /// Writes a findings model folder: weights first (under a temporary name, then renamed),
     /// the manifest last, so a folder with a manifest is complete.
-    pub fn save(dir: &Path, net: &DiscFindingsNet, manifest: &FindingsManifest, precision: WeightPrecision) -> Result<()> {
+    pub fn save(
+        dir: &Path,
+        net: &DiscFindingsNet,
+        manifest: &FindingsManifest,
+        precision: WeightPrecision,
+    ) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| model_error(dir, format!("cannot create folder: {e}")))?;
         let weights = dir.join(FINDINGS_WEIGHTS_FILE);
         let temporary = dir.join(format!(".{FINDINGS_WEIGHTS_FILE}.partial"));
-        net.save_file(&temporary, precision).map_err(|e| model_error(&temporary, format!("cannot write weights: {e}")))?;
-        std::fs::rename(&temporary, &weights).map_err(|e| model_error(&weights, format!("cannot move weights into place: {e}")))?;
+        net.save_file(&temporary, precision)
+            .map_err(|e| model_error(&temporary, format!("cannot write weights: {e}")))?;
+        std::fs::rename(&temporary, &weights)
+            .map_err(|e| model_error(&weights, format!("cannot move weights into place: {e}")))?;
         spineseg_io::json::write_json(&dir.join(FINDINGS_MODEL_FILE), manifest)
             .map_err(|e| model_error(&dir.join(FINDINGS_MODEL_FILE), e.to_string()))
     }
@@ -258,7 +289,12 @@ mod tests {
     fn manifest(config: DiscFindingsNetConfig) -> FindingsManifest {
         FindingsManifest {
             format: FINDINGS_MODEL_FORMAT,
-            roi: RoiGeometry { width_mm: 60.0, height_mm: 40.0, width_px: config.roi_px[1], height_px: config.roi_px[0] },
+            roi: RoiGeometry {
+                width_mm: 60.0,
+                height_mm: 40.0,
+                width_px: config.roi_px[1],
+                height_px: config.roi_px[0],
+            },
             network: FindingsNetwork::DiscFindingsCnn(config),
             sequences: vec!["t1".into(), "t2".into()],
             trained_sequences: vec!["t1".into(), "t2".into()],
@@ -276,7 +312,8 @@ mod tests {
         let config = DiscFindingsNetConfig::new(vec![123, 124], FindingsHeadConfig::Text { text_dim: 6, embed_dim: 4 })
             .with_roi_px([8, 16])
             .with_widths(vec![4, 8]);
-        let net = config.init(&device).with_prompt_embeddings((0..2 * 15 * 6).map(|i| (i as f32 * 0.3).cos()).collect());
+        let net =
+            config.init(&device).with_prompt_embeddings((0..2 * 15 * 6).map(|i| (i as f32 * 0.3).cos()).collect());
         let inputs = vec![
             FindingsInput { level: 1, rois: vec![None, Some((0..128).map(|i| (i as f32 * 0.1).sin()).collect())] },
             FindingsInput { level: 0, rois: vec![Some(vec![0.5; 128]), Some(vec![-0.5; 128])] },

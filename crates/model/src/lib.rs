@@ -24,6 +24,7 @@ pub mod encoders;
 pub mod fusion;
 pub mod network;
 pub mod networks;
+pub mod precision;
 
 pub use blocks::fast_kernels;
 pub use blocks::{

@@ -14,12 +14,14 @@
 
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
 use burn::serde::{Deserialize, Serialize};
 use burn::store::{ModuleRecord, RecordError};
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::blocks::SpatialDims;
+use crate::precision::CastFloats;
+pub use crate::precision::WeightPrecision;
 use crate::networks::{PlainConvUNet, PlainConvUNetConfig, UNetConfigError};
 
 /// The kind of a network and its configuration: what a model folder's `model.json` stores under
@@ -239,24 +241,6 @@ impl Network {
                 network.forward(x).into_iter().next().expect("a U-Net returns at least one output")
             }
         }
-    }
-}
-
-/// How a weights file stores the float parameters. Half precision halves a shipped model's
-/// file; loading casts back to f32 either way (see [`Network::try_load_file`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightPrecision {
-    Single,
-    Half,
-}
-
-/// Casts every float parameter to one dtype.
-pub(crate) struct CastFloats(pub(crate) DType);
-
-impl ModuleMapper for CastFloats {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = self.0;
-        param.map(|tensor| tensor.cast(dtype))
     }
 }
 

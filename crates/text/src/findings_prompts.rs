@@ -37,7 +37,10 @@ pub fn finding_prompts(level: StructureId) -> Vec<String> {
 
 /// The prompts of every level and their embeddings, `[levels, PROMPTS_PER_LEVEL, dim]` row major
 /// (what `DiscFindingsNet::with_prompt_embeddings` takes).
-pub fn embed_finding_prompts(encoder: &TextEncoder, levels: &[StructureId]) -> Result<(Vec<Vec<String>>, Vec<f32>), TextError> {
+pub fn embed_finding_prompts(
+    encoder: &TextEncoder,
+    levels: &[StructureId],
+) -> Result<(Vec<Vec<String>>, Vec<f32>), TextError> {
     let prompts: Vec<Vec<String>> = levels.iter().map(|&l| finding_prompts(l)).collect();
     let flat: Vec<&String> = prompts.iter().flatten().collect();
     let embeddings = encoder.embed(&flat)?;

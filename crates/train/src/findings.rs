@@ -107,7 +107,12 @@ pub struct FindingsTraining {
 }
 
 /// The augmented copy of `sample` for one batch.
-fn augment(sample: &FindingsSample, roi_px: [usize; 2], settings: &FindingsTrainConfig, rng: &mut ChaCha8Rng) -> FindingsInput {
+fn augment(
+    sample: &FindingsSample,
+    roi_px: [usize; 2],
+    settings: &FindingsTrainConfig,
+    rng: &mut ChaCha8Rng,
+) -> FindingsInput {
     let [height, width] = roi_px;
     let mut rois = sample.input.rois.clone();
     let available: Vec<usize> = (0..rois.len()).filter(|&s| rois[s].is_some()).collect();
@@ -119,7 +124,8 @@ fn augment(sample: &FindingsSample, roi_px: [usize; 2], settings: &FindingsTrain
     let (dy, dx) = if shift > 0 { (rng.gen_range(-shift..=shift), rng.gen_range(-shift..=shift)) } else { (0, 0) };
     for roi in rois.iter_mut().flatten() {
         let j = settings.intensity_jitter;
-        let (scale, offset) = if j > 0.0 { (rng.gen_range(1.0 - j..=1.0 + j), rng.gen_range(-j..=j)) } else { (1.0, 0.0) };
+        let (scale, offset) =
+            if j > 0.0 { (rng.gen_range(1.0 - j..=1.0 + j), rng.gen_range(-j..=j)) } else { (1.0, 0.0) };
         let mut out = vec![0f32; roi.len()];
         for y in 0..height as i64 {
             let sy = y - dy;
@@ -173,7 +179,9 @@ pub fn train_findings(
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<FindingsTraining> {
     if samples.is_empty() {
-        return Err(TrainError::Invalid("findings training: no training samples (no graded level was found on any image)".into()));
+        return Err(TrainError::Invalid(
+            "findings training: no training samples (no graded level was found on any image)".into(),
+        ));
     }
     let device = Device::flex().autodiff();
     let mut net = {
@@ -186,13 +194,15 @@ pub fn train_findings(
         }
     };
     let weights = positive_weights(samples, settings.max_positive_weight);
-    let mut optimizer = OptimizerConfig::AdamW { lr: settings.learning_rate, weight_decay: settings.weight_decay }.init();
+    let mut optimizer =
+        OptimizerConfig::AdamW { lr: settings.learning_rate, weight_decay: settings.weight_decay }.init();
     let mut losses = Vec::with_capacity(settings.steps);
     let weight_tensor = Tensor::<2>::from_data(TensorData::new(weights.to_vec(), [1, NUM_FINDINGS]), &device);
     for step in 0..settings.steps {
         let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
         rng.set_stream(step as u64 + 1);
-        let batch: Vec<&FindingsSample> = (0..settings.batch_size).map(|_| &samples[rng.gen_range(0..samples.len())]).collect();
+        let batch: Vec<&FindingsSample> =
+            (0..settings.batch_size).map(|_| &samples[rng.gen_range(0..samples.len())]).collect();
         let inputs: Vec<FindingsInput> = batch.iter().map(|s| augment(s, config.roi_px, settings, &mut rng)).collect();
         let refs: Vec<&FindingsInput> = inputs.iter().collect();
         let (rois, present, level) = findings_batch(&refs, config.sequences, config.roi_px, &device);
@@ -202,7 +212,14 @@ pub fn train_findings(
         let truth = Tensor::<2>::from_data(TensorData::new(truth, [n, NUM_FINDINGS]), &device);
         let grades = Tensor::<1, Int>::from_data(TensorData::new(grades, [n]), &device);
         let out = net.forward(rois, present, level);
-        let loss = findings_loss(out.finding_logits, truth, out.grade_logits, grades, weight_tensor.clone(), settings.grade_weight);
+        let loss = findings_loss(
+            out.finding_logits,
+            truth,
+            out.grade_logits,
+            grades,
+            weight_tensor.clone(),
+            settings.grade_weight,
+        );
         let value = loss.clone().into_scalar::<f32>() as f64;
         if !value.is_finite() {
             return Err(TrainError::Invalid(format!(
@@ -269,8 +286,7 @@ mod tests {
             findings: f,
             grade: 3,
         };
-        let samples: Vec<FindingsSample> =
-            (0..12).map(|i| sample([i == 0, i < 6, true, false, i < 1])).collect();
+        let samples: Vec<FindingsSample> = (0..12).map(|i| sample([i == 0, i < 6, true, false, i < 1])).collect();
         let w = positive_weights(&samples, 10.0);
         assert_eq!(w, [10.0, 1.0, 1.0, 1.0, 10.0]);
         let w = positive_weights(&samples, 20.0);
@@ -301,7 +317,11 @@ mod tests {
                 let roi: Vec<f32> = (0..64usize)
                     .map(|p| {
                         let (y, x) = (p / 8, p % 8);
-                        if positive && (2..6).contains(&y) && (2..6).contains(&x) { 2.0 } else { -0.5 + (p % 3) as f32 * 0.1 }
+                        if positive && (2..6).contains(&y) && (2..6).contains(&x) {
+                            2.0
+                        } else {
+                            -0.5 + (p % 3) as f32 * 0.1
+                        }
                     })
                     .collect();
                 FindingsSample {
@@ -312,8 +332,15 @@ mod tests {
                 }
             })
             .collect();
-        let config = DiscFindingsNetConfig::new(vec![124], FindingsHeadConfig::Visual).with_roi_px(px).with_widths(vec![4, 8]);
-        let settings = FindingsTrainConfig { steps: 120, batch_size: 8, learning_rate: 5e-3, max_shift_px: 1, ..Default::default() };
+        let config =
+            DiscFindingsNetConfig::new(vec![124], FindingsHeadConfig::Visual).with_roi_px(px).with_widths(vec![4, 8]);
+        let settings = FindingsTrainConfig {
+            steps: 120,
+            batch_size: 8,
+            learning_rate: 5e-3,
+            max_shift_px: 1,
+            ..Default::default()
+        };
         let a = train_findings(&config, None, &samples, &settings, |_, _| {}).unwrap();
         let b = train_findings(&config, None, &samples, &settings, |_, _| {}).unwrap();
         assert_eq!(a.losses, b.losses);

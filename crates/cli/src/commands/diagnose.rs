@@ -49,9 +49,11 @@ pub fn run(args: DiagnoseArgs) -> Result<Outcome> {
         [("t2", &args.t2, &args.t2_labels, "--t2-labels"), ("t1", &args.t1, &args.t1_labels, "--t1-labels")]
     {
         match (image, labels) {
-            (Some(image), labels) => {
-                files.push(DiagnoseInput { sequence: sequence.to_string(), image: image.clone(), labels: labels.clone() })
-            }
+            (Some(image), labels) => files.push(DiagnoseInput {
+                sequence: sequence.to_string(),
+                image: image.clone(),
+                labels: labels.clone(),
+            }),
             (None, Some(_)) => bail!("{flag} needs the image it segments (--{sequence} FILE)"),
             (None, None) => {}
         }
@@ -68,7 +70,8 @@ pub fn run(args: DiagnoseArgs) -> Result<Outcome> {
         bail!("{}: the output folder exists and is not empty", args.out.display());
     }
     // The segmentation model is needed only for images without a given segmentation.
-    let segmentation = if files.iter().any(|f| f.labels.is_none()) { Some(ModelFolder::load(&args.model)?) } else { None };
+    let segmentation =
+        if files.iter().any(|f| f.labels.is_none()) { Some(ModelFolder::load(&args.model)?) } else { None };
     let findings = FindingsModel::load(&args.findings_model)?;
     let case = args.case.clone().unwrap_or_else(|| {
         let name = files[0].image.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -79,7 +82,8 @@ pub fn run(args: DiagnoseArgs) -> Result<Outcome> {
 
     // Everything is written into a hidden sibling folder and renamed at the end: no partial
     // output on any failure.
-    let parent = args.out.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let parent =
+        args.out.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), PathBuf::from);
     std::fs::create_dir_all(&parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
     let staging = parent.join(format!(
         ".{}.partial-{}",
@@ -106,17 +110,23 @@ pub fn run(args: DiagnoseArgs) -> Result<Outcome> {
             })
             .collect();
         write_findings_csv(&staging.join("findings.csv"), &rows)?;
-        std::fs::write(staging.join("report.txt"), &report).with_context(|| format!("{}: cannot write", staging.display()))?;
+        std::fs::write(staging.join("report.txt"), &report)
+            .with_context(|| format!("{}: cannot write", staging.display()))?;
         // The picture: the T2 (else the first sequence) with its segmentation and the findings.
         let shown = sequences.iter().find(|s| s.sequence == "t2").unwrap_or(&sequences[0]);
-        let mut caption = vec![format!("{case}: findings on {} (not for clinical use)", diagnosis.inputs.keys().cloned().collect::<Vec<_>>().join(" + "))];
+        let mut caption = vec![format!(
+            "{case}: findings on {} (not for clinical use)",
+            diagnosis.inputs.keys().cloned().collect::<Vec<_>>().join(" + ")
+        )];
         caption.extend(report.lines().map(str::to_string));
         let picture = case_preview(&shown.image, &shown.labels, &caption)?;
         write_png(&staging.join("findings.png"), &picture)?;
         if args.out.exists() {
-            std::fs::remove_dir(&args.out).with_context(|| format!("{}: cannot replace the empty folder", args.out.display()))?;
+            std::fs::remove_dir(&args.out)
+                .with_context(|| format!("{}: cannot replace the empty folder", args.out.display()))?;
         }
-        std::fs::rename(&staging, &args.out).with_context(|| format!("{}: cannot move the results into place", args.out.display()))?;
+        std::fs::rename(&staging, &args.out)
+            .with_context(|| format!("{}: cannot move the results into place", args.out.display()))?;
         Ok(())
     };
     if let Err(error) = write_all() {

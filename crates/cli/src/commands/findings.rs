@@ -122,7 +122,8 @@ pub fn run(command: FindingsCommand) -> Result<Outcome> {
 /// `12_t2_SPACE.nii.gz` -> ("12", "t2_SPACE").
 fn patient_and_sequence(path: &Path) -> Option<(String, String)> {
     let name = path.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii")).or_else(|| name.strip_suffix(".mha"))?;
+    let stem =
+        name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii")).or_else(|| name.strip_suffix(".mha"))?;
     let (patient, sequence) = stem.split_once('_')?;
     Some((patient.to_string(), sequence.to_string()))
 }
@@ -132,7 +133,8 @@ fn rois(args: RoisArgs) -> Result<Outcome> {
         (None, Some(model)) => Some(ModelFolder::load(model)?),
         _ => None,
     };
-    let wanted: Option<BTreeSet<String>> = args.sequences.as_ref().map(|s| s.split(',').map(|t| t.trim().to_string()).collect());
+    let wanted: Option<BTreeSet<String>> =
+        args.sequences.as_ref().map(|s| s.split(',').map(|t| t.trim().to_string()).collect());
     let mut files: Vec<(PathBuf, String, String)> = std::fs::read_dir(&args.images)
         .with_context(|| format!("{}: cannot list", args.images.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -178,7 +180,14 @@ fn rois(args: RoisArgs) -> Result<Outcome> {
                     match roi {
                         Ok(roi) => {
                             found += 1;
-                            set.push(RoiEntry { angle_deg: Some(roi.angle_deg), coverage: Some(roi.coverage), ..entry(*level) }, Some(&roi.pixels));
+                            set.push(
+                                RoiEntry {
+                                    angle_deg: Some(roi.angle_deg),
+                                    coverage: Some(roi.coverage),
+                                    ..entry(*level)
+                                },
+                                Some(&roi.pixels),
+                            );
                         }
                         Err(reason) => set.push(RoiEntry { missing: Some(reason.clone()), ..entry(*level) }, None),
                     }
@@ -200,7 +209,12 @@ fn rois(args: RoisArgs) -> Result<Outcome> {
     }
     set.write(&args.out)?;
     let found = set.index.entries.iter().filter(|e| e.block.is_some()).count();
-    println!("{} images ({failed} failed), {found} disc ROIs of {} levels -> {}", files.len(), set.index.entries.len(), args.out.display());
+    println!(
+        "{} images ({failed} failed), {found} disc ROIs of {} levels -> {}",
+        files.len(),
+        set.index.entries.len(),
+        args.out.display()
+    );
     Ok(if failed > 0 { Outcome::ProblemsFound } else { Outcome::Success })
 }
 
@@ -234,10 +248,12 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
             continue;
         }
         if let Some(pixels) = set.pixels_of(entry) {
-            rois.entry((entry.patient.clone(), entry.level)).or_insert_with(|| vec![None; SEQUENCES.len()])[channel] = Some(pixels.to_vec());
+            rois.entry((entry.patient.clone(), entry.level)).or_insert_with(|| vec![None; SEQUENCES.len()])[channel] =
+                Some(pixels.to_vec());
         }
     }
-    let patients: Vec<String> = gradings.discs.iter().map(|d| d.patient.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let patients: Vec<String> =
+        gradings.discs.iter().map(|d| d.patient.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let folds = patient_folds(&patients, args.folds.max(1));
     let held_out = |p: &str| args.fold.is_some_and(|f| folds.get(p) == Some(&f));
     let mut trainable: Vec<String> = patients.iter().filter(|p| !held_out(p)).cloned().collect();
@@ -297,13 +313,18 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
             let encoder = crate::text_encoder::load_encoder(args.text_encoder.clone())?;
             let ids: Vec<_> = levels.iter().map(|&l| spineseg_anatomy::StructureId(l)).collect();
             let (prompts, embeddings) = spineseg_text::findings_prompts::embed_finding_prompts(&encoder, &ids)?;
-            (FindingsHeadConfig::Text { text_dim: encoder.embedding_dim(), embed_dim: 64 }, Some(embeddings), Some(prompts))
+            (
+                FindingsHeadConfig::Text { text_dim: encoder.embedding_dim(), embed_dim: 64 },
+                Some(embeddings),
+                Some(prompts),
+            )
         }
     };
     let spec = set.index.roi;
     let config = DiscFindingsNetConfig::new(levels.clone(), head).with_roi_px([spec.height_px, spec.width_px]);
     config.validate()?;
-    let settings = FindingsTrainConfig { steps: args.steps, batch_size: args.batch_size, seed: args.seed, ..Default::default() };
+    let settings =
+        FindingsTrainConfig { steps: args.steps, batch_size: args.batch_size, seed: args.seed, ..Default::default() };
     let started = Instant::now();
     let every = (args.steps / 10).max(1);
     let mut recent = Vec::new();
@@ -319,7 +340,8 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
     // Thresholds on the validation patients only.
     let device = spineseg_model::burn::tensor::Device::flex();
     let validation_inputs: Vec<FindingsInput> = validation_samples.iter().map(|s| s.input.clone()).collect();
-    let validation_probabilities = spineseg_infer::findings_model::predict_findings(&training.net, &config, &validation_inputs, &device);
+    let validation_probabilities =
+        spineseg_infer::findings_model::predict_findings(&training.net, &config, &validation_inputs, &device);
     let thresholds: BTreeMap<String, f32> = FINDING_KEYS
         .iter()
         .enumerate()
@@ -336,11 +358,20 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
     let manifest = FindingsManifest {
         format: FINDINGS_MODEL_FORMAT,
         network: FindingsNetwork::DiscFindingsCnn(config.clone()),
-        roi: RoiGeometry { width_mm: spec.width_mm, height_mm: spec.height_mm, width_px: spec.width_px, height_px: spec.height_px },
+        roi: RoiGeometry {
+            width_mm: spec.width_mm,
+            height_mm: spec.height_mm,
+            width_px: spec.width_px,
+            height_px: spec.height_px,
+        },
         sequences: SEQUENCES.iter().map(|s| s.to_string()).collect(),
         trained_sequences: used.iter().map(|s| s.to_string()).collect(),
         thresholds: thresholds.clone(),
-        threshold_rule: format!("highest recall with false-positive rate <= {} on {} validation patients", args.max_fpr, validation.len()),
+        threshold_rule: format!(
+            "highest recall with false-positive rate <= {} on {} validation patients",
+            args.max_fpr,
+            validation.len()
+        ),
         prompts,
         training: serde_json::json!({
             "seed": args.seed,
@@ -362,8 +393,10 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
     FindingsModel::save(&args.out, &training.net, &manifest, WeightPrecision::Half)?;
     println!("thresholds: {}", thresholds.iter().map(|(k, t)| format!("{k} {t:.3}")).collect::<Vec<_>>().join(", "));
     if args.fold.is_some() {
-        let inputs: Vec<FindingsInput> = heldout.iter().filter_map(|(_, _, s)| s.as_ref().map(|s| s.input.clone())).collect();
-        let mut probabilities = spineseg_infer::findings_model::predict_findings(&training.net, &config, &inputs, &device).into_iter();
+        let inputs: Vec<FindingsInput> =
+            heldout.iter().filter_map(|(_, _, s)| s.as_ref().map(|s| s.input.clone())).collect();
+        let mut probabilities =
+            spineseg_infer::findings_model::predict_findings(&training.net, &config, &inputs, &device).into_iter();
         let threshold_array = manifest.threshold_array();
         let rows: Vec<FindingsRow> = heldout
             .iter()

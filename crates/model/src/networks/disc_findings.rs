@@ -26,7 +26,7 @@ use std::path::Path;
 
 use crate::blocks::{SpatialDims, StackedConvBlocks, StackedConvBlocksConfig};
 use crate::encoders::PlainConvEncoder;
-use crate::network::{CastFloats, WeightPrecision};
+use crate::precision::{CastFloats, WeightPrecision};
 
 /// Number of binary findings (herniation, narrowing, bulging, spondylolisthesis, Modic change).
 pub const NUM_FINDINGS: usize = 5;
@@ -120,8 +120,15 @@ impl DiscFindingsNetConfig {
         for (s, &width) in self.widths.iter().enumerate() {
             let stride = if s == 0 { 1 } else { 2 };
             stages.push(
-                StackedConvBlocksConfig::new(SpatialDims::D2, self.convs_per_stage, in_channels, width, vec![3, 3], vec![stride, stride])
-                    .init(device),
+                StackedConvBlocksConfig::new(
+                    SpatialDims::D2,
+                    self.convs_per_stage,
+                    in_channels,
+                    width,
+                    vec![3, 3],
+                    vec![stride, stride],
+                )
+                .init(device),
             );
             in_channels = width;
         }
@@ -139,8 +146,11 @@ impl DiscFindingsNetConfig {
             FindingsHeadConfig::Text { text_dim, embed_dim } => (
                 None,
                 Some(TextFindingsHead {
-                    prompt_embeddings: Param::from_tensor(Tensor::zeros([levels, PROMPTS_PER_LEVEL, *text_dim], device))
-                        .set_require_grad(false),
+                    prompt_embeddings: Param::from_tensor(Tensor::zeros(
+                        [levels, PROMPTS_PER_LEVEL, *text_dim],
+                        device,
+                    ))
+                    .set_require_grad(false),
                     image_projection: LinearConfig::new(features, *embed_dim).init(device),
                     text_projection: LinearConfig::new(*text_dim, *embed_dim).init(device),
                     logit_scale: Param::from_tensor(Tensor::from_data(
@@ -206,10 +216,14 @@ impl DiscFindingsNet {
     pub fn with_prompt_embeddings(mut self, embeddings: Vec<f32>) -> Self {
         if let Some(text) = self.text.as_mut() {
             let shape = text.prompt_embeddings.val().dims();
-            assert_eq!(embeddings.len(), shape.iter().product::<usize>(), "prompt embeddings should be [levels, prompts, text_dim]");
+            assert_eq!(
+                embeddings.len(),
+                shape.iter().product::<usize>(),
+                "prompt embeddings should be [levels, prompts, text_dim]"
+            );
             let device = text.prompt_embeddings.val().device();
-            text.prompt_embeddings =
-                Param::from_tensor(Tensor::from_data(TensorData::new(embeddings, shape), &device)).set_require_grad(false);
+            text.prompt_embeddings = Param::from_tensor(Tensor::from_data(TensorData::new(embeddings, shape), &device))
+                .set_require_grad(false);
         }
         self
     }
@@ -245,7 +259,10 @@ impl DiscFindingsNet {
             let classes = Tensor::<1, Int>::arange(0..levels as i64, &device).reshape([1, levels]).repeat_dim(0, batch);
             let one_hot = level.reshape([batch, 1]).repeat_dim(1, levels).equal(classes).float();
             let x = Tensor::cat(vec![features, one_hot], 1);
-            return FindingsOutput { finding_logits: head.findings.forward(x.clone()), grade_logits: head.grades.forward(x) };
+            return FindingsOutput {
+                finding_logits: head.findings.forward(x.clone()),
+                grade_logits: head.grades.forward(x),
+            };
         }
         let head = self.text.as_ref().expect("a findings network has a visual or a text head");
         let image = l2_normalise(head.image_projection.forward(features)); // [batch, embed]
@@ -256,7 +273,8 @@ impl DiscFindingsNet {
         let scale = head.logit_scale.val().clamp_max(100f32.ln()).exp().reshape([1, 1]);
         let scaled = cosines * scale;
         let with = scaled.clone().slice([0..batch, 0..2 * NUM_FINDINGS]).reshape([batch, NUM_FINDINGS, 2]);
-        let difference = with.clone().slice([0..batch, 0..NUM_FINDINGS, 1..2]) - with.slice([0..batch, 0..NUM_FINDINGS, 0..1]);
+        let difference =
+            with.clone().slice([0..batch, 0..NUM_FINDINGS, 1..2]) - with.slice([0..batch, 0..NUM_FINDINGS, 0..1]);
         let ones = Tensor::<2>::ones([batch, 1], &scaled.device());
         let finding_logits = difference.reshape([batch, NUM_FINDINGS]) + head.finding_bias.forward(ones);
         let grade_logits = scaled.slice([0..batch, 2 * NUM_FINDINGS..PROMPTS_PER_LEVEL]);
@@ -330,11 +348,18 @@ mod tests {
                 .map(|i| {
                     let level = i / (PROMPTS_PER_LEVEL * 6);
                     let v = ((i * 37 % 11) as f32 - 5.0) / 5.0;
-                    if level == 1 { v * level_value } else { v * other }
+                    if level == 1 {
+                        v * level_value
+                    } else {
+                        v * other
+                    }
                 })
                 .collect()
         };
-        let rois = Tensor::<4>::from_data(TensorData::new((0..128).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(), [1, 2, 8, 8]), &device);
+        let rois = Tensor::<4>::from_data(
+            TensorData::new((0..128).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(), [1, 2, 8, 8]),
+            &device,
+        );
         let present = Tensor::<2>::ones([1, 2], &device);
         let level = || Tensor::<1, Int>::from_data(TensorData::new(vec![1i64], [1]), &device);
         let run = |p: Vec<f32>| -> Vec<f32> {
