@@ -279,6 +279,34 @@ mod tests {
     }
 
     #[test]
+    fn sequence_dropout_removes_one_of_two_sequences_never_the_only_one() {
+        let both = FindingsSample {
+            patient: "p".into(),
+            input: FindingsInput { level: 0, rois: vec![Some(vec![1.0; 4]), Some(vec![2.0; 4])] },
+            findings: [false; 5],
+            grade: 1,
+        };
+        let only_t2 =
+            FindingsSample { input: FindingsInput { level: 0, rois: vec![None, Some(vec![2.0; 4])] }, ..both.clone() };
+        let always =
+            FindingsTrainConfig { sequence_dropout: 1.0, max_shift_px: 0, intensity_jitter: 0.0, ..Default::default() };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut dropped = [0usize; 2];
+        for _ in 0..200 {
+            let out = augment(&both, [2, 2], &always, &mut rng);
+            let present: Vec<bool> = out.rois.iter().map(Option::is_some).collect();
+            assert_eq!(present.iter().filter(|&&p| p).count(), 1, "exactly one sequence should be left");
+            dropped[present.iter().position(|&p| !p).unwrap()] += 1;
+            let alone = augment(&only_t2, [2, 2], &always, &mut rng);
+            assert_eq!(alone.rois, only_t2.input.rois, "a level's only sequence is never dropped");
+        }
+        // Either sequence is dropped, about equally often.
+        assert!(dropped[0] > 70 && dropped[1] > 70, "{dropped:?}");
+        let never = FindingsTrainConfig { sequence_dropout: 0.0, ..always };
+        assert_eq!(augment(&both, [2, 2], &never, &mut rng).rois, both.input.rois);
+    }
+
+    #[test]
     fn positive_weights_balance_rare_findings() {
         let sample = |f: [bool; 5]| FindingsSample {
             patient: "p".into(),
