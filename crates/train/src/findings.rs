@@ -29,7 +29,7 @@ use spineseg_model::{DiscFindingsNet, DiscFindingsNetConfig, NUM_FINDINGS};
 
 use crate::config::OptimizerConfig;
 use crate::error::{Result, TrainError};
-use crate::methods::single_network::INIT_LOCK;
+use crate::methods::single_network::{Materialise, INIT_LOCK};
 use crate::optim::{clip_grad_norm, poly_lr};
 
 /// One graded disc level of one patient.
@@ -188,10 +188,13 @@ pub fn train_findings(
         let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         device.seed(settings.seed);
         let net = config.init(&device);
-        match prompt_embeddings {
+        let net = match prompt_embeddings {
             Some(embeddings) => net.with_prompt_embeddings(embeddings),
             None => net,
-        }
+        };
+        // Parameters are created lazily: touch every one while the seeded generator is ours.
+        net.visit(&mut Materialise);
+        net
     };
     let weights = positive_weights(samples, settings.max_positive_weight);
     let mut optimizer =

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 /// created lazily, so both happen under this lock and every parameter is touched before release.
 pub(crate) static INIT_LOCK: Mutex<()> = Mutex::new(());
 
-struct Materialise;
+pub(crate) struct Materialise;
 impl ModuleVisitor for Materialise {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let _ = param.val();
