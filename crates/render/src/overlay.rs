@@ -108,6 +108,10 @@ pub struct OverlayOptions {
     pub pixel_mm: Option<f64>,
     /// Upper bound on the output's longer side (before the legend), pixels.
     pub max_size: usize,
+    /// A line of text per structure (ontology id), drawn in a panel right of the picture at the
+    /// height of that structure's centroid, with a short leader in its colour (`diagnose` puts each
+    /// disc's findings there). Structures not in the slice get no line.
+    pub notes: Vec<(Label, String)>,
 }
 
 impl Default for OverlayOptions {
@@ -122,6 +126,7 @@ impl Default for OverlayOptions {
             legend: true,
             pixel_mm: None,
             max_size: 1024,
+            notes: Vec::new(),
         }
     }
 }
@@ -322,6 +327,23 @@ pub fn render_overlay(
                 [255, 255, 255],
             );
         }
+    }
+    if !options.notes.is_empty() {
+        let present: Vec<(Label, &String, f64)> = options
+            .notes
+            .iter()
+            .filter_map(|(l, note)| stats.get(l).map(|&(sr, _, n)| (*l, note, sr / n as f64)))
+            .collect();
+        let width = 14 + present.iter().map(|(_, note, _)| text_width(note, 1)).max().unwrap_or(0) + 6;
+        let mut panel = RgbImage::new(width, rows, [16, 16, 16]);
+        for (l, note, centre_row) in present {
+            let y = centre_row.round().clamp(0.0, (rows - 1) as f64) as usize;
+            for x in 0..10 {
+                panel.set(x, y, colour_of(l));
+            }
+            panel.draw_text(13, y as i64 - 3, note, 1, [240, 240, 240]);
+        }
+        out = RgbImage::hstack(&[out, panel], 0);
     }
     if options.legend && !stats.is_empty() {
         let line = 10 * text_scale;

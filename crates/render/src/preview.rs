@@ -60,6 +60,21 @@ pub fn case_preview(image: &Volume<f32>, labels: &Volume<Label>, caption: &[Stri
     Ok(with_caption(&picture, caption))
 }
 
+/// [`case_preview`] with a line of text beside each structure in `notes` (ontology id, text),
+/// at the height of its centroid (`diagnose`: each disc's findings next to it).
+pub fn case_preview_with_notes(
+    image: &Volume<f32>,
+    labels: &Volume<Label>,
+    caption: &[String],
+    notes: Vec<(Label, String)>,
+) -> Result<RgbImage> {
+    let (axis, slice) = spine_slice(labels);
+    let options =
+        OverlayOptions { axis: Some(axis), slice: Some(slice), max_size: 640, notes, ..OverlayOptions::default() };
+    let picture = render_overlay(image, Some(labels), &options)?;
+    Ok(with_caption(&picture, caption))
+}
+
 /// `picture` below a band with one line of text per caption entry.
 pub fn with_caption(picture: &RgbImage, caption: &[String]) -> RgbImage {
     if caption.is_empty() {
@@ -138,5 +153,41 @@ mod tests {
         assert!((0..plain.height).all(|y| (0..plain.width).all(|x| preview.get(x, band + y) == plain.get(x, y))));
         // The band holds text (light pixels).
         assert!((0..band).any(|y| (0..preview.width).any(|x| preview.get(x, y)[0] > 200)));
+    }
+
+    #[test]
+    fn notes_sit_beside_their_structure_in_a_panel() {
+        // L4/L5 (123) inferior (low z), L3/L4 (122) superior, on sagittal slice 1.
+        let mut labels = Volume::filled([3, 40, 40], 0 as Label, Geometry::default());
+        for y in 10..30 {
+            for z in 5..8 {
+                labels.set([1, y, z], 123);
+            }
+            for z in 30..33 {
+                labels.set([1, y, z], 122);
+            }
+        }
+        let image = Volume::filled([3, 40, 40], 1.0f32, Geometry::default());
+        let plain = case_preview(&image, &labels, &[]).unwrap();
+        let notes = vec![
+            (123, "L4/L5 HERNIATION".to_string()),
+            (122, "L3/L4 NO FINDING".to_string()),
+            (124, "NOT IN SLICE".to_string()),
+        ];
+        let noted = case_preview_with_notes(&image, &labels, &[], notes).unwrap();
+        assert!(noted.width > plain.width + text_width("L4/L5 HERNIATION", 1), "a panel holds the notes");
+        let picture_only =
+            OverlayOptions { axis: Some(0), slice: Some(1), max_size: 640, legend: false, ..OverlayOptions::default() };
+        let picture_width = render_overlay(&image, Some(&labels), &picture_only).unwrap().width;
+        let colour = |id: u16| Ontology::standard().get(StructureId(id)).unwrap().colour;
+        // The leader of a structure: a run of its colour at the start of the panel, on one row.
+        let leader_row =
+            |id: u16| (0..noted.height).find(|&y| (0..10).all(|dx| noted.get(picture_width + dx, y) == colour(id)));
+        let (inferior, superior) = (leader_row(123).expect("L4/L5 leader"), leader_row(122).expect("L3/L4 leader"));
+        assert!(superior < inferior, "L3/L4's note is above L4/L5's ({superior} vs {inferior})");
+        // Each note sits at its structure's height: 1 mm pixels, superior (z 39) at the top row,
+        // so L3/L4 (z 30..33) is on rows 7..9 and L4/L5 (z 5..8) on rows 32..34.
+        assert_eq!(noted.height, 40);
+        assert!((7..=9).contains(&superior) && (32..=34).contains(&inferior), "{superior} {inferior}");
     }
 }

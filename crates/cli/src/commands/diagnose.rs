@@ -8,7 +8,7 @@ use spineseg_infer::diagnose::{diagnose, DiagnoseInput};
 use spineseg_infer::findings_model::FindingsModel;
 use spineseg_infer::ModelFolder;
 use spineseg_render::overlay::write_png;
-use spineseg_render::preview::case_preview;
+use spineseg_render::preview::case_preview_with_notes;
 use std::path::PathBuf;
 
 /// Identify five lumbar abnormalities per disc level (herniation, narrowing, bulging,
@@ -114,12 +114,33 @@ pub fn run(args: DiagnoseArgs) -> Result<Outcome> {
             .with_context(|| format!("{}: cannot write", staging.display()))?;
         // The picture: the T2 (else the first sequence) with its segmentation and the findings.
         let shown = sequences.iter().find(|s| s.sequence == "t2").unwrap_or(&sequences[0]);
-        let mut caption = vec![format!(
-            "{case}: findings on {} (not for clinical use)",
-            diagnosis.inputs.keys().cloned().collect::<Vec<_>>().join(" + ")
-        )];
-        caption.extend(report.lines().map(str::to_string));
-        let picture = case_preview(&shown.image, &shown.labels, &caption)?;
+        let caption = vec![
+            format!(
+                "{case}: findings on {} (not for clinical use)",
+                diagnosis.inputs.keys().cloned().collect::<Vec<_>>().join(" and ")
+            ),
+            "beside each disc: findings at the model's thresholds (probability), Pfirrmann grade".to_string(),
+        ];
+        let short = ["herniation", "narrowing", "bulging", "spondylolisthesis", "Modic"];
+        let notes: Vec<(u16, String)> = diagnosis
+            .levels
+            .iter()
+            .map(|level| {
+                let text = match (&level.probabilities, &level.present) {
+                    (Some(p), Some(present)) => {
+                        let found: Vec<String> = (0..5)
+                            .filter(|&f| present[f])
+                            .map(|f| format!("{} {:.2}", short[f], p.findings[f]))
+                            .collect();
+                        let findings = if found.is_empty() { "no finding".to_string() } else { found.join(", ") };
+                        format!("{}: {findings}; Pfirrmann {}", level.name, p.grade())
+                    }
+                    _ => format!("{}: not assessed", level.name),
+                };
+                (level.level, text)
+            })
+            .collect();
+        let picture = case_preview_with_notes(&shown.image, &shown.labels, &caption, notes)?;
         write_png(&staging.join("findings.png"), &picture)?;
         if args.out.exists() {
             std::fs::remove_dir(&args.out)
