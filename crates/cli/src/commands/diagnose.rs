@@ -116,7 +116,8 @@ pub fn run(args: DiagnoseArgs) -> Result<Outcome> {
         let shown = sequences.iter().find(|s| s.sequence == "t2").unwrap_or(&sequences[0]);
         let caption = vec![
             format!(
-                "{case}: findings on {} (not for clinical use)",
+                "{case}: {} shown; findings from {} (not for clinical use)",
+                shown.sequence,
                 diagnosis.inputs.keys().cloned().collect::<Vec<_>>().join(" and ")
             ),
             "beside each disc: findings at the model's thresholds (probability), Pfirrmann grade".to_string(),
