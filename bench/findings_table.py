@@ -6,7 +6,9 @@ mean over seeds and the range (min..max) of: each finding's recall, false-positi
 precision and AUC; the macro averages; Pfirrmann accuracy and linear kappa; how many graded
 levels were scored. Standard library only.
 
-    python3 bench/findings_table.py RUNS
+    python3 bench/findings_table.py RUNS [--common]
+
+--common reads summary_common.json (bench/findings_common.py: only the levels every arm scored).
 """
 import collections
 import json
@@ -16,8 +18,9 @@ import statistics
 import sys
 
 runs = pathlib.Path(sys.argv[1])
+summary = "summary_common.json" if "--common" in sys.argv[2:] else "summary.json"
 arms = collections.defaultdict(list)
-for path in sorted(runs.glob("*-s*/summary.json")):
+for path in sorted(runs.glob(f"*-s*/{summary}")):
     m = re.fullmatch(r"(.+)-s(\d+)", path.parent.name)
     arms[m.group(1)].append(json.loads(path.read_text()))
 
