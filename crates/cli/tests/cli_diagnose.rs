@@ -239,3 +239,30 @@ fn diagnose_refuses_bad_inputs_and_writes_nothing() {
     let err = run(&["--t2", s(&images.join("10_t2.nii.gz")), "--t2-labels", s(&labels.join("10_t2.nii.gz"))]);
     assert!(err.contains("weights.bpk"), "{err}");
 }
+
+#[test]
+fn the_shipped_findings_model_loads_and_diagnoses() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/disc-findings");
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels, _) = graded_phantoms(dir.path());
+    let result = dir.path().join("out");
+    let out = spineseg(&[
+        "diagnose",
+        "--t2",
+        s(&images.join("13_t2.nii.gz")),
+        "--t2-labels",
+        s(&labels.join("13_t2.nii.gz")),
+        "-f",
+        s(&shipped),
+        "-o",
+        s(&result),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(result.join("findings.json")).unwrap()).unwrap();
+    // The shipped model knows the nine graded levels and uses its own thresholds.
+    assert_eq!(json["levels"].as_array().unwrap().len(), 9);
+    assert_eq!(json["thresholds"].as_object().unwrap().len(), 5);
+    let assessed = json["levels"].as_array().unwrap().iter().filter(|l| l["probabilities"].is_object()).count();
+    assert!(assessed >= 5, "{json}");
+}
