@@ -95,4 +95,23 @@ fn main() {
     put(Target::Safetensors, "tiny.safetensors", &std::fs::read(encoder.join("model.safetensors")).unwrap());
     std::fs::remove_dir_all(&encoder).unwrap();
     eprintln!("seed corpora written to {}", corpus.display());
+    put(
+        Target::Gradings,
+        "spider.csv",
+        b"patient,ivd_label,level,modic,upper_endplate_change,lower_endplate_change,spondylolisthesis,disc_herniation,disc_narrowing,disc_bulging,pfirrmann_grade,level_note\n1,1,L5S1,0,0,0,0,0,1,1,3,\n1,2,L4L5,2,1,0,0,1,0,1,4,\n2,0,,0,0,0,0,0,0,0,2,transitional\n",
+    );
+    put(
+        Target::Gradings,
+        "findings.csv",
+        b"case,level,found,p_disc_herniation,p_disc_narrowing,p_disc_bulging,p_spondylolisthesis,p_modic_change,disc_herniation,disc_narrowing,disc_bulging,spondylolisthesis,modic_change,pfirrmann_grade,p_pfirrmann_1,p_pfirrmann_2,p_pfirrmann_3,p_pfirrmann_4,p_pfirrmann_5\n13,L5/S1,1,0.3,0.6,0.5,0.2,0.5,0,1,1,0,1,3,0.1,0.2,0.4,0.2,0.1\n13,T9/T10,0,,,,,,,,,,,,,,,,\n",
+    );
+    // The shipped manifest without its prompts (kept small: libFuzzer mutates a few kB best).
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&read("models/disc-findings/findings_model.json")).unwrap();
+    manifest.as_object_mut().unwrap().remove("prompts");
+    put(Target::FindingsModel, "disc-findings.json", serde_json::to_string(&manifest).unwrap().as_bytes());
+    let mut roi_set = br#"{"roi": {"width_mm": 10.0, "height_mm": 5.0, "width_px": 4, "height_px": 2}, "segmentation_model": "models/lumbar-2d", "entries": [{"patient": "7", "sequence": "t2", "image": "7_t2.nii.gz", "level": 123, "block": 0, "angle_deg": 3.0, "coverage": 1.0}, {"patient": "7", "sequence": "t2", "image": "7_t2.nii.gz", "level": 122, "missing": "not found by the segmentation"}]}"#.to_vec();
+    roi_set.push(0);
+    roi_set.extend((0..8).flat_map(|i| (i as f32 * 0.5).to_le_bytes()));
+    put(Target::RoiSet, "two-levels", &roi_set);
 }

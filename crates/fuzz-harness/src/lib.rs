@@ -36,11 +36,17 @@ pub enum Target {
     Tokenizer,
     /// A text encoder's `model.safetensors` (with the tiny test encoder's config).
     Safetensors,
+    /// A gradings table: SPIDER's `gradings.csv` or a findings CSV (`evaluate-findings --ref`).
+    Gradings,
+    /// A findings model folder's `findings_model.json`.
+    FindingsModel,
+    /// An ROI set (`findings rois`): `rois.json`, a NUL byte, then the `rois.f32` pixels.
+    RoiSet,
 }
 
 impl Target {
     /// Every target, in the order of `fuzz/fuzz_targets/`.
-    pub const ALL: [Target; 12] = [
+    pub const ALL: [Target; 15] = [
         Target::Nifti,
         Target::MetaImage,
         Target::MetaImageDetached,
@@ -53,6 +59,9 @@ impl Target {
         Target::TextConfig,
         Target::Tokenizer,
         Target::Safetensors,
+        Target::Gradings,
+        Target::FindingsModel,
+        Target::RoiSet,
     ];
 
     /// The target's name: its fuzz target and corpus folder.
@@ -70,6 +79,9 @@ impl Target {
             Target::TextConfig => "text_config",
             Target::Tokenizer => "tokenizer",
             Target::Safetensors => "safetensors",
+            Target::Gradings => "gradings",
+            Target::FindingsModel => "findings_model",
+            Target::RoiSet => "roi_set",
         }
     }
 }
@@ -87,11 +99,7 @@ fn scratch() -> PathBuf {
                 // Memory-backed where the system has it: each input is one small file write.
                 let shm = Path::new("/dev/shm");
                 let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-                let dir = base.join(format!(
-                    "spineseg-fuzz-{}-{:?}",
-                    std::process::id(),
-                    std::thread::current().id()
-                ));
+                let dir = base.join(format!("spineseg-fuzz-{}-{:?}", std::process::id(), std::thread::current().id()));
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::create_dir_all(&dir).expect("the scratch folder should be creatable");
                 dir
@@ -185,6 +193,24 @@ pub fn run(target: Target, data: &[u8]) -> bool {
             write(&weights, data);
             let config = spineseg_text::BertConfig::load(&encoder.join("config.json")).expect("the tiny config reads");
             spineseg_text::weights::load_bert(&weights, &config, &spineseg_text::Device::flex()).is_ok()
+        }
+        Target::Gradings => {
+            let path = dir.join("gradings.csv");
+            write(&path, data);
+            spineseg_findings::read_reference(&path).is_ok()
+        }
+        Target::FindingsModel => {
+            let path = dir.join("findings_model.json");
+            write(&path, data);
+            spineseg_infer::findings_model::FindingsManifest::load(&path).is_ok()
+        }
+        Target::RoiSet => {
+            let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+            let (index, rest) = data.split_at(split);
+            let root = dir.join("rois");
+            write(&root.join(spineseg_findings::roi_set::ROI_SET_FILE), index);
+            write(&root.join(spineseg_findings::roi_set::ROI_PIXELS_FILE), rest.get(1..).unwrap_or(&[]));
+            spineseg_findings::roi_set::RoiSet::read(&root).is_ok()
         }
     }
 }

@@ -52,6 +52,10 @@ fn seeds_that_should_read_do_read() {
         (Target::TextConfig, "tiny.json"),
         (Target::Tokenizer, "wordpiece.json"),
         (Target::Safetensors, "tiny.safetensors"),
+        (Target::Gradings, "spider.csv"),
+        (Target::Gradings, "findings.csv"),
+        (Target::FindingsModel, "disc-findings.json"),
+        (Target::RoiSet, "two-levels"),
     ] {
         let data = std::fs::read(fuzz.join(target.name()).join(name)).unwrap();
         assert!(run(target, &data), "{}/{name} should read", target.name());

@@ -78,6 +78,53 @@ pub struct FindingsManifest {
 }
 
 impl FindingsManifest {
+    /// Reads and checks a `findings_model.json` (format, network config, sequences, ROI size,
+    /// finding names); errors name the file.
+    pub fn load(manifest_path: &Path) -> Result<FindingsManifest> {
+        let text = std::fs::read_to_string(manifest_path)
+            .map_err(|e| model_error(manifest_path, format!("cannot read the findings model manifest: {e}")))?;
+        let manifest: FindingsManifest = serde_json::from_str(&text)
+            .map_err(|e| model_error(manifest_path, format!("not a findings model manifest: {e}")))?;
+        if manifest.format != FINDINGS_MODEL_FORMAT {
+            return Err(model_error(
+                manifest_path,
+                format!("format {} is not supported (this release reads {FINDINGS_MODEL_FORMAT})", manifest.format),
+            ));
+        }
+        let config = manifest.network.config();
+        config.validate().map_err(|e| model_error(manifest_path, e.to_string()))?;
+        if config.sequences != manifest.sequences.len() {
+            return Err(model_error(
+                manifest_path,
+                format!(
+                    "{} sequences named for a network with {} input channels",
+                    manifest.sequences.len(),
+                    config.sequences
+                ),
+            ));
+        }
+        if config.roi_px != [manifest.roi.height_px, manifest.roi.width_px] {
+            return Err(model_error(manifest_path, "the ROI size does not match the network's"));
+        }
+        if !(manifest.roi.width_mm.is_finite()
+            && manifest.roi.width_mm > 0.0
+            && manifest.roi.height_mm.is_finite()
+            && manifest.roi.height_mm > 0.0)
+        {
+            return Err(model_error(manifest_path, "the ROI's size in mm must be finite and positive"));
+        }
+        if let Some(bad) = manifest.thresholds.keys().find(|k| !FINDING_KEYS.contains(&k.as_str())) {
+            return Err(model_error(
+                manifest_path,
+                format!("unknown finding {bad:?} in thresholds (known: {})", FINDING_KEYS.join(", ")),
+            ));
+        }
+        if let Some((key, t)) = manifest.thresholds.iter().find(|(_, t)| !t.is_finite()) {
+            return Err(model_error(manifest_path, format!("threshold of {key} is {t}")));
+        }
+        Ok(manifest)
+    }
+
     /// The thresholds in output order (0.5 where a key is missing).
     pub fn threshold_array(&self) -> [f32; NUM_FINDINGS] {
         FINDING_KEYS.map(|k| self.thresholds.get(k).copied().unwrap_or(0.5))
@@ -210,41 +257,11 @@ fn model_error(path: &Path, detail: impl Into<String>) -> InferError {
 impl FindingsModel {
     /// Loads and checks `dir` (every error names the file).
     pub fn load(dir: &Path) -> Result<FindingsModel> {
-        let manifest_path = dir.join(FINDINGS_MODEL_FILE);
         if !dir.is_dir() {
             return Err(model_error(dir, "not a findings model folder (no such folder)"));
         }
-        let text = std::fs::read_to_string(&manifest_path)
-            .map_err(|e| model_error(&manifest_path, format!("cannot read the findings model manifest: {e}")))?;
-        let manifest: FindingsManifest = serde_json::from_str(&text)
-            .map_err(|e| model_error(&manifest_path, format!("not a findings model manifest: {e}")))?;
-        if manifest.format != FINDINGS_MODEL_FORMAT {
-            return Err(model_error(
-                &manifest_path,
-                format!("format {} is not supported (this release reads {FINDINGS_MODEL_FORMAT})", manifest.format),
-            ));
-        }
+        let manifest = FindingsManifest::load(&dir.join(FINDINGS_MODEL_FILE))?;
         let config = manifest.network.config();
-        config.validate().map_err(|e| model_error(&manifest_path, e.to_string()))?;
-        if config.sequences != manifest.sequences.len() {
-            return Err(model_error(
-                &manifest_path,
-                format!(
-                    "{} sequences named for a network with {} input channels",
-                    manifest.sequences.len(),
-                    config.sequences
-                ),
-            ));
-        }
-        if config.roi_px != [manifest.roi.height_px, manifest.roi.width_px] {
-            return Err(model_error(&manifest_path, "the ROI size does not match the network's"));
-        }
-        if let Some(bad) = manifest.thresholds.keys().find(|k| !FINDING_KEYS.contains(&k.as_str())) {
-            return Err(model_error(
-                &manifest_path,
-                format!("unknown finding {bad:?} in thresholds (known: {})", FINDING_KEYS.join(", ")),
-            ));
-        }
         let device = Device::flex();
         let weights = dir.join(FINDINGS_WEIGHTS_FILE);
         if !weights.is_file() {
