@@ -124,6 +124,34 @@ fn rois_train_evaluate_and_diagnose_on_phantoms() {
         assert!(summary.is_file());
     }
 
+    // A saved fold model predicts its held-out patients again, from T2 alone.
+    let given_t2 = dir.path().join("given-t2.csv");
+    let out = spineseg(&[
+        "findings",
+        "predict",
+        "--rois",
+        s(&rois),
+        "--gradings",
+        s(&gradings),
+        "-f",
+        s(&dir.path().join("model-visual")),
+        "--sequences",
+        "t2",
+        "--folds",
+        "3",
+        "--fold",
+        "0",
+        "-o",
+        s(&given_t2),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let heldout = std::fs::read_to_string(dir.path().join("model-visual/heldout_findings.csv")).unwrap();
+    let again = std::fs::read_to_string(&given_t2).unwrap();
+    let cases = |csv: &str| -> Vec<String> {
+        csv.lines().skip(1).map(|l| l.split(',').take(2).collect::<Vec<_>>().join(",")).collect()
+    };
+    assert_eq!(cases(&again), cases(&heldout), "the same held-out levels");
+
     // diagnose with the given segmentation (no segmentation model needed).
     let model = dir.path().join("model-text");
     let result = dir.path().join("diagnosis");

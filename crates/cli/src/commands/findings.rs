@@ -43,6 +43,35 @@ const FOLD_SEED: u64 = 12345;
 pub enum FindingsCommand {
     Rois(RoisArgs),
     Train(TrainFindingsArgs),
+    Predict(PredictFindingsArgs),
+}
+
+/// Predict the findings of an ROI set's graded levels with a findings model (all patients, or
+/// one fold's held-out patients), e.g. to measure a T1 + T2 model on T2 alone; writes a findings
+/// CSV for `spineseg evaluate-findings`.
+#[derive(clap::Args)]
+pub struct PredictFindingsArgs {
+    /// ROI set from `spineseg findings rois`.
+    #[arg(long)]
+    pub rois: PathBuf,
+    /// The gradings whose levels are predicted (SPIDER's gradings.csv layout).
+    #[arg(long)]
+    pub gradings: PathBuf,
+    /// Findings model folder.
+    #[arg(short = 'f', long = "findings-model")]
+    pub findings_model: PathBuf,
+    /// The sequences given to the model (default: those it was trained on).
+    #[arg(long, value_enum)]
+    pub sequences: Option<FindingsSequences>,
+    /// Number of patient folds (as in `findings train`).
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Only this fold's patients (as `findings train --fold` holds them out).
+    #[arg(long)]
+    pub fold: Option<usize>,
+    /// Output findings CSV.
+    #[arg(short, long)]
+    pub out: PathBuf,
 }
 
 /// Segment every image of a folder once and store each disc's region of interest (`rois.json` +
@@ -116,6 +145,7 @@ pub fn run(command: FindingsCommand) -> Result<Outcome> {
     match command {
         FindingsCommand::Rois(args) => rois(args),
         FindingsCommand::Train(args) => train(args),
+        FindingsCommand::Predict(args) => predict(args),
     }
 }
 
@@ -218,6 +248,48 @@ fn rois(args: RoisArgs) -> Result<Outcome> {
     Ok(if failed > 0 { Outcome::ProblemsFound } else { Outcome::Success })
 }
 
+/// (patient, level) -> one ROI per input channel ([`SEQUENCES`]), only of the `used` sequences.
+fn rois_by_level(set: &RoiSet, used: &[&str]) -> BTreeMap<(String, u16), Vec<Option<Vec<f32>>>> {
+    let mut rois: BTreeMap<(String, u16), Vec<Option<Vec<f32>>>> = BTreeMap::new();
+    for entry in &set.index.entries {
+        let Some(channel) = SEQUENCES.iter().position(|s| *s == entry.sequence) else { continue };
+        if !used.contains(&SEQUENCES[channel]) {
+            continue;
+        }
+        if let Some(pixels) = set.pixels_of(entry) {
+            rois.entry((entry.patient.clone(), entry.level)).or_insert_with(|| vec![None; SEQUENCES.len()])[channel] =
+                Some(pixels.to_vec());
+        }
+    }
+    rois
+}
+
+/// A findings CSV row per graded level (patient, level, input if found): `probabilities` holds
+/// one entry per found level, in order; decisions at `thresholds`.
+fn findings_rows(
+    levels: &[(String, u16, Option<FindingsInput>)],
+    probabilities: Vec<spineseg_infer::findings_model::FindingsProbabilities>,
+    thresholds: [f32; 5],
+) -> Vec<FindingsRow> {
+    let mut probabilities = probabilities.into_iter();
+    levels
+        .iter()
+        .map(|(patient, level, input)| match input {
+            None => FindingsRow::not_found(patient.clone(), spineseg_anatomy::StructureId(*level)),
+            Some(_) => {
+                let p = probabilities.next().expect("one probability per found level");
+                let probabilities = FindingProbabilities { p: p.findings, pfirrmann_probabilities: p.grades };
+                FindingsRow {
+                    case: patient.clone(),
+                    level: spineseg_anatomy::StructureId(*level),
+                    findings: Some(probabilities.decide(thresholds)),
+                    probabilities: Some(probabilities),
+                }
+            }
+        })
+        .collect()
+}
+
 /// Patients dealt into `folds` folds by [`FOLD_SEED`].
 fn patient_folds(patients: &[String], folds: usize) -> BTreeMap<String, usize> {
     let mut shuffled = patients.to_vec();
@@ -240,18 +312,7 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
         FindingsSequences::T1T2 => vec!["t1", "t2"],
     };
     let levels: Vec<u16> = set.index.entries.iter().map(|e| e.level).collect::<BTreeSet<_>>().into_iter().collect();
-    // (patient, level) -> ROI per channel.
-    let mut rois: BTreeMap<(String, u16), Vec<Option<Vec<f32>>>> = BTreeMap::new();
-    for entry in &set.index.entries {
-        let Some(channel) = SEQUENCES.iter().position(|s| *s == entry.sequence) else { continue };
-        if !used.contains(&SEQUENCES[channel]) {
-            continue;
-        }
-        if let Some(pixels) = set.pixels_of(entry) {
-            rois.entry((entry.patient.clone(), entry.level)).or_insert_with(|| vec![None; SEQUENCES.len()])[channel] =
-                Some(pixels.to_vec());
-        }
-    }
+    let rois = rois_by_level(&set, &used);
     let patients: Vec<String> =
         gradings.discs.iter().map(|d| d.patient.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let folds = patient_folds(&patients, args.folds.max(1));
@@ -393,31 +454,52 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
     FindingsModel::save(&args.out, &training.net, &manifest, WeightPrecision::Half)?;
     println!("thresholds: {}", thresholds.iter().map(|(k, t)| format!("{k} {t:.3}")).collect::<Vec<_>>().join(", "));
     if args.fold.is_some() {
-        let inputs: Vec<FindingsInput> =
-            heldout.iter().filter_map(|(_, _, s)| s.as_ref().map(|s| s.input.clone())).collect();
-        let mut probabilities =
-            spineseg_infer::findings_model::predict_findings(&training.net, &config, &inputs, &device).into_iter();
-        let threshold_array = manifest.threshold_array();
-        let rows: Vec<FindingsRow> = heldout
-            .iter()
-            .map(|(patient, level, sample)| match sample {
-                None => FindingsRow::not_found(patient.clone(), spineseg_anatomy::StructureId(*level)),
-                Some(_) => {
-                    let p = probabilities.next().expect("one probability per held-out sample");
-                    let probabilities = FindingProbabilities { p: p.findings, pfirrmann_probabilities: p.grades };
-                    FindingsRow {
-                        case: patient.clone(),
-                        level: spineseg_anatomy::StructureId(*level),
-                        findings: Some(probabilities.decide(threshold_array)),
-                        probabilities: Some(probabilities),
-                    }
-                }
-            })
-            .collect();
+        let levels: Vec<(String, u16, Option<FindingsInput>)> =
+            heldout.iter().map(|(p, l, sample)| (p.clone(), *l, sample.as_ref().map(|s| s.input.clone()))).collect();
+        let inputs: Vec<FindingsInput> = levels.iter().filter_map(|(_, _, input)| input.clone()).collect();
+        // The trained network in memory (single precision), as the recorded cross-validation ran.
+        let probabilities = spineseg_infer::findings_model::predict_findings(&training.net, &config, &inputs, &device);
+        let rows = findings_rows(&levels, probabilities, manifest.threshold_array());
         let path = args.out.join("heldout_findings.csv");
         write_findings_csv(&path, &rows)?;
         println!("held-out fold {}: {} levels -> {}", args.fold.unwrap_or(0), rows.len(), path.display());
     }
     println!("findings model -> {} ({:.0} s)", args.out.display(), started.elapsed().as_secs_f64());
+    Ok(Outcome::Success)
+}
+
+fn predict(args: PredictFindingsArgs) -> Result<Outcome> {
+    if let Some(fold) = args.fold.filter(|&f| f >= args.folds) {
+        bail!("--fold {fold} is out of range for --folds {} (0 to {})", args.folds, args.folds.saturating_sub(1));
+    }
+    let model = FindingsModel::load(&args.findings_model)?;
+    let set = RoiSet::read(&args.rois)?;
+    let gradings = read_spider_gradings(&args.gradings)?;
+    let used: Vec<&str> = match args.sequences {
+        Some(FindingsSequences::T2) => vec!["t2"],
+        Some(FindingsSequences::T1T2) => vec!["t1", "t2"],
+        None => SEQUENCES.iter().copied().filter(|s| model.manifest.trained_sequences.iter().any(|t| t == s)).collect(),
+    };
+    let rois = rois_by_level(&set, &used);
+    let patients: Vec<String> =
+        gradings.discs.iter().map(|d| d.patient.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let folds = patient_folds(&patients, args.folds.max(1));
+    let selected = |p: &str| args.fold.is_none_or(|f| folds.get(p) == Some(&f));
+    let levels: Vec<(String, u16, Option<FindingsInput>)> = gradings
+        .discs
+        .iter()
+        .filter(|d| selected(&d.patient))
+        .map(|d| {
+            let input = model.manifest.level_index(d.level.0).and_then(|index| {
+                rois.get(&(d.patient.clone(), d.level.0)).map(|r| FindingsInput { level: index, rois: r.clone() })
+            });
+            (d.patient.clone(), d.level.0, input)
+        })
+        .collect();
+    let inputs: Vec<FindingsInput> = levels.iter().filter_map(|(_, _, input)| input.clone()).collect();
+    let rows = findings_rows(&levels, model.predict(&inputs), model.manifest.threshold_array());
+    write_findings_csv(&args.out, &rows)?;
+    let found = rows.iter().filter(|r| r.found()).count();
+    println!("{} graded levels ({found} found on {}) -> {}", rows.len(), used.join("+"), args.out.display());
     Ok(Outcome::Success)
 }
