@@ -280,8 +280,11 @@ mod tests {
         module.levels[0].gate = Param::from_tensor(Tensor::ones([2], &device));
         let x = Tensor::<5>::ones([1, 2, 1, 2, 2], &device);
         let y: Vec<f32> = module.enhance(0, x).into_data().try_to_vec().unwrap();
-        // gain = 1 + (1 - S_background) lies in (1, 2); the additive term is still zero.
-        assert!(y.iter().all(|&v| v > 1.0 && v < 2.0), "{y:?}");
+        // gain = 1 + (1 - S_background) lies in (1, 2); the additive term is still zero. In f32 a
+        // background similarity below ~6e-8 (well-separated random embeddings, a softmax over
+        // cosines / 0.07) rounds the gain to exactly 2, so 2 is allowed: the test was flaky with
+        // `< 2` depending on what the unseeded draws gave.
+        assert!(y.iter().all(|&v| v > 1.0 && v <= 2.0), "{y:?}");
     }
 
     fn tiny_unet() -> crate::PlainConvUNetConfig {
