@@ -2,11 +2,11 @@
 //! choices, and commands get the library's own types.
 
 use clap::ValueEnum;
-use spineseg_phantom::Contrast;
-use spineseg_preprocessing::plan::ConfigurationName;
 use spineseg_io::DataType;
 use spineseg_metrics::Connectivity;
 use spineseg_model::WeightPrecision;
+use spineseg_phantom::Contrast;
+use spineseg_preprocessing::plan::ConfigurationName;
 use spineseg_train::AugmentationConfig;
 
 /// A plan configuration (`--configuration`, `--configurations`).
@@ -241,4 +241,14 @@ pub enum FindingsSequences {
     /// T1- and T2-weighted (either may be missing for a level).
     #[value(name = "t1-t2")]
     T1T2,
+}
+
+impl FindingsSequences {
+    /// The sequence names, as the findings model's channels and the ROI set name them.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            FindingsSequences::T2 => &["t2"],
+            FindingsSequences::T1T2 => &["t1", "t2"],
+        }
+    }
 }

@@ -44,7 +44,7 @@ impl Finding {
     }
 
     /// Snake-case key used in CSV columns and JSON: "disc_herniation", "modic_change".
-    pub fn key(self) -> &'static str {
+    pub const fn key(self) -> &'static str {
         match self {
             Finding::DiscHerniation => "disc_herniation",
             Finding::DiscNarrowing => "disc_narrowing",

@@ -159,25 +159,27 @@ pub fn cut_discs(
     let mut discs = BTreeMap::new();
     let mut disc_centres = BTreeMap::new();
     let [ni, nj, nk] = labels.shape();
-    for &level in levels {
-        let mut count = 0usize;
-        let mut sum = [0f64; 3];
-        for k in 0..nk {
-            for j in 0..nj {
-                for i in 0..ni {
-                    if *labels.get([i, j, k]) == level {
-                        count += 1;
-                        sum[0] += i as f64;
-                        sum[1] += j as f64;
-                        sum[2] += k as f64;
-                    }
+    // Voxel count and coordinate sums of every requested disc, in one pass over the volume.
+    let mut found: BTreeMap<u16, (usize, [f64; 3])> = BTreeMap::new();
+    for k in 0..nk {
+        for j in 0..nj {
+            for i in 0..ni {
+                let value = *labels.get([i, j, k]);
+                if value != 0 && levels.contains(&value) {
+                    let (count, sum) = found.entry(value).or_insert((0, [0.0; 3]));
+                    *count += 1;
+                    sum[0] += i as f64;
+                    sum[1] += j as f64;
+                    sum[2] += k as f64;
                 }
             }
         }
-        if count == 0 {
+    }
+    for &level in levels {
+        let Some(&(count, sum)) = found.get(&level) else {
             discs.insert(level, Err("not found by the segmentation".to_string()));
             continue;
-        }
+        };
         let centre = sum.map(|s| s / count as f64);
         let i = (centre[0].round() as usize).min(ni - 1);
         let slice = sagittal_slice(&image, i);

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+use spineseg_findings::gradings::FindingsRow;
+use spineseg_findings::{Finding, FindingProbabilities};
 use spineseg_model::{DiscFindingsNet, DiscFindingsNetConfig, WeightPrecision, NUM_FINDINGS, NUM_GRADES};
 
 use crate::error::{InferError, Result};
@@ -24,9 +26,16 @@ pub const FINDINGS_MODEL_FILE: &str = "findings_model.json";
 pub const FINDINGS_WEIGHTS_FILE: &str = "weights.bpk";
 /// The manifest format this release writes and reads.
 pub const FINDINGS_MODEL_FORMAT: u32 = 1;
-/// Finding keys in the network's output order.
-pub const FINDING_KEYS: [&str; NUM_FINDINGS] =
-    ["disc_herniation", "disc_narrowing", "disc_bulging", "spondylolisthesis", "modic_change"];
+/// Finding keys in the network's output order: [`Finding::ALL`]'s keys.
+pub const FINDING_KEYS: [&str; NUM_FINDINGS] = {
+    let mut keys = [""; NUM_FINDINGS];
+    let mut i = 0;
+    while i < NUM_FINDINGS {
+        keys[i] = Finding::ALL[i].key();
+        i += 1;
+    }
+    keys
+};
 
 /// The network of a findings model, by kind.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,10 +90,8 @@ impl FindingsManifest {
     /// Reads and checks a `findings_model.json` (format, network config, sequences, ROI size,
     /// finding names); errors name the file.
     pub fn load(manifest_path: &Path) -> Result<FindingsManifest> {
-        let text = std::fs::read_to_string(manifest_path)
-            .map_err(|e| model_error(manifest_path, format!("cannot read the findings model manifest: {e}")))?;
-        let manifest: FindingsManifest = serde_json::from_str(&text)
-            .map_err(|e| model_error(manifest_path, format!("not a findings model manifest: {e}")))?;
+        let manifest: FindingsManifest = spineseg_io::json::read_json(manifest_path)
+            .map_err(|e| model_error(manifest_path, format!("not a readable findings model manifest: {e}")))?;
         if manifest.format != FINDINGS_MODEL_FORMAT {
             return Err(model_error(
                 manifest_path,
@@ -162,13 +169,35 @@ pub struct FindingsProbabilities {
 impl FindingsProbabilities {
     /// The most probable Pfirrmann grade (1..=5).
     pub fn grade(&self) -> u8 {
-        let mut best = 0;
-        for g in 1..NUM_GRADES {
-            if self.grades[g] > self.grades[best] {
-                best = g;
+        FindingProbabilities::from(*self).pfirrmann_grade()
+    }
+}
+
+impl From<FindingsProbabilities> for FindingProbabilities {
+    fn from(p: FindingsProbabilities) -> Self {
+        FindingProbabilities { p: p.findings, pfirrmann_probabilities: p.grades }
+    }
+}
+
+/// A findings CSV row for one disc level of `case`: its probabilities and the decisions at
+/// `thresholds`, or "not found" without probabilities.
+pub fn findings_row(
+    case: &str,
+    level: u16,
+    probabilities: Option<FindingsProbabilities>,
+    thresholds: [f32; NUM_FINDINGS],
+) -> FindingsRow {
+    match probabilities {
+        None => FindingsRow::not_found(case, spineseg_anatomy::StructureId(level)),
+        Some(p) => {
+            let probabilities = FindingProbabilities::from(p);
+            FindingsRow {
+                case: case.to_string(),
+                level: spineseg_anatomy::StructureId(level),
+                findings: Some(probabilities.decide(thresholds)),
+                probabilities: Some(probabilities),
             }
         }
-        best as u8 + 1
     }
 }
 

@@ -3,9 +3,8 @@
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use spineseg_findings::gradings::{write_findings_csv, FindingsRow};
-use spineseg_findings::FindingProbabilities;
 use spineseg_infer::diagnose::{diagnose, DiagnoseInput};
-use spineseg_infer::findings_model::FindingsModel;
+use spineseg_infer::findings_model::{findings_row, FindingsModel};
 use spineseg_infer::ModelFolder;
 use spineseg_render::overlay::write_png;
 use spineseg_render::preview::case_preview_with_notes;
@@ -93,21 +92,11 @@ pub fn run(args: DiagnoseArgs) -> Result<Outcome> {
     let write_all = || -> Result<()> {
         std::fs::create_dir_all(&staging).with_context(|| format!("{}: cannot create folder", staging.display()))?;
         spineseg_io::json::write_json(&staging.join("findings.json"), &diagnosis)?;
+        let thresholds = findings.manifest.threshold_array();
         let rows: Vec<FindingsRow> = diagnosis
             .levels
             .iter()
-            .map(|level| match (&level.probabilities, &level.present, level.pfirrmann_grade) {
-                (Some(p), Some(_), Some(_)) => {
-                    let probabilities = FindingProbabilities { p: p.findings, pfirrmann_probabilities: p.grades };
-                    FindingsRow {
-                        case: case.clone(),
-                        level: spineseg_anatomy::StructureId(level.level),
-                        findings: Some(probabilities.decide(findings.manifest.threshold_array())),
-                        probabilities: Some(probabilities),
-                    }
-                }
-                _ => FindingsRow::not_found(case.clone(), spineseg_anatomy::StructureId(level.level)),
-            })
+            .map(|level| findings_row(&case, level.level, level.probabilities, thresholds))
             .collect();
         write_findings_csv(&staging.join("findings.csv"), &rows)?;
         std::fs::write(staging.join("report.txt"), &report)

@@ -16,10 +16,10 @@ use rand_chacha::ChaCha8Rng;
 use spineseg_findings::gradings::{read_spider_gradings, write_findings_csv, FindingsRow};
 use spineseg_findings::roi::RoiSpec;
 use spineseg_findings::roi_set::{RoiEntry, RoiSet};
-use spineseg_findings::FindingProbabilities;
 use spineseg_infer::diagnose::{cut_discs_from_files, segment_and_cut};
 use spineseg_infer::findings_model::{
-    FindingsInput, FindingsManifest, FindingsModel, FindingsNetwork, RoiGeometry, FINDINGS_MODEL_FORMAT, FINDING_KEYS,
+    findings_row, FindingsInput, FindingsManifest, FindingsModel, FindingsNetwork, FindingsProbabilities, RoiGeometry,
+    FINDINGS_MODEL_FORMAT, FINDING_KEYS,
 };
 use spineseg_infer::ModelFolder;
 use spineseg_model::{DiscFindingsNetConfig, FindingsHeadConfig, WeightPrecision};
@@ -268,24 +268,15 @@ fn rois_by_level(set: &RoiSet, used: &[&str]) -> BTreeMap<(String, u16), Vec<Opt
 /// one entry per found level, in order; decisions at `thresholds`.
 fn findings_rows(
     levels: &[(String, u16, Option<FindingsInput>)],
-    probabilities: Vec<spineseg_infer::findings_model::FindingsProbabilities>,
+    probabilities: Vec<FindingsProbabilities>,
     thresholds: [f32; 5],
 ) -> Vec<FindingsRow> {
     let mut probabilities = probabilities.into_iter();
     levels
         .iter()
-        .map(|(patient, level, input)| match input {
-            None => FindingsRow::not_found(patient.clone(), spineseg_anatomy::StructureId(*level)),
-            Some(_) => {
-                let p = probabilities.next().expect("one probability per found level");
-                let probabilities = FindingProbabilities { p: p.findings, pfirrmann_probabilities: p.grades };
-                FindingsRow {
-                    case: patient.clone(),
-                    level: spineseg_anatomy::StructureId(*level),
-                    findings: Some(probabilities.decide(thresholds)),
-                    probabilities: Some(probabilities),
-                }
-            }
+        .map(|(patient, level, input)| {
+            let p = input.as_ref().map(|_| probabilities.next().expect("one probability per found level"));
+            findings_row(patient, *level, p, thresholds)
         })
         .collect()
 }
@@ -307,10 +298,7 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
     }
     let set = RoiSet::read(&args.rois)?;
     let gradings = read_spider_gradings(&args.gradings)?;
-    let used: Vec<&str> = match args.sequences {
-        FindingsSequences::T2 => vec!["t2"],
-        FindingsSequences::T1T2 => vec!["t1", "t2"],
-    };
+    let used = args.sequences.names().to_vec();
     let levels: Vec<u16> = set.index.entries.iter().map(|e| e.level).collect::<BTreeSet<_>>().into_iter().collect();
     let rois = rois_by_level(&set, &used);
     let patients: Vec<String> =
@@ -476,8 +464,7 @@ fn predict(args: PredictFindingsArgs) -> Result<Outcome> {
     let set = RoiSet::read(&args.rois)?;
     let gradings = read_spider_gradings(&args.gradings)?;
     let used: Vec<&str> = match args.sequences {
-        Some(FindingsSequences::T2) => vec!["t2"],
-        Some(FindingsSequences::T1T2) => vec!["t1", "t2"],
+        Some(sequences) => sequences.names().to_vec(),
         None => SEQUENCES.iter().copied().filter(|s| model.manifest.trained_sequences.iter().any(|t| t == s)).collect(),
     };
     let rois = rois_by_level(&set, &used);
