@@ -8,6 +8,7 @@ mod commands;
 mod label_meaning;
 mod progress;
 mod text_encoder;
+mod training_progress;
 mod values;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,7 @@ enum Command {
     EvaluateFindings(commands::evaluate_findings::EvaluateFindingsArgs),
     Plan(commands::plan::PlanArgs),
     Train(commands::train::TrainArgs),
+    Pretrain(commands::pretrain::PretrainArgs),
     Predict(commands::predict::PredictArgs),
     Report(commands::report::ReportArgs),
     Diagnose(commands::diagnose::DiagnoseArgs),
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::EvaluateFindings(args) => commands::evaluate_findings::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Pretrain(args) => commands::pretrain::run(args),
         Command::Predict(args) => commands::predict::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::Diagnose(args) => commands::diagnose::run(args),

@@ -39,6 +39,15 @@ pub enum OptimizerArg {
     Adamw,
 }
 
+/// The encoder of `spineseg train --encoder-kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EncoderKindArg {
+    /// The plan's U-Net encoder (nnU-Net's PlainConvEncoder).
+    Plain,
+    /// ConvNeXt V2 stages (depthwise 7x7, LayerNorm, MLP with GRN) with the plan's widths and strides.
+    ConvnextV2,
+}
+
 /// How `spineseg train --partial-labels` infers the classes a case annotates
 /// (`--partial-label-rule`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

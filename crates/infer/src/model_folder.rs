@@ -319,6 +319,13 @@ impl ModelFolder {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest = ModelManifest::load(&manifest_path)?;
         let bad_manifest = |detail: String| Err(model_err(&manifest_path, detail));
+        if manifest.training.get("method").and_then(|m| m.as_str()) == Some("fcmae") {
+            return bad_manifest(
+                "is a pretrained encoder (`spineseg pretrain`), not a segmentation model: start a training from it with \
+                 `spineseg train WORK --out MODEL --encoder DIR`"
+                    .into(),
+            );
+        }
         let network = &manifest.network;
         if let Err(e) = network.validate() {
             return bad_manifest(format!("invalid network: {e}"));
@@ -453,7 +460,7 @@ fn write_weights(path: &Path, network: &Network, precision: WeightPrecision) -> 
         let _ = std::fs::remove_file(&tmp);
         model_err(path, format!("cannot write the weights: {e}"))
     };
-    network.save_file(&tmp, precision).map_err(|e| fail(e.to_string()))?;
+    network.save_weights(&tmp, precision).map_err(|e| fail(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
 }
 

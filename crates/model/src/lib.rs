@@ -4,13 +4,13 @@
 //! - [`blocks`]: the rank-agnostic convolutions [`ConvNd`] / [`ConvTransposeNd`], nnU-Net's
 //!   conv-norm-act stack [`StackedConvBlocks`] (the swappable conv block), the switch to the fast
 //!   CPU kernels ([`fast_kernels`]) and [`SpatialDims`].
-//! - [`encoders`]: [`PlainConvEncoder`]. [`decoders`]: [`UNetDecoder`] with its 1x1 segmentation
+//! - [`encoders`]: [`PlainConvEncoder`] and the ConvNeXt V2 encoder ([`ConvNeXtV2Encoder`]). [`decoders`]: [`UNetDecoder`] with its 1x1 segmentation
 //!   heads (plain `ConvNd`s in `seg_layers`, so the weight keys match nnU-Net's).
 //! - [`fusion`]: ATM-Net's text-image fusion (HASF, [`fusion::hasf`]) as an option of the U-Net
 //!   ([`TextGuidanceConfig`] in the U-Net's config; `None` is the visual-only baseline); its
 //!   text-conditioned class queries live in [`TextFusion`].
 //! - [`networks`]: whole networks, one file each: nnU-Net's `PlainConvUNet` for 2D and 3D
-//!   ([`PlainConvUNetConfig`], [`PlainConvUNet`]).
+//!   ([`PlainConvUNetConfig`], [`PlainConvUNet`]) and the ConvNeXt V2 U-Net ([`ConvNeXtUNet`]).
 //! - [`network`]: [`NetworkConfig`] / [`Network`], a network named by its kind as model folders
 //!   store it (nnU-Net's `network_class_name` + `arch_kwargs`).
 //!
@@ -31,10 +31,12 @@ pub use blocks::{
     ConvNd, ConvNormAct, ConvNormActConfig, ConvTransposeNd, SpatialDims, StackedConvBlocks, StackedConvBlocksConfig,
 };
 pub use decoders::UNetDecoder;
-pub use encoders::PlainConvEncoder;
+pub use decoders::UNetDecoderSpec;
+pub use encoders::{ConvNeXtV2Encoder, ConvNeXtV2EncoderConfig, PlainConvEncoder};
 pub use fusion::{region_features, TargetAlignment, TargetAlignmentConfig, TextFusion, TextGuidanceConfig};
 pub use network::{Network, NetworkConfig, NetworkConfigError, WeightPrecision};
 pub use networks::{
+    ConvNeXtUNet, ConvNeXtUNetConfig, FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder,
     features_per_stage, prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsHeadConfig,
     FindingsNetConfigError, FindingsOutput, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput, NUM_FINDINGS,
     NUM_GRADES, PROMPTS_PER_LEVEL,

@@ -22,7 +22,7 @@ use burn::tensor::{DType, Device, Tensor};
 use crate::blocks::SpatialDims;
 use crate::precision::CastFloats;
 pub use crate::precision::WeightPrecision;
-use crate::networks::{PlainConvUNet, PlainConvUNetConfig, UNetConfigError};
+use crate::networks::{ConvNeXtUNet, ConvNeXtUNetConfig, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};
 
 /// The kind of a network and its configuration: what a model folder's `model.json` stores under
 /// `network`.
@@ -32,6 +32,9 @@ pub enum NetworkConfig {
     /// nnU-Net's `PlainConvUNet`, 2D or 3D, optionally text-guided.
     #[serde(rename = "plain_conv_unet")]
     PlainConvUNet(PlainConvUNetConfig),
+    /// A ConvNeXt V2 encoder with nnU-Net's decoder, 2D or 3D.
+    #[serde(rename = "convnext_unet")]
+    ConvNeXtUNet(ConvNeXtUNetConfig),
 }
 
 /// An invalid [`NetworkConfig`], by kind.
@@ -59,6 +62,7 @@ impl NetworkConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             NetworkConfig::PlainConvUNet(_) => "plain_conv_unet",
+            NetworkConfig::ConvNeXtUNet(_) => "convnext_unet",
         }
     }
 
@@ -66,6 +70,16 @@ impl NetworkConfig {
     pub fn plain_conv_unet(&self) -> Option<&PlainConvUNetConfig> {
         match self {
             NetworkConfig::PlainConvUNet(config) => Some(config),
+            NetworkConfig::ConvNeXtUNet(_) => None,
+        }
+    }
+
+    /// The U-Net whose stages and decoder this network has (the network itself for a
+    /// [`PlainConvUNet`]).
+    pub fn unet_stages(&self) -> &PlainConvUNetConfig {
+        match self {
+            NetworkConfig::PlainConvUNet(config) => config,
+            NetworkConfig::ConvNeXtUNet(config) => &config.unet,
         }
     }
 
@@ -73,6 +87,7 @@ impl NetworkConfig {
     pub fn validate(&self) -> Result<(), NetworkConfigError> {
         match self {
             NetworkConfig::PlainConvUNet(config) => Ok(config.validate()?),
+            NetworkConfig::ConvNeXtUNet(config) => Ok(config.validate()?),
         }
     }
 
@@ -80,6 +95,7 @@ impl NetworkConfig {
     pub fn spatial_dims(&self) -> SpatialDims {
         match self {
             NetworkConfig::PlainConvUNet(config) => config.spatial_dims,
+            NetworkConfig::ConvNeXtUNet(config) => config.unet.spatial_dims,
         }
     }
 
@@ -87,6 +103,7 @@ impl NetworkConfig {
     pub fn in_channels(&self) -> usize {
         match self {
             NetworkConfig::PlainConvUNet(config) => config.in_channels,
+            NetworkConfig::ConvNeXtUNet(config) => config.unet.in_channels,
         }
     }
 
@@ -94,6 +111,7 @@ impl NetworkConfig {
     pub fn num_classes(&self) -> usize {
         match self {
             NetworkConfig::PlainConvUNet(config) => config.num_classes,
+            NetworkConfig::ConvNeXtUNet(config) => config.unet.num_classes,
         }
     }
 
@@ -101,6 +119,7 @@ impl NetworkConfig {
     pub fn size_divisor(&self) -> Vec<usize> {
         match self {
             NetworkConfig::PlainConvUNet(config) => config.size_divisor(),
+            NetworkConfig::ConvNeXtUNet(config) => config.unet.size_divisor(),
         }
     }
 
@@ -112,15 +131,33 @@ impl NetworkConfig {
     pub fn init(&self, device: &Device) -> Network {
         match self {
             NetworkConfig::PlainConvUNet(config) => Network::PlainConvUNet(config.init(device)),
+            NetworkConfig::ConvNeXtUNet(config) => Network::ConvNeXtUNet(config.init(device)),
         }
     }
 }
 
 /// A built network, one variant per kind of [`NetworkConfig`].
-#[derive(Debug, Clone)]
+///
+/// A burn module (an optimiser steps it whatever its kind); its weight files are still the
+/// variant's own record ([`save_weights`](Self::save_weights)), so a kind's keys carry no variant name.
+#[derive(Module, Debug)]
 pub enum Network {
     /// nnU-Net's `PlainConvUNet`.
     PlainConvUNet(PlainConvUNet),
+    /// The ConvNeXt V2 U-Net.
+    ConvNeXtUNet(ConvNeXtUNet),
+}
+
+impl From<ConvNeXtUNet> for Network {
+    fn from(network: ConvNeXtUNet) -> Self {
+        Network::ConvNeXtUNet(network)
+    }
+}
+
+impl From<ConvNeXtUNetConfig> for NetworkConfig {
+    fn from(config: ConvNeXtUNetConfig) -> Self {
+        NetworkConfig::ConvNeXtUNet(config)
+    }
 }
 
 impl From<PlainConvUNet> for Network {
@@ -134,6 +171,7 @@ impl Network {
     pub fn kind(&self) -> &'static str {
         match self {
             Network::PlainConvUNet(_) => "plain_conv_unet",
+            Network::ConvNeXtUNet(_) => "convnext_unet",
         }
     }
 
@@ -141,6 +179,7 @@ impl Network {
     pub fn plain_conv_unet(&self) -> Option<&PlainConvUNet> {
         match self {
             Network::PlainConvUNet(network) => Some(network),
+            Network::ConvNeXtUNet(_) => None,
         }
     }
 
@@ -148,6 +187,7 @@ impl Network {
     pub fn spatial_dims(&self) -> SpatialDims {
         match self {
             Network::PlainConvUNet(network) => network.spatial_dims,
+            Network::ConvNeXtUNet(network) => network.spatial_dims,
         }
     }
 
@@ -155,6 +195,7 @@ impl Network {
     pub fn in_channels(&self) -> usize {
         match self {
             Network::PlainConvUNet(network) => network.in_channels(),
+            Network::ConvNeXtUNet(network) => network.in_channels(),
         }
     }
 
@@ -162,6 +203,7 @@ impl Network {
     pub fn num_classes(&self) -> usize {
         match self {
             Network::PlainConvUNet(network) => network.num_classes(),
+            Network::ConvNeXtUNet(network) => network.num_classes(),
         }
     }
 
@@ -169,6 +211,7 @@ impl Network {
     pub fn size_divisor(&self) -> Vec<usize> {
         match self {
             Network::PlainConvUNet(network) => network.size_divisor(),
+            Network::ConvNeXtUNet(network) => network.size_divisor(),
         }
     }
 
@@ -177,6 +220,7 @@ impl Network {
     pub fn with_deep_supervision(self, deep_supervision: bool) -> Self {
         match self {
             Network::PlainConvUNet(network) => Network::PlainConvUNet(network.with_deep_supervision(deep_supervision)),
+            Network::ConvNeXtUNet(network) => Network::ConvNeXtUNet(network.with_deep_supervision(deep_supervision)),
         }
     }
 
@@ -184,6 +228,7 @@ impl Network {
     pub fn valid(&self) -> Self {
         match self {
             Network::PlainConvUNet(network) => Network::PlainConvUNet(network.valid()),
+            Network::ConvNeXtUNet(network) => Network::ConvNeXtUNet(network.valid()),
         }
     }
 
@@ -191,6 +236,7 @@ impl Network {
     pub fn to_device(self, device: &Device) -> Self {
         match self {
             Network::PlainConvUNet(network) => Network::PlainConvUNet(network.to_device(device)),
+            Network::ConvNeXtUNet(network) => Network::ConvNeXtUNet(network.to_device(device)),
         }
     }
 
@@ -198,27 +244,52 @@ impl Network {
     pub fn num_params(&self) -> usize {
         match self {
             Network::PlainConvUNet(network) => network.num_params(),
+            Network::ConvNeXtUNet(network) => network.num_params(),
         }
     }
 
-    /// Loads the weights of a burnpack file written by [`save_file`](Self::save_file) (the
+    /// Loads the weights of a burnpack file written by [`save_weights`](Self::save_weights) (the
     /// variant's own burn record), in either precision: stored values are cast to the network's
     /// own (f32), so a half-precision file computes in single precision.
     pub fn try_load_file(self, path: &Path) -> Result<Self, RecordError> {
         let record = ModuleRecord::load(path)?.cast_to_module_dtype();
         match self {
             Network::PlainConvUNet(network) => Ok(Network::PlainConvUNet(network.try_load_record(record)?)),
+            Network::ConvNeXtUNet(network) => Ok(Network::ConvNeXtUNet(network.try_load_record(record)?)),
         }
     }
 
     /// Writes the weights as a burnpack file (the variant's own burn record) in `precision`.
-    pub fn save_file(&self, path: &Path, precision: WeightPrecision) -> Result<(), RecordError> {
+    pub fn save_weights(&self, path: &Path, precision: WeightPrecision) -> Result<(), RecordError> {
         let mut cast = CastFloats(match precision {
             WeightPrecision::Single => DType::F32,
             WeightPrecision::Half => DType::F16,
         });
         match self {
             Network::PlainConvUNet(network) => network.clone().map(&mut cast).save_file(path),
+            Network::ConvNeXtUNet(network) => network.clone().map(&mut cast).save_file(path),
+        }
+    }
+
+    /// Number of outputs of [`forward_canonical`](Self::forward_canonical).
+    pub fn num_outputs(&self) -> usize {
+        match self {
+            Network::PlainConvUNet(network) => network.num_outputs(),
+            Network::ConvNeXtUNet(network) => network.num_outputs(),
+        }
+    }
+
+    /// Logits of every level (with deep supervision) on the canonical 5D layout, full resolution
+    /// first, without size checks.
+    pub fn forward_canonical(&self, x: Tensor<5>) -> Vec<Tensor<5>> {
+        self.forward_detailed(x).logits
+    }
+
+    /// Logits and decoder features of every level (what training losses use).
+    pub fn forward_detailed(&self, x: Tensor<5>) -> UNetOutput {
+        match self {
+            Network::PlainConvUNet(network) => network.forward_detailed(x),
+            Network::ConvNeXtUNet(network) => network.forward_detailed(x),
         }
     }
 
@@ -238,6 +309,9 @@ impl Network {
     pub fn forward_logits<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Network::PlainConvUNet(network) => {
+                network.forward(x).into_iter().next().expect("a U-Net returns at least one output")
+            }
+            Network::ConvNeXtUNet(network) => {
                 network.forward(x).into_iter().next().expect("a U-Net returns at least one output")
             }
         }
@@ -297,7 +371,7 @@ mod tests {
         let path = dir.path().join("network.bpk");
         let config = NetworkConfig::from(tiny());
         let saved = config.init(&device);
-        saved.save_file(&path, WeightPrecision::Single).unwrap();
+        saved.save_weights(&path, WeightPrecision::Single).unwrap();
         let loaded = config.init(&device).try_load_file(&path).unwrap();
         let x = Tensor::<4>::random([1, 2, 4, 4], Distribution::Normal(0.0, 1.0), &device);
         assert_eq!(saved.forward_logits(x.clone()).into_data(), loaded.forward_logits(x).into_data());
@@ -312,8 +386,8 @@ mod tests {
         let (single, half) = (dir.path().join("single.bpk"), dir.path().join("half.bpk"));
         let config = NetworkConfig::from(PlainConvUNetConfig { features_per_stage: vec![32, 64], ..tiny() });
         let saved = config.init(&device);
-        saved.save_file(&single, WeightPrecision::Single).unwrap();
-        saved.save_file(&half, WeightPrecision::Half).unwrap();
+        saved.save_weights(&single, WeightPrecision::Single).unwrap();
+        saved.save_weights(&half, WeightPrecision::Half).unwrap();
         let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
         let ratio = size(&half) / size(&single);
         assert!((0.45..0.6).contains(&ratio), "half / single file size {ratio}");

@@ -94,6 +94,11 @@ impl RunPaths {
     pub fn preprocessed(&self, configuration: ConfigurationName) -> PathBuf {
         self.work.join("preprocessed").join(configuration.as_str())
     }
+    /// Unlabelled images preprocessed for `configuration` (`spineseg pretrain --images`): methods
+    /// that learn from unlabelled cases train on them too; supervised methods never see them.
+    pub fn unlabelled(&self, configuration: ConfigurationName) -> PathBuf {
+        self.work.join("unlabelled").join(configuration.as_str())
+    }
     pub fn work_splits(&self) -> PathBuf {
         self.work.join(crate::splits::SPLITS_FILE)
     }
@@ -220,9 +225,14 @@ pub fn run<M: MethodSpec>(
     let training_dir = paths.training();
     std::fs::create_dir_all(&training_dir).map_err(os(&training_dir))?;
     spineseg_io::json::write_json(&training_dir.join(crate::splits::SPLITS_FILE), &splits)?;
-    let train_cases = load_cases(&data_dir, &split.train)?;
+    let mut train_cases = load_cases(&data_dir, &split.train)?;
     let mut val_cases = load_cases(&data_dir, &split.val)?;
     let unlabelled = method.trains_on_unlabelled_cases();
+    let pool = paths.unlabelled(configuration);
+    if unlabelled && pool.is_dir() {
+        let ids = list_preprocessed_cases(&pool)?;
+        train_cases.extend(load_cases(&pool, &ids)?);
+    }
     if unlabelled {
         // Validation scores predictions against labels: cases without them cannot take part.
         val_cases.retain(|case| case.seg.is_some());
@@ -270,6 +280,7 @@ pub fn run<M: MethodSpec>(
     train_sampler_config.oversample_foreground = config.oversample_foreground;
     train_sampler_config.allow_unlabelled = unlabelled;
     let batch_size = train_sampler_config.batch_size;
+    let train_cases_count = train_cases.len();
     let train_sampler = Arc::new(PatchSampler::new(train_cases, train_sampler_config)?);
     let mut val_sampler_config = SamplerConfig::from_plan(
         &plan,
@@ -284,7 +295,7 @@ pub fn run<M: MethodSpec>(
     drop(val_sampler);
 
     observer.on_start(&RunInfo {
-        train_cases: split.train.len(),
+        train_cases: train_cases_count,
         val_cases: val_cases_count,
         start_epoch: state.epochs_done,
         total_epochs: state.total_epochs,
@@ -365,6 +376,8 @@ pub fn run<M: MethodSpec>(
         let pseudo_dice = dice.mean();
         state.ema_pseudo_dice = ema_update(state.ema_pseudo_dice, pseudo_dice);
         let new_best = match (state.ema_pseudo_dice, state.best_ema_pseudo_dice) {
+            // Nothing segmented (pretraining): the last epoch is the one to export.
+            _ if !trainee.scored_by_segmentation() => true,
             (Some(ema), Some(best)) => ema > best,
             (Some(_), None) => true,
             (None, _) => state.best_epoch == 0,
@@ -374,6 +387,7 @@ pub fn run<M: MethodSpec>(
             state.best_epoch = epoch + 1;
         }
         state.epochs_done = epoch + 1;
+        trainee.after_epoch(epoch + 1, &val_batches, &training_dir)?;
 
         // With a time budget, the first epoch fixes how many epochs the schedule has.
         if let (Some(budget), false) = (config.time_budget_s, state.total_epochs_fixed) {
@@ -494,6 +508,7 @@ fn write_model_folder(
         train_time_s: state.elapsed_s,
         optimizer: state.config.optimizer.name().into(),
         method: method_name.to_string(),
+        method_settings: state.method.clone(),
         date: utc_timestamp(now),
     };
     let manifest = manifest_for(state.config.configuration, exported.network, &record);

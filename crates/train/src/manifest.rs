@@ -42,6 +42,10 @@ pub struct TrainingRecord {
     /// methods were named.
     #[serde(default)]
     pub method: String,
+    /// The method's settings as the run stored them (which encoder it started from, ...);
+    /// absent in records written before they were recorded.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub method_settings: serde_json::Value,
     /// When the model folder was written, ISO 8601 UTC.
     pub date: String,
 }

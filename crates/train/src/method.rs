@@ -104,6 +104,19 @@ pub trait TrainingMethod {
     /// [`save`]: TrainingMethod::save
     fn load(&mut self, dir: &Path) -> Result<()>;
 
+    /// Whether validation scores a segmentation (the pseudo Dice that picks the best epoch).
+    /// `false` for a method that segments nothing (masked-autoencoder pretraining): the engine
+    /// then exports the last epoch.
+    fn scored_by_segmentation(&self) -> bool {
+        true
+    }
+
+    /// Called after each epoch's validation with the fixed validation batches and the run's
+    /// `training/` folder (a method may draw what it learned there).
+    fn after_epoch(&self, _epoch: usize, _val_batches: &[Batch], _training_dir: &Path) -> Result<()> {
+        Ok(())
+    }
+
     /// What the model folder gets.
     fn export(&self) -> ExportedNetwork;
 

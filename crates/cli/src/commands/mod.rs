@@ -11,6 +11,7 @@ pub mod overlay;
 pub mod phantom;
 pub mod plan;
 pub mod predict;
+pub mod pretrain;
 pub mod report;
 pub mod text;
 pub mod train;

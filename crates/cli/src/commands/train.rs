@@ -1,12 +1,12 @@
 //! `spineseg train`: nnU-Net-style training of a plan's configuration into a model folder.
 
-use crate::values::{AugmentationArg, ConfigurationArg, OptimizerArg, PartialLabelRuleArg};
+use crate::values::{AugmentationArg, ConfigurationArg, EncoderKindArg, OptimizerArg, PartialLabelRuleArg};
+use crate::training_progress::{rayon_global, CliObserver};
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use spineseg_train::{
-    train, EngineConfig, EpochSummary, MethodConfig, OptimizerConfig, RunInfo, RunOptions, RunPaths, StopReason,
-    SupervisedSettings, TextGuidedSettings, TmcaSettings, TrainingObserver,
+    train, EncoderChoice, EngineConfig, MethodConfig, OptimizerConfig, RunOptions, RunPaths, StopReason, SupervisedSettings,
+    TextGuidedSettings, TmcaSettings,
 };
 use std::path::PathBuf;
 
@@ -126,6 +126,15 @@ pub struct TrainArgs {
     /// negatives (--tmca).
     #[arg(long, default_value_t = TmcaSettings::default().hard_negative_weight, requires = "tmca")]
     pub hard_negative_weight: f64,
+    /// The supervised network's encoder: plain (the plan's U-Net, nnU-Net's) or convnext-v2
+    /// (ConvNeXt V2 stages with the plan's widths and strides, nnU-Net's decoder).
+    #[arg(long, value_enum, default_value = "plain", conflicts_with_all = ["text_guided", "tmca"])]
+    pub encoder_kind: EncoderKindArg,
+    /// Start the ConvNeXt V2 encoder from a pretrained encoder folder (`spineseg pretrain`; same
+    /// plan and configuration). Implies --encoder-kind convnext-v2; the model records which
+    /// encoder (folder and SHA-256 of its weights) it came from.
+    #[arg(long, value_name = "ENCODER", conflicts_with_all = ["text_guided", "tmca"])]
+    pub encoder: Option<PathBuf>,
     /// Text encoder folder for --text-guided or --tmca (default as for `spineseg text embed`).
     #[arg(long, value_name = "DIR")]
     pub text_encoder: Option<PathBuf>,
@@ -188,7 +197,27 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     } else if args.text_guided {
         MethodConfig::TextGuided(hasf)
     } else {
-        MethodConfig::Supervised(SupervisedSettings { partial_labels: args.partial_labels, partial_label_rule })
+        let encoder = match (&args.encoder, args.encoder_kind) {
+            (None, EncoderKindArg::Plain) => EncoderChoice::PlainConv,
+            (None, EncoderKindArg::ConvnextV2) => EncoderChoice::ConvnextV2 { pretrained: None },
+            (Some(dir), _) if !args.resume => {
+                let plan = spineseg_preprocessing::plan::Plan::load(&paths.plans())?;
+                let unet = spineseg_train::try_network_config_from_plan(&plan, configuration)?;
+                let target = spineseg_model::ConvNeXtUNetConfig::from_unet(&unet);
+                let pretrained = spineseg_train::pretrained_encoder::describe_pretrained_encoder(dir, &target)?;
+                eprintln!(
+                    "encoder: {} ({} steps of {}, weights sha256 {}...)",
+                    dir.display(),
+                    pretrained.steps,
+                    pretrained.method,
+                    &pretrained.weights_sha256[..12]
+                );
+                EncoderChoice::ConvnextV2 { pretrained: Some(pretrained) }
+            }
+            // A resumed run takes its settings (and the encoder's trained weights) from the checkpoint.
+            (Some(_), _) => EncoderChoice::ConvnextV2 { pretrained: None },
+        };
+        MethodConfig::Supervised(SupervisedSettings { partial_labels: args.partial_labels, partial_label_rule, encoder })
     };
     if (args.text_guided || args.tmca) && !args.resume && !paths.checkpoint_last().exists() {
         // Embedded once here; a resumed run reads the file (and the weights hold the vectors).
@@ -220,99 +249,4 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     // "Determinism"); say which ones this run took.
     println!("SIMD paths: {}", spineseg_kernels::simd_paths());
     Ok(Outcome::Success)
-}
-
-/// Flex (burn's CPU backend) runs its kernels on rayon's global pool.
-fn rayon_global(threads: usize) -> Result<()> {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set the number of threads")
-}
-
-/// Progress bar per epoch with loss and it/s, and one printed line per epoch.
-struct CliObserver {
-    quiet: bool,
-    bar: Option<ProgressBar>,
-    iterations: usize,
-    total_epochs: usize,
-    loss_ema: Option<f64>,
-}
-
-impl CliObserver {
-    fn new(quiet: bool) -> Self {
-        CliObserver { quiet, bar: None, iterations: 0, total_epochs: 0, loss_ema: None }
-    }
-    fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl TrainingObserver for CliObserver {
-    fn on_start(&mut self, info: &RunInfo) {
-        self.iterations = info.iterations_per_epoch;
-        self.total_epochs = info.total_epochs;
-        eprintln!(
-            "training on {} cases, validating on {}; patch {:?}, batch {}, {:.2} M parameters; {} epochs x {} iterations{}",
-            info.train_cases,
-            info.val_cases,
-            info.patch_size,
-            info.batch_size,
-            info.num_params as f64 / 1e6,
-            info.total_epochs,
-            info.iterations_per_epoch,
-            if info.resumed { format!(", resuming after epoch {}", info.start_epoch) } else { String::new() }
-        );
-    }
-
-    fn on_step(&mut self, epoch: usize, iteration: usize, loss: f64, lr: f64) {
-        if self.quiet {
-            return;
-        }
-        if iteration == 1 {
-            self.finish();
-            let bar = ProgressBar::new(self.iterations as u64);
-            bar.set_style(
-                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})")
-                    .expect("the progress template should be valid")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("{epoch}/{}", self.total_epochs));
-            self.bar = Some(bar);
-        }
-        let smooth = match self.loss_ema {
-            None => loss,
-            Some(old) => 0.9 * old + 0.1 * loss,
-        };
-        self.loss_ema = Some(smooth);
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("loss {smooth:.4} lr {lr:.2e}"));
-            bar.inc(1);
-        }
-    }
-
-    fn on_validation(&mut self, _epoch: usize) {
-        if let Some(bar) = &self.bar {
-            bar.set_message("validating".to_string());
-        }
-    }
-
-    fn on_epoch(&mut self, s: &EpochSummary) {
-        self.finish();
-        self.total_epochs = s.total_epochs;
-        let fmt = |v: f64| if v.is_nan() { "n/a".to_string() } else { format!("{v:.4}") };
-        eprintln!(
-            "epoch {}/{}: train loss {:.4}, val loss {}, pseudo-Dice {}, EMA {}{}, lr {:.2e}, {:.1} s ({:.2} it/s){}",
-            s.epoch,
-            s.total_epochs,
-            s.train_loss,
-            fmt(s.val_loss),
-            fmt(s.pseudo_dice_mean),
-            fmt(s.ema_pseudo_dice),
-            if s.new_best { " (best)" } else { "" },
-            s.lr,
-            s.epoch_time_s,
-            s.iterations_per_s,
-            if s.skipped_steps > 0 { format!(", {} non-finite step(s) skipped", s.skipped_steps) } else { String::new() }
-        );
-    }
 }

@@ -182,7 +182,7 @@ impl ConvTransposeNd {
 }
 
 /// Runs a 2D layer on a canonical 5D tensor with `depth = 1`.
-fn on_2d(x: Tensor<5>, layer: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Tensor<5> {
+pub(crate) fn on_2d(x: Tensor<5>, layer: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Tensor<5> {
     let [batch, channels, depth, height, width] = x.dims();
     assert_eq!(depth, 1, "a 2D layer needs depth 1 in the canonical 5D layout");
     let y = layer(x.reshape([batch, channels, height, width]));

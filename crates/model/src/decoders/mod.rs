@@ -2,4 +2,4 @@
 
 pub mod unet_decoder;
 
-pub use unet_decoder::UNetDecoder;
+pub use unet_decoder::{UNetDecoder, UNetDecoderSpec};

@@ -3,7 +3,26 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use crate::blocks::{ConvNd, ConvTransposeNd, StackedConvBlocks};
+use crate::blocks::{ConvNd, ConvTransposeNd, SpatialDims, StackedConvBlocks, StackedConvBlocksConfig};
+use burn::tensor::Device;
+
+/// What a [`UNetDecoder`] is built from: the encoder's stages (widths, strides, kernels) and the
+/// head.
+#[derive(Debug, Clone)]
+pub struct UNetDecoderSpec {
+    pub spatial_dims: SpatialDims,
+    /// The encoder's width per stage, full resolution first.
+    pub features_per_stage: Vec<usize>,
+    /// The encoder's stride per stage and axis.
+    pub strides: Vec<Vec<usize>>,
+    /// Kernel per stage and axis (decoder stage `s` uses that of encoder stage `s`).
+    pub kernel_sizes: Vec<Vec<usize>>,
+    /// Convolutions per decoder stage.
+    pub n_conv_per_stage: usize,
+    pub num_classes: usize,
+    pub negative_slope: f64,
+    pub norm_epsilon: f64,
+}
 
 /// nnU-Net's `UNetDecoder`: transposed conv, skip concatenation, conv blocks, 1x1 heads.
 #[derive(Module, Debug)]
@@ -18,6 +37,38 @@ pub struct UNetDecoder {
 }
 
 impl UNetDecoder {
+    /// nnU-Net's decoder for `spec`: decoder stage `s` goes from encoder stage `n-1-s` up to
+    /// stage `n-2-s` (transposed conv with kernel = stride, concatenation with the skip, conv
+    /// blocks, a 1x1 head). Weights as nnU-Net's (Kaiming-normal, zero bias).
+    pub fn init(spec: &UNetDecoderSpec, device: &Device) -> UNetDecoder {
+        let n = spec.features_per_stage.len();
+        let ones = vec![1; spec.spatial_dims.count()];
+        let mut transpconvs = Vec::with_capacity(n - 1);
+        let mut stages = Vec::with_capacity(n - 1);
+        let mut seg_layers = Vec::with_capacity(n - 1);
+        for s in 0..n - 1 {
+            let below = spec.features_per_stage[n - 1 - s];
+            let skip = spec.features_per_stage[n - 2 - s];
+            let stride = &spec.strides[n - 1 - s];
+            transpconvs.push(ConvTransposeNd::new(spec.spatial_dims, below, skip, stride, spec.negative_slope, device));
+            stages.push(
+                StackedConvBlocksConfig::new(
+                    spec.spatial_dims,
+                    spec.n_conv_per_stage,
+                    2 * skip,
+                    skip,
+                    spec.kernel_sizes[n - 2 - s].clone(),
+                    ones.clone(),
+                )
+                .with_negative_slope(spec.negative_slope)
+                .with_norm_epsilon(spec.norm_epsilon)
+                .init(device),
+            );
+            seg_layers.push(ConvNd::new(spec.spatial_dims, skip, spec.num_classes, &ones, &ones, spec.negative_slope, device));
+        }
+        UNetDecoder { transpconvs, stages, seg_layers }
+    }
+
     /// Returns the logits of every decoder level when `all_levels`, else only the last one;
     /// full resolution first.
     ///

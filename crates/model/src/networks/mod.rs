@@ -1,8 +1,12 @@
 //! Whole networks, one file each; [`crate::network`] names them for model folders.
 
+pub mod convnext_unet;
 pub mod disc_findings;
+pub mod fcmae;
 pub mod plain_conv_unet;
 
+pub use convnext_unet::{ConvNeXtUNet, ConvNeXtUNetConfig};
+pub use fcmae::{FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder};
 pub use disc_findings::{
     prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsHeadConfig, FindingsNetConfigError,
     FindingsOutput, NUM_FINDINGS, NUM_GRADES, PROMPTS_PER_LEVEL,

@@ -35,8 +35,8 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::blocks::spatial::{from_canonical, to_canonical};
-use crate::blocks::{ConvNd, ConvTransposeNd, SpatialDims, StackedConvBlocksConfig};
-use crate::decoders::UNetDecoder;
+use crate::blocks::{SpatialDims, StackedConvBlocksConfig};
+use crate::decoders::{UNetDecoder, UNetDecoderSpec};
 use crate::encoders::PlainConvEncoder;
 use crate::fusion::hasf::{TextFusion, TextGuidanceConfig};
 use crate::fusion::tmca::{TargetAlignment, TargetAlignmentConfig};
@@ -203,6 +203,20 @@ impl PlainConvUNetConfig {
         total
     }
 
+    /// The decoder this configuration describes (also the decoder of the ConvNeXt V2 U-Net).
+    pub fn decoder_spec(&self) -> UNetDecoderSpec {
+        UNetDecoderSpec {
+            spatial_dims: self.spatial_dims,
+            features_per_stage: self.features_per_stage.clone(),
+            strides: self.strides.clone(),
+            kernel_sizes: (0..self.n_stages()).map(|stage| self.kernel_size(stage)).collect(),
+            n_conv_per_stage: self.n_conv_per_stage_decoder,
+            num_classes: self.num_classes,
+            negative_slope: self.negative_slope,
+            norm_epsilon: self.norm_epsilon,
+        }
+    }
+
     /// Builds the network.
     ///
     /// # Panics
@@ -235,27 +249,7 @@ impl PlainConvUNetConfig {
             in_channels = features;
         }
 
-        // Decoder stage s goes from encoder stage n-1-s up to stage n-2-s.
-        let mut transpconvs = Vec::with_capacity(n - 1);
-        let mut decoder_stages = Vec::with_capacity(n - 1);
-        let mut seg_layers = Vec::with_capacity(n - 1);
-        for s in 0..n - 1 {
-            let below = self.features_per_stage[n - 1 - s];
-            let skip = self.features_per_stage[n - 2 - s];
-            let stride = &self.strides[n - 1 - s];
-            transpconvs.push(ConvTransposeNd::new(self.spatial_dims, below, skip, stride, self.negative_slope, device));
-            let ones = vec![1; self.spatial_dims.count()];
-            decoder_stages.push(block(self.n_conv_per_stage_decoder, 2 * skip, skip, n - 2 - s, ones.clone()));
-            seg_layers.push(ConvNd::new(
-                self.spatial_dims,
-                skip,
-                self.num_classes,
-                &ones,
-                &ones,
-                self.negative_slope,
-                device,
-            ));
-        }
+        let decoder = UNetDecoder::init(&self.decoder_spec(), device);
 
         // Created after the U-Net's layers, so a seed gives the visual-only network the same
         // weights with and without text guidance.
@@ -268,7 +262,7 @@ impl PlainConvUNetConfig {
 
         PlainConvUNet {
             encoder: PlainConvEncoder { stages: encoder_stages },
-            decoder: UNetDecoder { transpconvs, stages: decoder_stages, seg_layers },
+            decoder,
             text_fusion,
             target_alignment,
             spatial_dims: self.spatial_dims,
@@ -425,6 +419,7 @@ pub struct UNetOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blocks::ConvNd;
     use burn::tensor::Distribution;
 
     fn device() -> Device {

@@ -9,6 +9,7 @@
 pub mod ccae;
 pub mod deep_supervision;
 pub mod dice_ce;
+pub mod masked_reconstruction;
 pub mod tmca;
 
 pub use deep_supervision::{deep_supervision_weights, downsample_labels, DeepSupervisionLoss, DeepSupervisionLossConfig};

@@ -7,17 +7,22 @@
 //! - [`tmca`]: TMCA: target alignment and language-guided enhancement of decoder levels, trained
 //!   with the multi-level region-to-text InfoNCE (optionally with HASF + CCAE as well).
 //!
+//! - [`fcmae`]: ConvNeXt V2's masked-autoencoder pretraining of the ConvNeXt V2 U-Net's encoder
+//!   on unlabelled images (`spineseg pretrain`).
+//!
 //! [`single_network`] holds what both share (one network, one optimiser, the deep-supervision
 //! loss, partial-label masks, validation). [`MethodConfig`] is the tagged enum of the built-in
 //! methods' settings stored in every checkpoint; adding a method is a file here and one variant
 //! plus one match arm below.
 
+pub mod fcmae;
 pub mod single_network;
 pub mod supervised;
 pub mod text_guided;
 pub mod tmca;
 
-pub use supervised::{SupervisedMethod, SupervisedSettings};
+pub use fcmae::{FcmaeMethod, FcmaeSettings};
+pub use supervised::{EncoderChoice, SupervisedMethod, SupervisedSettings};
 pub use text_guided::{TextGuidedMethod, TextGuidedSettings};
 pub use tmca::{TmcaMethod, TmcaSettings};
 
@@ -39,6 +44,8 @@ pub enum MethodConfig {
     TextGuided(TextGuidedSettings),
     /// TMCA (target alignment + enhancement, multi-level contrastive loss; optionally + HASF).
     Tmca(TmcaSettings),
+    /// FCMAE pretraining of a ConvNeXt V2 encoder on unlabelled images.
+    Fcmae(FcmaeSettings),
 }
 
 impl Default for MethodConfig {
@@ -59,6 +66,7 @@ impl MethodConfig {
             MethodConfig::Supervised(s) => s.partial_labels(),
             MethodConfig::TextGuided(s) => s.partial_labels(),
             MethodConfig::Tmca(s) => s.partial_labels(),
+            MethodConfig::Fcmae(_) => None,
         }
     }
 }
@@ -70,6 +78,7 @@ impl MethodSpec for MethodConfig {
             MethodConfig::TextGuided(_) => "text_guided",
             MethodConfig::Tmca(s) if s.hasf.is_some() => "tmca_hasf",
             MethodConfig::Tmca(_) => "tmca",
+            MethodConfig::Fcmae(_) => "fcmae",
         }
         .to_string()
     }
@@ -79,7 +88,12 @@ impl MethodSpec for MethodConfig {
             MethodConfig::Supervised(_) => Ok(()),
             MethodConfig::TextGuided(settings) => settings.validate(),
             MethodConfig::Tmca(settings) => settings.validate(),
+            MethodConfig::Fcmae(settings) => settings.validate(),
         }
+    }
+
+    fn trains_on_unlabelled_cases(&self) -> bool {
+        matches!(self, MethodConfig::Fcmae(_))
     }
 
     fn build(&self, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Box<dyn TrainingMethod>> {
@@ -87,6 +101,7 @@ impl MethodSpec for MethodConfig {
             MethodConfig::Supervised(settings) => Box::new(SupervisedMethod::build(settings, ctx, saved)?),
             MethodConfig::TextGuided(settings) => Box::new(TextGuidedMethod::build(settings, ctx, saved)?),
             MethodConfig::Tmca(settings) => Box::new(TmcaMethod::build(settings, ctx, saved)?),
+            MethodConfig::Fcmae(settings) => Box::new(FcmaeMethod::build(settings, ctx, saved)?),
         })
     }
 }

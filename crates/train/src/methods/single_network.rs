@@ -1,9 +1,10 @@
-//! What the one-network methods share: a [`PlainConvUNet`] with its optimiser, nnU-Net's
+//! What the one-network methods share: a [`Network`] (any kind: the U-Net, the ConvNeXt V2
+//! U-Net) with its optimiser, nnU-Net's
 //! deep-supervision Dice + cross-entropy, partial-label masks, the optimisation step and
 //! validation. The methods add their own loss terms through [`SingleNetwork::train_step`]'s
 //! `extra_loss`.
 
-use crate::checkpoint::{load_module, load_optimizer, save_module, save_optimizer, MODEL_FILE, OPTIMIZER_FILE};
+use crate::checkpoint::{load_optimizer, save_optimizer, MODEL_FILE, OPTIMIZER_FILE};
 use crate::error::{Result, TrainError};
 use crate::losses::{DeepSupervisionLoss, DeepSupervisionLossConfig, DiceCeLossConfig};
 use crate::method::{ExportedNetwork, MethodContext, StepStats};
@@ -17,7 +18,7 @@ use spineseg_dataloading::partial_labels::{annotated_classes, PartialLabelRule};
 use spineseg_preprocessing::plan::Plan;
 use spineseg_preprocessing::preprocess::PreprocessedCase;
 use spineseg_dataloading::sampling::Batch;
-use spineseg_model::{NetworkConfig, PlainConvUNet, PlainConvUNetConfig, UNetOutput};
+use spineseg_model::{Network, NetworkConfig, PlainConvUNet, PlainConvUNetConfig, UNetOutput, WeightPrecision};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -32,8 +33,17 @@ impl ModuleVisitor for Materialise {
     }
 }
 
-/// A network initialised deterministically from `seed` on `device`.
+/// A U-Net initialised deterministically from `seed` on `device`.
 pub fn init_network(config: &PlainConvUNetConfig, device: &Device, seed: u64) -> PlainConvUNet {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    device.seed(seed);
+    let model = config.init(device);
+    model.visit(&mut Materialise);
+    model
+}
+
+/// A network of any kind initialised deterministically from `seed` on `device`.
+pub fn init_network_of_kind(config: &NetworkConfig, device: &Device, seed: u64) -> Network {
     let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     device.seed(seed);
     let model = config.init(device);
@@ -52,13 +62,21 @@ impl SingleNetworkState {
     /// The U-Net a resumed run trains, from the checkpoint's `method_state`; checked against
     /// the plan's U-Net (a plan edited between the parts of a run would change the data).
     pub fn unet_from_saved(saved: &serde_json::Value, ctx: &MethodContext<'_>) -> Result<PlainConvUNetConfig> {
+        let network = Self::network_from_saved(saved, ctx)?;
+        network.plain_conv_unet().cloned().ok_or_else(|| TrainError::Incompatible {
+            path: ctx.model_dir.join("training"),
+            detail: format!("the checkpoint trains a {} network; this method trains a plain_conv_unet", network.kind()),
+        })
+    }
+
+    /// The network (any kind) a resumed run trains, from the checkpoint's `method_state`,
+    /// checked against the plan's U-Net.
+    pub fn network_from_saved(saved: &serde_json::Value, ctx: &MethodContext<'_>) -> Result<NetworkConfig> {
         let incompatible = |detail: String| TrainError::Incompatible { path: ctx.model_dir.join("training"), detail };
         let state: SingleNetworkState = serde_json::from_value(saved.clone())
             .map_err(|e| incompatible(format!("the checkpoint's method_state is not a one-network state: {e}")))?;
-        let network = state.network.plain_conv_unet().cloned().ok_or_else(|| {
-            incompatible(format!("the checkpoint trains a {} network; this method trains a plain_conv_unet", state.network.kind()))
-        })?;
-        if network.features_per_stage != ctx.plan_network.features_per_stage {
+        let network = state.network;
+        if network.unet_stages().features_per_stage != ctx.plan_network.features_per_stage {
             return Err(TrainError::Incompatible {
                 path: ctx.plans_path.to_path_buf(),
                 detail: "the plan's network differs from the checkpoint's; resume with the plan the run started with".into(),
@@ -116,8 +134,8 @@ pub fn annotated_per_case(plan: &Plan, cases: &[PreprocessedCase], rule: Partial
 /// One network in training (see the module documentation).
 pub struct SingleNetwork {
     /// `None` only inside an optimiser step, which takes the network by value.
-    model: Option<PlainConvUNet>,
-    config: PlainConvUNetConfig,
+    model: Option<Network>,
+    config: NetworkConfig,
     optimizer: ModuleOptimizer,
     loss: DeepSupervisionLoss,
     device: Device,
@@ -139,6 +157,27 @@ impl SingleNetwork {
         prepare: impl FnOnce(PlainConvUNet) -> PlainConvUNet,
     ) -> Result<SingleNetwork> {
         let model = prepare(init_network(&config, &ctx.device, ctx.seed));
+        Self::from_network(NetworkConfig::from(config), Network::from(model), ctx, partial_labels)
+    }
+
+    /// [`new`](Self::new) for a network of any kind: `prepare` may replace parts of the fresh
+    /// network (a pretrained encoder).
+    pub fn new_of_kind(
+        config: NetworkConfig,
+        ctx: &MethodContext<'_>,
+        partial_labels: Option<PartialLabelRule>,
+        prepare: impl FnOnce(Network) -> Result<Network>,
+    ) -> Result<SingleNetwork> {
+        let model = prepare(init_network_of_kind(&config, &ctx.device, ctx.seed))?;
+        Self::from_network(config, model, ctx, partial_labels)
+    }
+
+    fn from_network(
+        config: NetworkConfig,
+        model: Network,
+        ctx: &MethodContext<'_>,
+        partial_labels: Option<PartialLabelRule>,
+    ) -> Result<SingleNetwork> {
         let optimizer = ctx.optimizer.init();
         let batch_dice = ctx
             .plan
@@ -160,11 +199,11 @@ impl SingleNetwork {
         })
     }
 
-    pub fn model(&self) -> &PlainConvUNet {
+    pub fn model(&self) -> &Network {
         self.model.as_ref().expect("the network is only taken during an optimiser step")
     }
 
-    pub fn config(&self) -> &PlainConvUNetConfig {
+    pub fn config(&self) -> &NetworkConfig {
         &self.config
     }
 
@@ -179,7 +218,7 @@ impl SingleNetwork {
         &mut self,
         batch: &Batch,
         lr: f64,
-        extra_loss: impl FnOnce(&PlainConvUNet, Vec<Tensor<5>>, Tensor<5, Int>, Option<Tensor<2, Bool>>) -> Option<Tensor<1>>,
+        extra_loss: impl FnOnce(&Network, Vec<Tensor<5>>, Tensor<5, Int>, Option<Tensor<2, Bool>>) -> Option<Tensor<1>>,
     ) -> Result<StepStats> {
         let model = self.model.take().expect("the network is only taken during an optimiser step");
         let (images, target) = batch_tensors(batch, &self.device);
@@ -231,16 +270,21 @@ impl SingleNetwork {
         Ok(loss)
     }
 
-    /// `model.bpk` and `optimizer.bpk` in `dir`.
+    /// `model.bpk` (the network kind's own record, in single precision: the file a model folder
+    /// gets) and `optimizer.bpk` in `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        save_module(self.model(), &dir.join(MODEL_FILE))?;
+        let path = dir.join(MODEL_FILE);
+        self.model()
+            .save_weights(&path, WeightPrecision::Single)
+            .map_err(|e| TrainError::Record { path: path.clone(), detail: e.to_string() })?;
         save_optimizer(&self.optimizer, &dir.join(OPTIMIZER_FILE))
     }
 
     /// Restores what [`SingleNetwork::save`] wrote.
     pub fn load(&mut self, dir: &Path) -> Result<()> {
         let model = self.model.take().expect("the network is only taken during an optimiser step");
-        self.model = Some(load_module(model, &dir.join(MODEL_FILE))?);
+        let path = dir.join(MODEL_FILE);
+        self.model = Some(model.try_load_file(&path).map_err(|e| TrainError::Record { path: path.clone(), detail: e.to_string() })?);
         let optimizer = std::mem::replace(&mut self.optimizer, crate::config::OptimizerConfig::sgd().init());
         self.optimizer = load_optimizer(optimizer, &dir.join(OPTIMIZER_FILE))?;
         Ok(())
@@ -248,12 +292,12 @@ impl SingleNetwork {
 
     /// The network of `model.bpk`.
     pub fn export(&self) -> ExportedNetwork {
-        ExportedNetwork { checkpoint_file: MODEL_FILE.to_string(), network: NetworkConfig::from(&self.config) }
+        ExportedNetwork { checkpoint_file: MODEL_FILE.to_string(), network: self.config.clone() }
     }
 
     /// `{"network": ...}`.
     pub fn state(&self) -> serde_json::Value {
-        serde_json::to_value(SingleNetworkState { network: NetworkConfig::from(&self.config) })
+        serde_json::to_value(SingleNetworkState { network: self.config.clone() })
             .expect("a network config should serialise")
     }
 }

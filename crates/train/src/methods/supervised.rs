@@ -1,10 +1,14 @@
 //! nnU-Net's supervised training of one U-Net: deep-supervision Dice + cross-entropy, the
 //! visual-only baseline every other method is measured against. With partial labels each case
 //! supervises only the classes it annotates (`spineseg_dataloading::partial_labels`: by default
-//! the levels within its labelled range of each structure kind it labels).
+//! the levels within its labelled range of each structure kind it labels). The encoder is the
+//! plan's U-Net's or ConvNeXt V2's ([`EncoderChoice`]), the latter from scratch or from a
+//! pretrained encoder folder (`spineseg pretrain`).
 
 use super::single_network::{SingleNetwork, SingleNetworkState};
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+use crate::pretrained_encoder::{load_pretrained_encoder, PretrainedEncoder};
+use spineseg_model::{ConvNeXtUNetConfig, Network, NetworkConfig};
 use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
 use crate::pseudo_dice::PseudoDice;
 use serde::{Deserialize, Serialize};
@@ -24,12 +28,39 @@ pub struct SupervisedSettings {
     /// `spineseg train` store it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_label_rule: Option<PartialLabelRule>,
+    /// The network's encoder (absent in checkpoints written before the choice existed: the
+    /// plan's U-Net).
+    #[serde(default, skip_serializing_if = "EncoderChoice::is_plain")]
+    pub encoder: EncoderChoice,
+}
+
+/// Which encoder the supervised network has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EncoderChoice {
+    /// The plan's U-Net (nnU-Net's `PlainConvEncoder`).
+    #[default]
+    PlainConv,
+    /// ConvNeXt V2 stages with the plan's widths and strides (default depth), trained from
+    /// scratch or started from a pretrained encoder.
+    ConvnextV2 {
+        /// The pretrained encoder's folder and the fingerprint of its weights (a new run loads
+        /// it; a resumed run takes the weights from its checkpoint).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pretrained: Option<PretrainedEncoder>,
+    },
+}
+
+impl EncoderChoice {
+    fn is_plain(&self) -> bool {
+        *self == EncoderChoice::PlainConv
+    }
 }
 
 impl SupervisedSettings {
     /// Partial labels by `rule`.
     pub fn with_partial_labels(rule: PartialLabelRule) -> Self {
-        SupervisedSettings { partial_labels: true, partial_label_rule: Some(rule) }
+        SupervisedSettings { partial_labels: true, partial_label_rule: Some(rule), encoder: EncoderChoice::PlainConv }
     }
 
     /// The rule the label masks are inferred by; `None` without partial labels.
@@ -52,11 +83,27 @@ pub struct SupervisedMethod {
 impl SupervisedMethod {
     /// The plan's U-Net (new run) or the checkpoint's (resume).
     pub fn build(settings: &SupervisedSettings, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Self> {
-        let config = match saved {
-            Some(saved) => SingleNetworkState::unet_from_saved(saved, ctx)?,
-            None => ctx.plan_network.clone(),
+        let partial = settings.partial_labels();
+        if let Some(saved) = saved {
+            let config = SingleNetworkState::network_from_saved(saved, ctx)?;
+            return Ok(SupervisedMethod { network: SingleNetwork::new_of_kind(config, ctx, partial, Ok)? });
+        }
+        let network = match &settings.encoder {
+            EncoderChoice::PlainConv => SingleNetwork::new(ctx.plan_network.clone(), ctx, partial, |model| model)?,
+            EncoderChoice::ConvnextV2 { pretrained } => {
+                let config = ConvNeXtUNetConfig::from_unet(&ctx.plan_network);
+                config.validate().map_err(|e| TrainError::Invalid(format!("{}: ConvNeXt V2 U-Net: {e}", ctx.plans_path.display())))?;
+                let device = ctx.device.clone();
+                SingleNetwork::new_of_kind(NetworkConfig::from(config.clone()), ctx, partial, |network| match (network, pretrained) {
+                    (Network::ConvNeXtUNet(network), Some(pretrained)) => {
+                        let encoder = load_pretrained_encoder(pretrained, &config, &device)?;
+                        Ok(Network::ConvNeXtUNet(network.with_encoder(encoder)))
+                    }
+                    (network, _) => Ok(network),
+                })?
+            }
         };
-        Ok(SupervisedMethod { network: SingleNetwork::new(config, ctx, settings.partial_labels(), |model| model)? })
+        Ok(SupervisedMethod { network })
     }
 }
 

@@ -132,7 +132,7 @@ impl TrainingMethod for TextGuidedMethod {
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
         let settings = &self.settings;
         self.network.train_step(batch, lr, |model, mut level_features, target, label_mask| {
-            let fusion = model.text_fusion.as_ref().filter(|_| settings.ccae_weight > 0.0)?;
+            let fusion = model.plain_conv_unet()?.text_fusion.as_ref().filter(|_| settings.ccae_weight > 0.0)?;
             let features = level_features.swap_remove(0);
             let contrastive = ccae_loss(fusion, features, target, label_mask, settings.ccae_temperature);
             Some(contrastive.mul_scalar(settings.ccae_weight))

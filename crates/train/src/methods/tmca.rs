@@ -158,6 +158,7 @@ impl TrainingMethod for TmcaMethod {
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
         let (settings, log_weights, classes) = (&self.settings, &self.log_weights, self.classes);
         self.network.train_step(batch, lr, |model, mut level_features, target, label_mask| {
+            let model = model.plain_conv_unet()?;
             let alignment = model.target_alignment.as_ref()?;
             let device = target.device();
             let weights = Tensor::<2>::from_data(TensorData::new(log_weights.clone(), [classes, classes]), &device);
