@@ -140,6 +140,9 @@ impl NetworkConfig {
 ///
 /// A burn module (an optimiser steps it whatever its kind); its weight files are still the
 /// variant's own record ([`save_weights`](Self::save_weights)), so a kind's keys carry no variant name.
+// A network is built once per run or model folder and moved rarely: boxing a variant would
+// only add an indirection to every call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     /// nnU-Net's `PlainConvUNet`.

@@ -67,13 +67,13 @@ impl ConvNeXtV2EncoderConfig {
                 self.blocks_per_stage.len()
             ));
         }
-        if self.depthwise_kernel % 2 == 0 || self.depthwise_kernel == 0 {
+        if self.depthwise_kernel.is_multiple_of(2) {
             return Err(format!("the depthwise kernel must be odd, got {}", self.depthwise_kernel));
         }
         if self.mlp_ratio == 0 {
             return Err("mlp_ratio must be positive".into());
         }
-        if !(self.layer_norm_epsilon > 0.0) {
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return Err("layer_norm_epsilon must be positive".into());
         }
         Ok(())
