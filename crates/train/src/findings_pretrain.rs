@@ -125,7 +125,11 @@ pub fn pretrain_image_text(
 pub fn clamp_logit_scale(mut net: DiscFindingsNet) -> DiscFindingsNet {
     if let Some(head) = net.text.take() {
         let mut head = head;
-        head.logit_scale = head.logit_scale.map(|t| t.clamp(0.0, max_logit_scale()).detach().require_grad());
+        head.logit_scale = head.logit_scale.map(|t| {
+            // A new leaf with the same gradient state (none on an inference device).
+            let require_grad = t.is_require_grad();
+            t.clamp(0.0, max_logit_scale()).detach().set_require_grad(require_grad)
+        });
         net.text = Some(head);
     }
     net
