@@ -10,6 +10,9 @@
 # the same settings; thresholds are chosen on validation patients inside each training fold;
 # the five held-out folds together cover every patient once and are scored with
 # `spineseg evaluate-findings` against gradings.csv (1000 bootstrap resamples over patients).
+# PRETRAIN_STEPS=N (text head only) adds N contrastive image-text steps on each fold's training
+# patients before the supervised ones (`--image-text-pretrain-steps`); the arm is then
+# RUNS/HEAD-SEQ-clip-sSEED, e.g. text-t1-t2-clip-s0.
 # Needs a release build (`cargo build --release -p spineseg-cli`; SPINESEG overrides the binary)
 # and, for the text head, the text encoder (scripts/fetch_text_encoder.sh).
 set -euo pipefail
@@ -20,6 +23,7 @@ shared=${SHARED:-$here/../../shared/data}
 bin=${SPINESEG:-${CARGO_TARGET_DIR:-$here/../target}/release/spineseg}
 model=${MODEL:-$here/../models/lumbar-2d}
 steps=${STEPS:-600}
+pretrain_steps=${PRETRAIN_STEPS:-0}
 gradings=$shared/spider-gradings/gradings.csv
 mkdir -p "$runs"
 case "$stage" in
@@ -32,10 +36,15 @@ case "$stage" in
     seq=${4:?sequences: t2 or t1-t2}
     seed=${5:?seed}
     arm=$runs/$head-$seq-s$seed
+    pretrain=()
+    if [ "$pretrain_steps" -gt 0 ]; then
+      arm=$runs/$head-$seq-clip-s$seed
+      pretrain=(--image-text-pretrain-steps "$pretrain_steps")
+    fi
     mkdir -p "$arm"
     for fold in 0 1 2 3 4; do
       "$bin" findings train --rois "$runs/rois" --gradings "$gradings" --head "$head" --sequences "$seq" \
-        --folds 5 --fold "$fold" --seed "$seed" --steps "$steps" -o "$arm/fold$fold" > "$arm/fold$fold.log" 2>&1
+        --folds 5 --fold "$fold" --seed "$seed" --steps "$steps" "${pretrain[@]}" -o "$arm/fold$fold" > "$arm/fold$fold.log" 2>&1
     done
     head -n 1 "$arm/fold0/heldout_findings.csv" > "$arm/all.csv"
     for fold in 0 1 2 3 4; do tail -n +2 "$arm/fold$fold/heldout_findings.csv" >> "$arm/all.csv"; done

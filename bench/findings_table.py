@@ -35,7 +35,7 @@ def cell(values):
     return f"{mean:.3f} ({min(values):.3f}..{max(values):.3f})"
 
 
-order = ["visual-t2", "text-t2", "visual-t1-t2", "text-t1-t2"]
+order = ["visual-t2", "text-t2", "visual-t1-t2", "text-t1-t2", "text-t1-t2-clip"]
 names = sorted(arms, key=lambda a: order.index(a) if a in order else 99)
 print("| arm | seeds | scored levels | macro recall | macro FPR | macro precision | macro AUC | Pfirrmann acc. | Pfirrmann kappa |")
 print("|---|---|---|---|---|---|---|---|---|")

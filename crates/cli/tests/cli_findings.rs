@@ -1,9 +1,10 @@
-//! End-to-end tests of `spineseg evaluate-findings` on tiny findings CSVs written here.
+//! End-to-end tests of `spineseg evaluate-findings` on tiny findings CSVs written here, and of
+//! `findings train --image-text-pretrain-steps` on graded phantoms.
 
 use std::path::Path;
 
 mod support;
-use support::spineseg;
+use support::{graded_phantoms, spineseg};
 
 const HEADER: &str = "case,level,found,p_disc_herniation,p_disc_narrowing,p_disc_bulging,p_spondylolisthesis,p_modic_change,disc_herniation,disc_narrowing,disc_bulging,spondylolisthesis,modic_change,pfirrmann_grade,p_pfirrmann_1,p_pfirrmann_2,p_pfirrmann_3,p_pfirrmann_4,p_pfirrmann_5";
 
@@ -150,4 +151,62 @@ fn bad_inputs_name_the_file_and_write_nothing() {
         "{stderr}"
     );
     assert!(!summary.exists());
+}
+
+#[test]
+fn image_text_pretraining_runs_before_the_supervised_steps_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels, gradings) = graded_phantoms(dir.path());
+    let p = |path: &Path| path.to_str().unwrap().to_string();
+    let rois = dir.path().join("rois");
+    let (ok, _, stderr) = run(&["findings", "rois", "--images", &p(&images), "--labels", &p(&labels), "-o", &p(&rois)]);
+    assert!(ok, "{stderr}");
+    let encoder = dir.path().join("encoder");
+    spineseg_text::write_tiny_test_encoder(&encoder).unwrap();
+    let model = dir.path().join("model");
+    let train = |head: &str, out: &Path| {
+        run(&[
+            "findings",
+            "train",
+            "--rois",
+            &p(&rois),
+            "--gradings",
+            &p(&gradings),
+            "--head",
+            head,
+            "--sequences",
+            "t2",
+            "--steps",
+            "4",
+            "--image-text-pretrain-steps",
+            "5",
+            "--batch-size",
+            "4",
+            "--folds",
+            "3",
+            "--fold",
+            "0",
+            "--text-encoder",
+            &p(&encoder),
+            "-o",
+            &p(out),
+        ])
+    };
+    let (ok, stdout, stderr) = train("text", &model);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("distinct report sentences") && stdout.contains("Pfirrmann grade"), "{stdout}");
+    assert!(stderr.contains("image-text pretraining step     5/5") && stderr.contains("step     4/4"), "{stderr}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("findings_model.json")).unwrap()).unwrap();
+    let record = &manifest["training"]["image_text_pretraining"];
+    assert_eq!(record["steps"], 5, "{record}");
+    assert!(record["final_loss"].as_f64().is_some_and(f64::is_finite), "{record}");
+    assert!(record["pairs"].as_u64().unwrap() > 0 && record["distinct_sentences"].as_u64().unwrap() > 1, "{record}");
+    assert!(model.join("heldout_findings.csv").is_file());
+
+    // A visual head has no text side: refused before any work, nothing written.
+    let visual = dir.path().join("model-visual");
+    let (ok, _, stderr) = train("visual", &visual);
+    assert!(!ok && stderr.contains("--head text"), "{stderr}");
+    assert!(!visual.exists());
 }

@@ -3,6 +3,10 @@
 //! the network reads them (`spineseg_model::prompt_index_finding` / `prompt_index_grade`). The
 //! five findings are SPIDER's gradings (disc herniation, narrowing, bulging, spondylolisthesis,
 //! Modic changes of the endplates).
+//!
+//! [`report_sentence`] is the other kind of text: one short report line per graded disc level
+//! ("L4/L5 intervertebral disc: disc herniation, disc bulging, Pfirrmann grade 4."), the text
+//! side of the image-text pretraining (`spineseg_train::findings_pretrain`).
 
 use spineseg_anatomy::{Ontology, StructureId};
 use spineseg_model::{prompt_index_finding, prompt_index_grade, NUM_FINDINGS, NUM_GRADES, PROMPTS_PER_LEVEL};
@@ -23,7 +27,7 @@ const FINDING_PHRASES: [(&str, &str); NUM_FINDINGS] = [
 /// intervertebral disc with disc herniation", "L4/L5 intervertebral disc without disc
 /// herniation", ..., "Pfirrmann grade 3 degeneration of the L4/L5 intervertebral disc".
 pub fn finding_prompts(level: StructureId) -> Vec<String> {
-    let disc = Ontology::standard().get(level).map_or_else(|| format!("disc {}", level.0), |s| s.display_name.clone());
+    let disc = disc_name(level);
     let mut prompts = vec![String::new(); PROMPTS_PER_LEVEL];
     for (f, (present, absent)) in FINDING_PHRASES.iter().enumerate() {
         prompts[prompt_index_finding(f, true)] = present.replace("{d}", &disc);
@@ -33,6 +37,27 @@ pub fn finding_prompts(level: StructureId) -> Vec<String> {
         prompts[prompt_index_grade(grade)] = format!("Pfirrmann grade {grade} degeneration of the {disc}");
     }
     prompts
+}
+
+/// The findings' names in a report sentence, in `FINDING_KEYS` order.
+const REPORT_NAMES: [&str; NUM_FINDINGS] =
+    ["disc herniation", "disc narrowing", "disc bulging", "spondylolisthesis", "Modic changes"];
+
+/// The disc's name in the ontology ("L4/L5 intervertebral disc"), or "disc {id}".
+fn disc_name(level: StructureId) -> String {
+    Ontology::standard().get(level).map_or_else(|| format!("disc {}", level.0), |s| s.display_name.clone())
+}
+
+/// One graded disc level as a report sentence: its name, the findings present (in
+/// `FINDING_KEYS` order) or "no abnormality", and its Pfirrmann grade, e.g. "L4/L5
+/// intervertebral disc: disc herniation, disc bulging, Pfirrmann grade 4." The same grading
+/// always gives the same sentence (two levels with the same grading differ only by the name).
+pub fn report_sentence(level: StructureId, present: &[bool; NUM_FINDINGS], pfirrmann: u8) -> String {
+    let mut parts: Vec<&str> = REPORT_NAMES.iter().zip(present).filter(|(_, &p)| p).map(|(n, _)| *n).collect();
+    if parts.is_empty() {
+        parts.push("no abnormality");
+    }
+    format!("{}: {}, Pfirrmann grade {pfirrmann}.", disc_name(level), parts.join(", "))
 }
 
 /// The prompts of every level and their embeddings, `[levels, PROMPTS_PER_LEVEL, dim]` row major
@@ -61,6 +86,37 @@ mod tests {
         assert!(prompts.iter().all(|p| p.contains("L4/L5")));
         let unique: std::collections::BTreeSet<&String> = prompts.iter().collect();
         assert_eq!(unique.len(), PROMPTS_PER_LEVEL);
+    }
+
+    #[test]
+    fn report_sentences_list_the_findings_and_the_grade() {
+        let l4l5 = StructureId(123);
+        assert_eq!(
+            report_sentence(l4l5, &[true, false, true, false, false], 4),
+            "L4/L5 intervertebral disc: disc herniation, disc bulging, Pfirrmann grade 4."
+        );
+        assert_eq!(
+            report_sentence(StructureId(121), &[false; NUM_FINDINGS], 2),
+            "L2/L3 intervertebral disc: no abnormality, Pfirrmann grade 2."
+        );
+        assert_eq!(
+            report_sentence(l4l5, &[true; NUM_FINDINGS], 5),
+            "L4/L5 intervertebral disc: disc herniation, disc narrowing, disc bulging, spondylolisthesis, Modic changes, Pfirrmann grade 5."
+        );
+        // Deterministic, and every grading gives its own sentence at a level.
+        let mut seen = std::collections::BTreeSet::new();
+        for bits in 0..(1u32 << NUM_FINDINGS) {
+            let present: [bool; NUM_FINDINGS] = std::array::from_fn(|f| bits & (1 << f) != 0);
+            for grade in 1..=5u8 {
+                let sentence = report_sentence(l4l5, &present, grade);
+                assert_eq!(sentence, report_sentence(l4l5, &present, grade));
+                assert!(seen.insert(sentence));
+            }
+        }
+        // The names follow the network's finding order.
+        for (name, key) in REPORT_NAMES.iter().zip(spineseg_infer::findings_model::FINDING_KEYS) {
+            assert!(name.to_lowercase().starts_with(&key.replace('_', " ")), "{name} vs {key}");
+        }
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //! probability `sequence_dropout`, so either sequence alone still works at prediction. Spatial
 //! augmentation is a small shift (the ROI is centred on the disc by the segmentation, which is
 //! not exact) and an intensity scale and offset; no flips (anterior and posterior differ).
+//!
+//! **Image-text pretraining** (optional, text head only): [`train_findings_with`] first runs
+//! contrastive steps of the encoder and the head's projections against report sentences of the
+//! same training samples (`crate::findings_pretrain`), then the supervised steps start from there.
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -29,6 +33,7 @@ use spineseg_model::{DiscFindingsNet, DiscFindingsNetConfig, NUM_FINDINGS};
 
 use crate::config::OptimizerConfig;
 use crate::error::{Result, TrainError};
+use crate::findings_pretrain::{pretrain_image_text, ImageTextPretraining};
 use crate::methods::single_network::{Materialise, INIT_LOCK};
 use crate::optim::{clip_grad_norm, poly_lr};
 
@@ -104,10 +109,21 @@ pub struct FindingsTraining {
     /// Loss of every step.
     pub losses: Vec<f64>,
     pub positive_weights: [f32; NUM_FINDINGS],
+    /// Loss of every image-text pretraining step (empty without pretraining).
+    pub pretrain_losses: Vec<f64>,
+}
+
+/// Which part of [`train_findings_with`] a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingsStage {
+    /// A contrastive image-text step (`crate::findings_pretrain`).
+    ImageTextPretraining,
+    /// A supervised step on the findings and grades.
+    Supervised,
 }
 
 /// The augmented copy of `sample` for one batch.
-fn augment(
+pub(crate) fn augment(
     sample: &FindingsSample,
     roi_px: [usize; 2],
     settings: &FindingsTrainConfig,
@@ -178,6 +194,24 @@ pub fn train_findings(
     settings: &FindingsTrainConfig,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<FindingsTraining> {
+    train_findings_with(config, prompt_embeddings, samples, settings, None, |stage, step, loss| {
+        if stage == FindingsStage::Supervised {
+            on_step(step, loss);
+        }
+    })
+}
+
+/// [`train_findings`], after `pretraining`'s image-text steps when given (a text head only; its
+/// sentences must be those of `samples`, the training patients). `on_step(stage, step, loss)`
+/// hears every step of both stages.
+pub fn train_findings_with(
+    config: &DiscFindingsNetConfig,
+    prompt_embeddings: Option<Vec<f32>>,
+    samples: &[FindingsSample],
+    settings: &FindingsTrainConfig,
+    pretraining: Option<&ImageTextPretraining>,
+    mut on_step: impl FnMut(FindingsStage, usize, f64),
+) -> Result<FindingsTraining> {
     if samples.is_empty() {
         return Err(TrainError::Invalid(
             "findings training: no training samples (no graded level was found on any image)".into(),
@@ -196,7 +230,17 @@ pub fn train_findings(
         net.visit(&mut Materialise);
         net
     };
+    let mut pretrain_losses = Vec::new();
+    if let Some(pretraining) = pretraining {
+        let (pretrained, losses) = pretrain_image_text(net, config, samples, pretraining, settings, |step, loss| {
+            on_step(FindingsStage::ImageTextPretraining, step, loss)
+        })?;
+        net = pretrained;
+        pretrain_losses = losses;
+    }
     let weights = positive_weights(samples, settings.max_positive_weight);
+    // A fresh optimiser: the supervised steps start from the pretrained weights, not from the
+    // contrastive loss's moments.
     let mut optimizer =
         OptimizerConfig::AdamW { lr: settings.learning_rate, weight_decay: settings.weight_decay }.init();
     let mut losses = Vec::with_capacity(settings.steps);
@@ -233,9 +277,9 @@ pub fn train_findings(
         clip_grad_norm(&net, &mut grads, 12.0);
         net = optimizer.step(poly_lr(settings.learning_rate, step, settings.steps), net, grads);
         losses.push(value);
-        on_step(step, value);
+        on_step(FindingsStage::Supervised, step, value);
     }
-    Ok(FindingsTraining { net: net.valid(), losses, positive_weights: weights })
+    Ok(FindingsTraining { net: net.valid(), losses, positive_weights: weights, pretrain_losses })
 }
 
 /// The lowest threshold `t` such that deciding "present" for `p >= t` keeps the false-positive

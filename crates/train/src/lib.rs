@@ -25,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod findings;
+pub mod findings_pretrain;
 pub mod losses;
 pub mod manifest;
 pub mod method;

@@ -5,7 +5,9 @@
 //! splits patients into folds (no patient in two folds), trains the visual or the text-guided
 //! head, chooses the decision thresholds on validation patients of the training folds, writes a
 //! findings model folder and, with `--fold`, the held-out patients' findings as CSV for
-//! `spineseg evaluate-findings`.
+//! `spineseg evaluate-findings`. With `--image-text-pretrain-steps N` (text head only) the
+//! network is first pretrained contrastively on report sentences of its training levels
+//! (`spineseg_train::findings_pretrain`).
 
 use crate::values::{FindingsHead, FindingsSequences};
 use crate::Outcome;
@@ -23,7 +25,10 @@ use spineseg_infer::findings_model::{
 };
 use spineseg_infer::ModelFolder;
 use spineseg_model::{DiscFindingsNetConfig, FindingsHeadConfig, WeightPrecision};
-use spineseg_train::findings::{choose_threshold, train_findings, FindingsSample, FindingsTrainConfig};
+use spineseg_train::findings::{
+    choose_threshold, train_findings_with, FindingsSample, FindingsStage, FindingsTrainConfig,
+};
+use spineseg_train::findings_pretrain::ImageTextPretraining;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -139,6 +144,11 @@ pub struct TrainFindingsArgs {
     /// Text encoder folder (default: $SPINESEG_TEXT_ENCODER or the cache).
     #[arg(long)]
     pub text_encoder: Option<PathBuf>,
+    /// Contrastive image-text steps before the supervised ones (text head only; 0 = none): each
+    /// training level's ROIs against a report sentence of its grading, CLIP-style, on the
+    /// training patients only.
+    #[arg(long, default_value_t = 0)]
+    pub image_text_pretrain_steps: usize,
 }
 
 pub fn run(command: FindingsCommand) -> Result<Outcome> {
@@ -290,6 +300,9 @@ fn patient_folds(patients: &[String], folds: usize) -> BTreeMap<String, usize> {
 }
 
 fn train(args: TrainFindingsArgs) -> Result<Outcome> {
+    if args.image_text_pretrain_steps > 0 && args.head != FindingsHead::Text {
+        bail!("--image-text-pretrain-steps needs --head text (a visual head has no text side to pretrain)");
+    }
     if args.folds < 2 && args.fold.is_some() {
         bail!("--folds must be at least 2 to hold one out");
     }
@@ -356,16 +369,20 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
         used.join("+"),
     );
     println!("positives in training: {}", counts.join(", "));
-    let (head, embeddings, prompts) = match args.head {
-        FindingsHead::Visual => (FindingsHeadConfig::Visual, None, None),
+    let (head, embeddings, prompts, pretraining) = match args.head {
+        FindingsHead::Visual => (FindingsHeadConfig::Visual, None, None, None),
         FindingsHead::Text => {
             let encoder = crate::text_encoder::load_encoder(args.text_encoder.clone())?;
             let ids: Vec<_> = levels.iter().map(|&l| spineseg_anatomy::StructureId(l)).collect();
             let (prompts, embeddings) = spineseg_text::findings_prompts::embed_finding_prompts(&encoder, &ids)?;
+            let pretraining = (args.image_text_pretrain_steps > 0)
+                .then(|| report_sentence_pairs(&encoder, &levels, &train_samples, args.image_text_pretrain_steps))
+                .transpose()?;
             (
                 FindingsHeadConfig::Text { text_dim: encoder.embedding_dim(), embed_dim: 64 },
                 Some(embeddings),
                 Some(prompts),
+                pretraining,
             )
         }
     };
@@ -376,16 +393,34 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
         FindingsTrainConfig { steps: args.steps, batch_size: args.batch_size, seed: args.seed, ..Default::default() };
     let started = Instant::now();
     let every = (args.steps / 10).max(1);
+    let pretrain_every = (args.image_text_pretrain_steps / 10).max(1);
     let mut recent = Vec::new();
-    let training = train_findings(&config, embeddings, &train_samples, &settings, |step, loss| {
-        recent.push(loss);
-        if (step + 1) % every == 0 {
-            let mean = recent.iter().sum::<f64>() / recent.len() as f64;
-            eprintln!("step {:>5}/{}: loss {mean:.4} ({:.0} s)", step + 1, args.steps, started.elapsed().as_secs_f64());
-            let _ = std::io::stderr().flush();
-            recent.clear();
-        }
-    })?;
+    let mut pretrain_seconds = 0.0;
+    let training = train_findings_with(
+        &config,
+        embeddings,
+        &train_samples,
+        &settings,
+        pretraining.as_ref(),
+        |stage, step, loss| {
+            recent.push(loss);
+            let (every, total, name) = match stage {
+                FindingsStage::ImageTextPretraining => {
+                    (pretrain_every, args.image_text_pretrain_steps, "image-text pretraining step")
+                }
+                FindingsStage::Supervised => (every, args.steps, "step"),
+            };
+            if (step + 1) % every == 0 || step + 1 == total {
+                let mean = recent.iter().sum::<f64>() / recent.len() as f64;
+                eprintln!("{name} {:>5}/{total}: loss {mean:.4} ({:.0} s)", step + 1, started.elapsed().as_secs_f64());
+                let _ = std::io::stderr().flush();
+                recent.clear();
+            }
+            if stage == FindingsStage::ImageTextPretraining && step + 1 == total {
+                pretrain_seconds = started.elapsed().as_secs_f64();
+            }
+        },
+    )?;
     // Thresholds on the validation patients only.
     let device = spineseg_model::burn::tensor::Device::flex();
     let validation_inputs: Vec<FindingsInput> = validation_samples.iter().map(|s| s.input.clone()).collect();
@@ -437,6 +472,7 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
             "segmentation_model": set.index.segmentation_model,
             "gradings": args.gradings.display().to_string(),
             "seconds": started.elapsed().as_secs_f64(),
+            "image_text_pretraining": pretraining.as_ref().map(|p| pretraining_record(p, &training.pretrain_losses, settings.batch_size, pretrain_seconds)),
         }),
     };
     FindingsModel::save(&args.out, &training.net, &manifest, WeightPrecision::Half)?;
@@ -454,6 +490,63 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
     }
     println!("findings model -> {} ({:.0} s)", args.out.display(), started.elapsed().as_secs_f64());
     Ok(Outcome::Success)
+}
+
+/// The text side of the image-text pretraining: a report sentence per training sample (its
+/// level, findings and Pfirrmann grade), each distinct sentence embedded once by the frozen
+/// encoder. `samples` must be the training patients' levels only: the sentences are the labels.
+fn report_sentence_pairs(
+    encoder: &spineseg_text::TextEncoder,
+    levels: &[u16],
+    samples: &[FindingsSample],
+    steps: usize,
+) -> Result<ImageTextPretraining> {
+    let sentences: Vec<String> = samples
+        .iter()
+        .map(|s| {
+            let level = spineseg_anatomy::StructureId(levels[s.input.level]);
+            spineseg_text::findings_prompts::report_sentence(level, &s.findings, s.grade)
+        })
+        .collect();
+    let distinct: Vec<&String> = sentences.iter().collect::<BTreeSet<_>>().into_iter().collect();
+    let index: BTreeMap<&String, usize> = distinct.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    let embeddings = encoder.embed(&distinct)?;
+    println!(
+        "image-text pretraining: {} training levels, {} distinct report sentences (e.g. \"{}\")",
+        sentences.len(),
+        distinct.len(),
+        distinct.first().map_or("", |s| s.as_str())
+    );
+    Ok(ImageTextPretraining {
+        steps,
+        sentence_of_sample: sentences.iter().map(|s| index[s]).collect(),
+        sentence_embeddings: embeddings.into_iter().flatten().collect(),
+    })
+}
+
+/// The manifest's record of the image-text pretraining.
+fn pretraining_record(
+    pretraining: &ImageTextPretraining,
+    losses: &[f64],
+    batch_size: usize,
+    seconds: f64,
+) -> serde_json::Value {
+    let tail = &losses[losses.len() - (losses.len() / 10).max(1).min(losses.len())..];
+    let distinct = pretraining.sentence_of_sample.iter().collect::<BTreeSet<_>>().len();
+    serde_json::json!({
+        "method": "symmetric InfoNCE (CLIP), learned temperature capped at 100, identical sentences positives of each other",
+        "text": "report sentence per training level (level, findings, Pfirrmann grade), frozen encoder + the text head's projection",
+        "image": "the findings encoder + the text head's image projection",
+        "data": "training patients of this fold only (no validation or held-out patient)",
+        "steps": pretraining.steps,
+        "batch_size": batch_size,
+        "pairs": pretraining.sentence_of_sample.len(),
+        "distinct_sentences": distinct,
+        "first_loss": losses.first(),
+        "final_loss": losses.last(),
+        "mean_loss_last_tenth": if tail.is_empty() { None } else { Some(tail.iter().sum::<f64>() / tail.len() as f64) },
+        "seconds": seconds,
+    })
 }
 
 fn predict(args: PredictFindingsArgs) -> Result<Outcome> {

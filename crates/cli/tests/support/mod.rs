@@ -101,3 +101,45 @@ pub fn weights(model_dir: &Path, file: &Path) -> Vec<Vec<f32>> {
     let unet = manifest.network.plain_conv_unet().expect("the trainer trains a plain U-Net");
     parameter_values(&load_network(unet, file).unwrap())
 }
+
+/// Six phantom patients as `{patient}_t2.nii.gz` (and the same masks under `labels/`), plus a
+/// gradings.csv with findings that vary by patient and level.
+pub fn graded_phantoms(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let data = dir.join("phantom");
+    let out = spineseg(&["phantom", "--out", data.to_str().unwrap(), "--cases", "6", "--seed", "5", "--small"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let images = dir.join("images");
+    let labels = dir.join("labels");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    let mut gradings = String::from("patient,ivd_label,level,modic,upper_endplate_change,lower_endplate_change,spondylolisthesis,disc_herniation,disc_narrowing,disc_bulging,pfirrmann_grade,level_note\n");
+    for p in 0..6 {
+        let patient = format!("{}", 10 + p);
+        std::fs::copy(
+            data.join(format!("imagesTr/phantom_{p:03}_0000.nii.gz")),
+            images.join(format!("{patient}_t2.nii.gz")),
+        )
+        .unwrap();
+        std::fs::copy(
+            data.join(format!("labelsTr/phantom_{p:03}.nii.gz")),
+            labels.join(format!("{patient}_t2.nii.gz")),
+        )
+        .unwrap();
+        for (n, level) in ["L5S1", "L4L5", "L3L4", "L2L3", "L1L2"].iter().enumerate() {
+            let on = |k: usize| usize::from((p + n + k).is_multiple_of(3));
+            gradings.push_str(&format!(
+                "{patient},{},{level},{},0,0,{},{},{},{},{},\n",
+                n + 1,
+                2 * on(0),
+                on(1),
+                on(2),
+                on(0),
+                on(1),
+                1 + (p + n) % 5
+            ));
+        }
+    }
+    let gradings_path = dir.join("gradings.csv");
+    std::fs::write(&gradings_path, gradings).unwrap();
+    (images, labels, gradings_path)
+}
