@@ -27,7 +27,7 @@ use spineseg_model::{DiscFindingsNet, DiscFindingsNetConfig};
 
 use crate::config::OptimizerConfig;
 use crate::error::{Result, TrainError};
-use crate::findings::{augment, FindingsSample, FindingsTrainConfig};
+use crate::findings_samples::{augment, FindingsSample, FindingsTrainConfig};
 use crate::losses::info_nce::{max_logit_scale, symmetric_info_nce};
 use crate::optim::{clip_grad_norm, poly_lr};
 

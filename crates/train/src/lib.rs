@@ -26,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod findings;
 pub mod findings_pretrain;
+pub mod findings_samples;
 pub mod losses;
 pub mod manifest;
 pub mod method;
