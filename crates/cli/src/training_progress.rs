@@ -1,13 +1,29 @@
 //! The training progress shared by `train` and `pretrain` (a bar per epoch, a line per epoch)
 //! and the thread-count setting, so neither command imports the other.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use spineseg_train::{EpochSummary, RunInfo, TrainingObserver};
+use spineseg_train::{EpochSummary, RunInfo, StopReason, TrainingObserver};
 
-/// Flex (burn's CPU backend) runs its kernels on rayon's global pool.
-pub(crate) fn rayon_global(threads: usize) -> Result<()> {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set the number of threads")
+/// `--threads`: flex (burn's CPU backend) runs its kernels on rayon's global pool; `None`
+/// keeps rayon's default (all cores).
+pub(crate) fn set_compute_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        None => Ok(()),
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(threads) => {
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set the number of threads")
+        }
+    }
+}
+
+/// Why a run stopped, as the closing line says it.
+pub(crate) fn stop_reason_text(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::Finished => "finished",
+        StopReason::TimeBudget => "stopped by the time budget",
+        StopReason::Interrupted => "stopped early (continue with --resume)",
+    }
 }
 
 /// Progress bar per epoch with loss and it/s, and one printed line per epoch.

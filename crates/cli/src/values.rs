@@ -7,7 +7,7 @@ use spineseg_metrics::Connectivity;
 use spineseg_model::WeightPrecision;
 use spineseg_phantom::Contrast;
 use spineseg_preprocessing::plan::ConfigurationName;
-use spineseg_train::AugmentationConfig;
+use spineseg_train::{AugmentationConfig, OptimizerConfig};
 
 /// A plan configuration (`--configuration`, `--configurations`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,6 +37,20 @@ pub enum OptimizerArg {
     /// AdamW: lr 1e-3, weight decay 0.01.
     #[value(alias = "adam")]
     Adamw,
+}
+
+impl OptimizerArg {
+    /// The optimiser with its default learning rate, or `lr` when given.
+    pub fn config(self, lr: Option<f64>) -> OptimizerConfig {
+        let optimizer = match self {
+            OptimizerArg::Sgd => OptimizerConfig::sgd(),
+            OptimizerArg::Adamw => OptimizerConfig::adamw(),
+        };
+        match lr {
+            Some(lr) => optimizer.with_lr(lr),
+            None => optimizer,
+        }
+    }
 }
 
 /// The encoder of `spineseg train --encoder-kind`.

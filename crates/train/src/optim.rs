@@ -6,6 +6,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::Tensor;
 
+use crate::method::StepStats;
+
 /// nnU-Net's `torch.optim.SGD(lr, weight_decay, momentum=0.99, nesterov=True)`.
 ///
 /// burn's `MomentumConfig` defaults to dampening 0.1 (PyTorch: 0), so it is set to 0 here;
@@ -79,6 +81,32 @@ impl ModuleVisitor for ScaleGrads<'_> {
             self.grads.register(param.id, grad.mul_scalar(self.factor));
         }
     }
+}
+
+/// One optimiser step of `model` on `loss`: backward, global-norm clipping at `grad_clip_norm`
+/// (if any), update. A loss that is not finite, or an infinite gradient norm under clipping, is
+/// never applied: the model comes back unchanged and the stats say why (the engine then stops or
+/// skips the step). The stats' gradient norm is NaN without clipping.
+pub fn optimiser_step<M: Module>(
+    model: M,
+    loss: Tensor<1>,
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    grad_clip_norm: Option<f64>,
+) -> (M, StepStats) {
+    let loss_value = loss.clone().into_scalar::<f32>() as f64;
+    if !loss_value.is_finite() {
+        return (model, StepStats { loss: loss_value, grad_norm: f64::NAN });
+    }
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let grad_norm = match grad_clip_norm {
+        Some(max) => clip_grad_norm(&model, &mut grads, max),
+        None => f64::NAN,
+    };
+    if grad_clip_norm.is_some() && !grad_norm.is_finite() {
+        return (model, StepStats { loss: loss_value, grad_norm: f64::INFINITY });
+    }
+    (optimizer.step(lr, model, grads), StepStats { loss: loss_value, grad_norm })
 }
 
 #[cfg(test)]

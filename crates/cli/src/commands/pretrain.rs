@@ -1,14 +1,14 @@
 //! `spineseg pretrain`: ConvNeXt V2's masked-autoencoder (FCMAE) pretraining of the plan's
 //! ConvNeXt V2 encoder on unlabelled images, for `spineseg train --encoder`.
 
-use crate::training_progress::{rayon_global, CliObserver};
+use crate::training_progress::{set_compute_threads, stop_reason_text, CliObserver};
 use crate::values::{ConfigurationArg, OptimizerArg};
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use spineseg_preprocessing::crop::CaseVolumes;
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_preprocessing::preprocess::{preprocess_case, save_preprocessed};
-use spineseg_train::{train, EngineConfig, FcmaeSettings, MethodConfig, OptimizerConfig, RunOptions, RunPaths, StopReason};
+use spineseg_train::{train, EngineConfig, FcmaeSettings, MethodConfig, RunOptions, RunPaths};
 use std::path::{Path, PathBuf};
 
 /// Pretrain the ConvNeXt V2 encoder of a plan's configuration as a masked autoencoder (FCMAE:
@@ -124,12 +124,7 @@ fn fill_pool(folders: &[PathBuf], plan: &Plan, configuration: ConfigurationName,
 }
 
 pub fn run(args: PretrainArgs) -> Result<Outcome> {
-    if let Some(threads) = args.threads {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
-        }
-        rayon_global(threads)?;
-    }
+    set_compute_threads(args.threads)?;
     let configuration: ConfigurationName = args.configuration.into();
     let paths = RunPaths { work: args.work.clone(), model_dir: args.out.clone() };
     let plan = Plan::load(&paths.plans()).with_context(|| "run `spineseg plan DATASET --out WORK` first".to_string())?;
@@ -145,24 +140,14 @@ pub fn run(args: PretrainArgs) -> Result<Outcome> {
     config.iterations_per_epoch = args.iterations_per_epoch;
     config.validation_batches = args.validation_batches;
     config.seed = args.seed;
-    config.optimizer = match args.optimizer {
-        OptimizerArg::Sgd => OptimizerConfig::sgd(),
-        OptimizerArg::Adamw => OptimizerConfig::adamw(),
-    };
-    if let Some(lr) = args.lr {
-        config.optimizer = config.optimizer.with_lr(lr);
-    }
+    config.optimizer = args.optimizer.config(args.lr);
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create folder", args.out.display()))?;
     let options = RunOptions { resume: args.resume, stop_after_epochs: args.stop_after_epochs, device: None };
     let mut observer = CliObserver::new(args.quiet);
     let outcome = train(&paths, config, MethodConfig::Fcmae(settings), &options, &mut observer)?;
     observer.finish();
     let state = &outcome.state;
-    let why = match outcome.reason {
-        StopReason::Finished => "finished",
-        StopReason::TimeBudget => "stopped by the time budget",
-        StopReason::Interrupted => "stopped early (continue with --resume)",
-    };
+    let why = stop_reason_text(outcome.reason);
     let last_loss = state.history.last().map_or(f64::NAN, |epoch| epoch.val_loss);
     println!(
         "{why}: {} of {} epochs in {:.1} min; validation reconstruction loss {last_loss:.4}",

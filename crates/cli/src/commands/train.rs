@@ -1,11 +1,11 @@
 //! `spineseg train`: nnU-Net-style training of a plan's configuration into a model folder.
 
 use crate::values::{AugmentationArg, ConfigurationArg, EncoderKindArg, OptimizerArg, PartialLabelRuleArg};
-use crate::training_progress::{rayon_global, CliObserver};
+use crate::training_progress::{set_compute_threads, stop_reason_text, CliObserver};
 use crate::Outcome;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use spineseg_train::{
-    train, EncoderChoice, EngineConfig, MethodConfig, OptimizerConfig, RunOptions, RunPaths, StopReason, SupervisedSettings,
+    train, EncoderChoice, EngineConfig, MethodConfig, RunOptions, RunPaths, SupervisedSettings,
     TextGuidedSettings, TmcaSettings,
 };
 use std::path::PathBuf;
@@ -144,12 +144,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     if args.reference_layers {
         spineseg_model::fast_kernels::set_enabled(false);
     }
-    if let Some(threads) = args.threads {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
-        }
-        rayon_global(threads)?;
-    }
+    set_compute_threads(args.threads)?;
     let configuration = args.configuration.into();
     let mut config = EngineConfig::new(configuration);
     config.fold = args.fold;
@@ -161,13 +156,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     config.loader_threads = args.loader_threads.max(1);
     config.time_budget_s = args.time_budget_min.map(|m| m * 60.0);
     config.skip_non_finite_steps = args.skip_non_finite_steps;
-    config.optimizer = match args.optimizer {
-        OptimizerArg::Sgd => OptimizerConfig::sgd(),
-        OptimizerArg::Adamw => OptimizerConfig::adamw(),
-    };
-    if let Some(lr) = args.lr {
-        config.optimizer = config.optimizer.with_lr(lr);
-    }
+    config.optimizer = args.optimizer.config(args.lr);
     if args.resume {
         eprintln!("resuming from {}: the settings stored in the checkpoint are used", args.out.display());
     }
@@ -231,11 +220,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let outcome = train(&paths, config, method, &options, &mut observer)?;
     observer.finish();
     let state = &outcome.state;
-    let why = match outcome.reason {
-        StopReason::Finished => "finished",
-        StopReason::TimeBudget => "stopped by the time budget",
-        StopReason::Interrupted => "stopped early (continue with --resume)",
-    };
+    let why = stop_reason_text(outcome.reason);
     println!(
         "{why}: {} of {} epochs in {:.1} min; best EMA pseudo-Dice {} at epoch {}",
         state.epochs_done,

@@ -48,3 +48,38 @@ pub(crate) fn from_canonical<const D: usize>(x: Tensor<5>) -> Tensor<D> {
     }
     x.reshape(shape)
 }
+
+/// Product of `strides` per spatial axis (what every input side must be a multiple of).
+pub(crate) fn stride_product(spatial_dims: SpatialDims, strides: &[Vec<usize>]) -> Vec<usize> {
+    let mut total = vec![1; spatial_dims.count()];
+    for stride in strides {
+        for (t, s) in total.iter_mut().zip(stride) {
+            *t *= s;
+        }
+    }
+    total
+}
+
+/// Runs a network's canonical forward on a 4D (2D network) or 5D (3D network) input and returns
+/// its outputs in the input's rank, after checking the rank and that every spatial side is a
+/// multiple of `divisor`.
+///
+/// # Panics
+///
+/// Panics if `D` does not match `spatial_dims` or a side is not a multiple of `divisor`.
+pub(crate) fn forward_checked<const D: usize>(
+    spatial_dims: SpatialDims,
+    divisor: &[usize],
+    x: Tensor<D>,
+    forward_canonical: impl FnOnce(Tensor<5>) -> Vec<Tensor<5>>,
+) -> Vec<Tensor<D>> {
+    let axes = spatial_dims.count();
+    assert_eq!(D, axes + 2, "a {axes}D network takes tensors of rank {} ([batch, channels, spatial...])", axes + 2);
+    let dims = x.dims();
+    let spatial = &dims[2..];
+    assert!(
+        spatial.iter().zip(divisor).all(|(s, d)| s % d == 0),
+        "spatial size {spatial:?} should be a multiple of {divisor:?} (product of the strides)"
+    );
+    forward_canonical(to_canonical(x)).into_iter().map(from_canonical::<D>).collect()
+}

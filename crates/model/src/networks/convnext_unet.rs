@@ -12,7 +12,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::blocks::spatial::{from_canonical, to_canonical};
+use crate::blocks::spatial::{forward_checked, stride_product};
 use crate::blocks::SpatialDims;
 use crate::decoders::UNetDecoder;
 use crate::encoders::{ConvNeXtV2Encoder, ConvNeXtV2EncoderConfig};
@@ -112,13 +112,7 @@ impl ConvNeXtUNet {
 
     /// Product of all strides per spatial axis: input sizes must be multiples of it.
     pub fn size_divisor(&self) -> Vec<usize> {
-        let mut total = vec![1; self.spatial_dims.count()];
-        for stride in &self.strides {
-            for (t, s) in total.iter_mut().zip(stride) {
-                *t *= s;
-            }
-        }
-        total
+        stride_product(self.spatial_dims, &self.strides)
     }
 
     /// Number of input channels, from the stem's weight.
@@ -138,16 +132,7 @@ impl ConvNeXtUNet {
     /// Panics if `D` does not match the spatial rank or a side is not a multiple of the size
     /// divisor.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Vec<Tensor<D>> {
-        let axes = self.spatial_dims.count();
-        assert_eq!(D, axes + 2, "a {axes}D network takes tensors of rank {} ([batch, channels, spatial...])", axes + 2);
-        let dims = x.dims();
-        let divisor = self.size_divisor();
-        assert!(
-            dims[2..].iter().zip(&divisor).all(|(s, d)| s % d == 0),
-            "spatial size {:?} should be a multiple of {divisor:?} (product of the strides)",
-            &dims[2..]
-        );
-        self.forward_canonical(to_canonical(x)).into_iter().map(from_canonical::<D>).collect()
+        forward_checked(self.spatial_dims, &self.size_divisor(), x, |x| self.forward_canonical(x))
     }
 
     /// [`forward`](Self::forward) on the canonical 5D layout, without size checks.

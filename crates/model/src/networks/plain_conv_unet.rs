@@ -34,7 +34,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::blocks::spatial::{from_canonical, to_canonical};
+use crate::blocks::spatial::{forward_checked, stride_product};
 use crate::blocks::{SpatialDims, StackedConvBlocksConfig};
 use crate::decoders::{UNetDecoder, UNetDecoderSpec};
 use crate::encoders::PlainConvEncoder;
@@ -183,24 +183,12 @@ impl PlainConvUNetConfig {
     /// Product of the strides of stages `0..=stage`, per spatial axis: how much smaller stage
     /// `stage` (and decoder output `stage`) is than the input.
     pub fn cumulative_stride(&self, stage: usize) -> Vec<usize> {
-        let mut total = vec![1; self.spatial_dims.count()];
-        for stride in &self.strides[..=stage] {
-            for (t, s) in total.iter_mut().zip(stride) {
-                *t *= s;
-            }
-        }
-        total
+        stride_product(self.spatial_dims, &self.strides[..=stage])
     }
 
     /// Product of all strides per spatial axis: input sizes must be multiples of it.
     pub fn size_divisor(&self) -> Vec<usize> {
-        let mut total = vec![1; self.spatial_dims.count()];
-        for stride in &self.strides {
-            for (t, s) in total.iter_mut().zip(stride) {
-                *t *= s;
-            }
-        }
-        total
+        stride_product(self.spatial_dims, &self.strides)
     }
 
     /// The decoder this configuration describes (also the decoder of the ConvNeXt V2 U-Net).
@@ -316,13 +304,7 @@ impl PlainConvUNet {
 
     /// Product of all strides per spatial axis: input sizes must be multiples of it.
     pub fn size_divisor(&self) -> Vec<usize> {
-        let mut total = vec![1; self.spatial_dims.count()];
-        for stride in &self.strides {
-            for (t, s) in total.iter_mut().zip(stride) {
-                *t *= s;
-            }
-        }
-        total
+        stride_product(self.spatial_dims, &self.strides)
     }
 
     /// Number of input channels, read from the first conv's weight.
@@ -354,17 +336,7 @@ impl PlainConvUNet {
     /// Panics if `D` does not match the network's spatial rank, the channel count is wrong or a
     /// spatial size is not a multiple of the size divisor.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Vec<Tensor<D>> {
-        let axes = self.spatial_dims.count();
-        assert_eq!(D, axes + 2, "a {axes}D network takes tensors of rank {} ([batch, channels, spatial...])", axes + 2);
-        let dims = x.dims();
-        let spatial = &dims[2..];
-        let divisor = self.size_divisor();
-        assert!(
-            spatial.iter().zip(&divisor).all(|(s, d)| s % d == 0),
-            "spatial size {spatial:?} should be a multiple of {divisor:?} (product of the strides)"
-        );
-        let outputs = self.forward_canonical(to_canonical(x));
-        outputs.into_iter().map(from_canonical::<D>).collect()
+        forward_checked(self.spatial_dims, &self.size_divisor(), x, |x| self.forward_canonical(x))
     }
 
     /// [`forward`](Self::forward) on the canonical layout `[batch, channels, depth, height,

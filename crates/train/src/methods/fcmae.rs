@@ -21,10 +21,10 @@ use crate::losses::masked_reconstruction::{
     masked_reconstruction_loss, normalise_patches, patchify, predictions_per_cell, unpatchify,
 };
 use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
-use crate::optim::clip_grad_norm;
+use crate::optim::optimiser_step;
 use crate::pseudo_dice::PseudoDice;
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -312,23 +312,10 @@ impl TrainingMethod for FcmaeMethod {
         let model = self.model.take().expect("the network is only taken during an optimiser step");
         let (predictions, targets) = self.reconstruct(&model, images, &masks);
         let loss = masked_reconstruction_loss(predictions, targets, masks.cells);
-        let loss_value = loss.clone().into_scalar::<f32>() as f64;
         self.steps += 1;
-        if !loss_value.is_finite() {
-            self.model = Some(model);
-            return Ok(StepStats { loss: loss_value, grad_norm: f64::NAN });
-        }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let grad_norm = match self.grad_clip_norm {
-            Some(max) => clip_grad_norm(&model, &mut grads, max),
-            None => f64::NAN,
-        };
-        if self.grad_clip_norm.is_some() && !grad_norm.is_finite() {
-            self.model = Some(model);
-            return Ok(StepStats { loss: loss_value, grad_norm: f64::INFINITY });
-        }
-        self.model = Some(self.optimizer.step(lr, model, grads));
-        Ok(StepStats { loss: loss_value, grad_norm })
+        let (model, stats) = optimiser_step(model, loss, &mut self.optimizer, lr, self.grad_clip_norm);
+        self.model = Some(model);
+        Ok(stats)
     }
 
     fn validation_step(&self, batch: &Batch, _dice: &mut PseudoDice) -> Result<f64> {

@@ -8,10 +8,10 @@ use crate::checkpoint::{load_optimizer, save_optimizer, MODEL_FILE, OPTIMIZER_FI
 use crate::error::{Result, TrainError};
 use crate::losses::{DeepSupervisionLoss, DeepSupervisionLossConfig, DiceCeLossConfig};
 use crate::method::{ExportedNetwork, MethodContext, StepStats};
-use crate::optim::clip_grad_norm;
+use crate::optim::optimiser_step;
 use crate::pseudo_dice::PseudoDice;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use spineseg_dataloading::partial_labels::{annotated_classes, PartialLabelRule};
@@ -228,23 +228,9 @@ impl SingleNetwork {
         if let Some(extra) = extra_loss(&model, level_features, target, label_mask) {
             loss = loss + extra;
         }
-        let loss_value = loss.clone().into_scalar::<f32>() as f64;
-        if !loss_value.is_finite() {
-            // Not applied: the weights stay as they were (the engine stops or skips).
-            self.model = Some(model);
-            return Ok(StepStats { loss: loss_value, grad_norm: f64::NAN });
-        }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let grad_norm = match self.grad_clip_norm {
-            Some(max) => clip_grad_norm(&model, &mut grads, max),
-            None => f64::NAN,
-        };
-        if self.grad_clip_norm.is_some() && !grad_norm.is_finite() {
-            self.model = Some(model);
-            return Ok(StepStats { loss: loss_value, grad_norm: f64::INFINITY });
-        }
-        self.model = Some(self.optimizer.step(lr, model, grads));
-        Ok(StepStats { loss: loss_value, grad_norm })
+        let (model, stats) = optimiser_step(model, loss, &mut self.optimizer, lr, self.grad_clip_norm);
+        self.model = Some(model);
+        Ok(stats)
     }
 
     /// Loss of one validation batch (Dice + CE only) and its arg max into `dice`.
