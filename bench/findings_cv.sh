@@ -12,7 +12,9 @@
 # `spineseg evaluate-findings` against gradings.csv (1000 bootstrap resamples over patients).
 # PRETRAIN_STEPS=N (text head only) adds N contrastive image-text steps on each fold's training
 # patients before the supervised ones (`--image-text-pretrain-steps`); the arm is then
-# RUNS/HEAD-SEQ-clip-sSEED, e.g. text-t1-t2-clip-s0.
+# RUNS/HEAD-SEQ-clip-sSEED, e.g. text-t1-t2-clip-s0. ENCODER=convnext-v2 trains a ConvNeXt V2
+# image encoder from scratch (arm suffix -convnext), ENCODER=DIR one started from the encoder
+# folder DIR (`spineseg pretrain`; arm suffix -fcmae), e.g. text-t1-t2-fcmae-s0.
 # Needs a release build (`cargo build --release -p spineseg-cli`; SPINESEG overrides the binary)
 # and, for the text head, the text encoder (scripts/fetch_text_encoder.sh).
 set -euo pipefail
@@ -41,10 +43,16 @@ case "$stage" in
       arm=$runs/$head-$seq-clip-s$seed
       pretrain=(--image-text-pretrain-steps "$pretrain_steps")
     fi
+    encoder=()
+    case "${ENCODER:-}" in
+      "") ;;
+      convnext-v2) arm=${arm%-s$seed}-convnext-s$seed; encoder=(--encoder-kind convnext-v2) ;;
+      *) arm=${arm%-s$seed}-fcmae-s$seed; encoder=(--encoder "$ENCODER") ;;
+    esac
     mkdir -p "$arm"
     for fold in 0 1 2 3 4; do
       "$bin" findings train --rois "$runs/rois" --gradings "$gradings" --head "$head" --sequences "$seq" \
-        --folds 5 --fold "$fold" --seed "$seed" --steps "$steps" "${pretrain[@]}" -o "$arm/fold$fold" > "$arm/fold$fold.log" 2>&1
+        --folds 5 --fold "$fold" --seed "$seed" --steps "$steps" "${pretrain[@]}" "${encoder[@]}" -o "$arm/fold$fold" > "$arm/fold$fold.log" 2>&1
     done
     head -n 1 "$arm/fold0/heldout_findings.csv" > "$arm/all.csv"
     for fold in 0 1 2 3 4; do tail -n +2 "$arm/fold$fold/heldout_findings.csv" >> "$arm/all.csv"; done

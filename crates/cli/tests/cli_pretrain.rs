@@ -120,3 +120,84 @@ fn an_encoder_is_refused_where_it_does_not_fit() {
     let conflicting = spineseg(&["train", work.to_str().unwrap(), "--out", dir.path().join("m3").to_str().unwrap(), "--encoder-kind", "convnext-v2", "--text-guided"]);
     assert_eq!(conflicting.status.code(), Some(2), "clap refuses the combination");
 }
+
+/// The disc-findings classifier starts from the same encoder folder: `findings train --encoder`
+/// takes its first stages (all three of the tiny plan's divide the 48 x 64 ROI), records the
+/// folder and its weights' SHA-256, and the saved model predicts.
+#[test]
+fn the_findings_classifier_starts_from_a_pretrained_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let encoder = dir.path().join("encoder");
+    pretrain(&work, &encoder, &dir.path().join("phantom/imagesTr"), &[]);
+    let graded = dir.path().join("graded");
+    let (images, labels, gradings) = support::graded_phantoms(&graded);
+    let p = |path: &Path| path.to_str().unwrap().to_string();
+    let rois = dir.path().join("rois");
+    ok(spineseg(&["findings", "rois", "--images", &p(&images), "--labels", &p(&labels), "-o", &p(&rois)]));
+    let train_findings = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "findings".to_string(),
+            "train".into(),
+            "--rois".into(),
+            p(&rois),
+            "--gradings".into(),
+            p(&gradings),
+            "--head".into(),
+            "visual".into(),
+            "--sequences".into(),
+            "t2".into(),
+            "--steps".into(),
+            "2".into(),
+            "--batch-size".into(),
+            "4".into(),
+            "--folds".into(),
+            "3".into(),
+            "--fold".into(),
+            "0".into(),
+            "-o".into(),
+            p(out),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        spineseg(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let model = dir.path().join("findings");
+    ok(train_findings(&model, &["--encoder", &p(&encoder)]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("findings_model.json")).unwrap()).unwrap();
+    let config = &manifest["network"]["config"];
+    assert_eq!(config["encoder"]["kind"], "convnext_v2", "{config}");
+    assert_eq!(config["encoder"]["features_per_stage"], serde_json::json!([4, 8, 16]), "{config}");
+    let pretrained = &manifest["training"]["settings"]["pretrained_encoder"];
+    assert_eq!(pretrained["weights_sha256"].as_str().unwrap().len(), 64, "{pretrained}");
+    assert_eq!(pretrained["method"], "fcmae");
+
+    // Two AdamW steps (lr 1e-3) move a weight by about 2e-3 at most: the trained stem is still
+    // the pretrained one, where a fresh stem (normal, std 0.02) would be about 0.02 away.
+    let network: spineseg_model::DiscFindingsNetConfig = serde_json::from_value(config.clone()).unwrap();
+    let net = network.init(&Device::flex()).try_load_file(&model.join("weights.bpk")).unwrap();
+    let spineseg_model::ConvNd::D2(conv) = &net.convnext_encoder.as_ref().unwrap().stages[0].entry.conv else {
+        panic!("2D")
+    };
+    let trained: Vec<f32> = conv.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    let start = stem_weights(&encoder, "weights.bpk");
+    let mean_difference = trained.iter().zip(&start).map(|(a, b)| (a - b).abs()).sum::<f32>() / start.len() as f32;
+    assert!(mean_difference < 3e-3, "the stem moved {mean_difference} on average");
+
+    let csv = dir.path().join("findings.csv");
+    ok(spineseg(&[
+        "findings", "predict", "--rois", &p(&rois), "--gradings", &p(&gradings), "-f", &p(&model), "--folds", "3", "--fold", "0", "-o",
+        &p(&csv),
+    ]));
+    assert!(std::fs::read_to_string(&csv).unwrap().lines().count() > 1);
+
+    // A segmentation model folder is not an encoder: refused before any training, nothing written.
+    let plain = dir.path().join("plain");
+    train(&work, &plain, &[]);
+    let refused_out = dir.path().join("refused");
+    let refused = train_findings(&refused_out, &["--encoder", &p(&plain)]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("plain_conv_unet") && stderr.contains("model.json"), "{stderr}");
+    assert!(!refused_out.exists());
+}

@@ -37,7 +37,7 @@ pub use fusion::{region_features, TargetAlignment, TargetAlignmentConfig, TextFu
 pub use network::{Network, NetworkConfig, NetworkConfigError, WeightPrecision};
 pub use networks::{
     ConvNeXtUNet, ConvNeXtUNetConfig, FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder,
-    features_per_stage, prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsHeadConfig,
+    features_per_stage, prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsEncoderConfig, FindingsHeadConfig,
     FindingsNetConfigError, FindingsOutput, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput, NUM_FINDINGS,
     NUM_GRADES, PROMPTS_PER_LEVEL,
 };

@@ -37,6 +37,7 @@ pub(crate) use crate::findings_samples::augment;
 pub use crate::findings_samples::{FindingsSample, FindingsTrainConfig};
 use crate::methods::single_network::{Materialise, INIT_LOCK};
 use crate::optim::{clip_grad_norm, poly_lr};
+use crate::pretrained_encoder::load_findings_encoder;
 
 /// Positive-class weights `negatives / positives` per finding, in `[1, cap]` (1 when a finding
 /// has no positive).
@@ -142,6 +143,12 @@ pub fn train_findings_with(
         net.visit(&mut Materialise);
         net
     };
+    if let Some(pretrained) = &settings.pretrained_encoder {
+        let encoder = load_findings_encoder(pretrained, config.roi_px, &device)?;
+        net = net.with_convnext_encoder(encoder).map_err(|e| {
+            TrainError::Invalid(format!("findings training: the encoder of {}: {e}", pretrained.dir.display()))
+        })?;
+    }
     let mut pretrain_losses = Vec::new();
     if let Some(pretraining) = pretraining {
         let (pretrained, losses) = pretrain_image_text(net, config, samples, pretraining, settings, |step, loss| {

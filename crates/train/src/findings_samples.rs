@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use spineseg_infer::findings_model::FindingsInput;
 use spineseg_model::NUM_FINDINGS;
 
+use crate::pretrained_encoder::PretrainedEncoder;
+
 /// One graded disc level of one patient.
 #[derive(Debug, Clone)]
 pub struct FindingsSample {
@@ -40,6 +42,10 @@ pub struct FindingsTrainConfig {
     pub max_shift_px: usize,
     /// Intensity scale in `1 +- jitter` and offset in `+- jitter` (z-scored ROIs).
     pub intensity_jitter: f32,
+    /// The encoder folder a ConvNeXt V2 findings encoder starts from (`spineseg pretrain`),
+    /// with its weights' fingerprint; `None`: from scratch.
+    #[serde(default)]
+    pub pretrained_encoder: Option<PretrainedEncoder>,
 }
 
 impl Default for FindingsTrainConfig {
@@ -55,6 +61,7 @@ impl Default for FindingsTrainConfig {
             grade_weight: 0.5,
             max_shift_px: 3,
             intensity_jitter: 0.15,
+            pretrained_encoder: None,
         }
     }
 }

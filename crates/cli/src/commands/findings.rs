@@ -9,7 +9,7 @@
 //! network is first pretrained contrastively on report sentences of its training levels
 //! (`spineseg_train::findings_pretrain`).
 
-use crate::values::{FindingsHead, FindingsSequences};
+use crate::values::{EncoderKindArg, FindingsHead, FindingsSequences};
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
@@ -24,7 +24,7 @@ use spineseg_infer::findings_model::{
     FINDINGS_MODEL_FORMAT, FINDING_KEYS,
 };
 use spineseg_infer::ModelFolder;
-use spineseg_model::{DiscFindingsNetConfig, FindingsHeadConfig, WeightPrecision};
+use spineseg_model::{DiscFindingsNetConfig, FindingsEncoderConfig, FindingsHeadConfig, WeightPrecision};
 use spineseg_train::findings::{
     choose_threshold, train_findings_with, FindingsSample, FindingsStage, FindingsTrainConfig,
 };
@@ -149,6 +149,16 @@ pub struct TrainFindingsArgs {
     /// training patients only.
     #[arg(long, default_value_t = 0)]
     pub image_text_pretrain_steps: usize,
+    /// The image encoder: plain (conv-norm-act stages over T1 + T2 as channels, the shipped
+    /// model's) or convnext-v2 (ConvNeXt V2 stages shared by the sequences, pooled and
+    /// layer-normalised, from scratch).
+    #[arg(long, value_enum, default_value = "plain")]
+    pub encoder_kind: EncoderKindArg,
+    /// Start a ConvNeXt V2 encoder from a pretrained encoder folder (`spineseg pretrain` on a 2D
+    /// plan): its first stages, as many as the ROI's size divides. Implies --encoder-kind
+    /// convnext-v2; the model records the folder and the SHA-256 of its weights.
+    #[arg(long, value_name = "ENCODER")]
+    pub encoder: Option<PathBuf>,
 }
 
 pub fn run(command: FindingsCommand) -> Result<Outcome> {
@@ -310,6 +320,17 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
         bail!("--fold {fold} is out of range for --folds {} (0 to {})", args.folds, args.folds - 1);
     }
     let set = RoiSet::read(&args.rois)?;
+    let spec = set.index.roi;
+    let roi_px = [spec.height_px, spec.width_px];
+    // Checked before the slow steps (reading the gradings, embedding the prompts).
+    let (encoder, pretrained_encoder) = match (&args.encoder, args.encoder_kind) {
+        (Some(dir), _) => {
+            let (encoder, pretrained) = spineseg_train::pretrained_encoder::findings_encoder_of(dir, roi_px)?;
+            (Some(encoder), Some(pretrained))
+        }
+        (None, EncoderKindArg::ConvnextV2) => (Some(FindingsEncoderConfig::convnext_v2_default()), None),
+        (None, EncoderKindArg::Plain) => (None, None),
+    };
     let gradings = read_spider_gradings(&args.gradings)?;
     let used = args.sequences.names().to_vec();
     let levels: Vec<u16> = set.index.entries.iter().map(|e| e.level).collect::<BTreeSet<_>>().into_iter().collect();
@@ -386,11 +407,15 @@ fn train(args: TrainFindingsArgs) -> Result<Outcome> {
             )
         }
     };
-    let spec = set.index.roi;
-    let config = DiscFindingsNetConfig::new(levels.clone(), head).with_roi_px([spec.height_px, spec.width_px]);
-    config.validate()?;
-    let settings =
-        FindingsTrainConfig { steps: args.steps, batch_size: args.batch_size, seed: args.seed, ..Default::default() };
+    let config = DiscFindingsNetConfig::new(levels.clone(), head).with_roi_px(roi_px).with_encoder(encoder);
+    config.validate().with_context(|| format!("{}: the findings network for this ROI set", args.rois.display()))?;
+    let settings = FindingsTrainConfig {
+        steps: args.steps,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        pretrained_encoder,
+        ..Default::default()
+    };
     let started = Instant::now();
     let every = (args.steps / 10).max(1);
     let pretrain_every = (args.image_text_pretrain_steps / 10).max(1);

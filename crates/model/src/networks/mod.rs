@@ -8,7 +8,7 @@ pub mod plain_conv_unet;
 pub use convnext_unet::{ConvNeXtUNet, ConvNeXtUNetConfig};
 pub use fcmae::{FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder};
 pub use disc_findings::{
-    prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsHeadConfig, FindingsNetConfigError,
+    prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsEncoderConfig, FindingsHeadConfig, FindingsNetConfigError,
     FindingsOutput, NUM_FINDINGS, NUM_GRADES, PROMPTS_PER_LEVEL,
 };
 pub use plain_conv_unet::{features_per_stage, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};
