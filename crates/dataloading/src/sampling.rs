@@ -33,7 +33,10 @@
 //! element falls back to random, as for a labelled case without foreground), its seg is all 0
 //! (background) and its [`SampleInfo::labelled`] is false. The draws are the same as for a
 //! labelled case, so batches stay a pure function of `(seed, b)`. Off by default: training on
-//! labels refuses unlabelled cases.
+//! labels refuses unlabelled cases. [`SamplerConfig::labelled_per_batch`] fixes the mix
+//! instead (semi-supervised methods: a labelled and an unlabelled half in every batch): the
+//! last `n` elements of each batch come from the labelled cases, the others from the unlabelled
+//! ones (the forced-foreground elements are the last, so they fall on labelled cases).
 //!
 //! # Batch memory layout
 //! [`Batch::images`] is `[B, C, X, Y, Z]` (3D) or `[B, C, Y, Z]` (2D), C order (row-major, last
@@ -101,6 +104,10 @@ pub struct SamplerConfig {
     /// Accept cases without a segmentation (see the module documentation); `false` refuses them.
     #[serde(default)]
     pub allow_unlabelled: bool,
+    /// With unlabelled cases allowed: the last `n` elements of every batch from labelled cases,
+    /// the others from unlabelled ones (see the module documentation); `None`: any case.
+    #[serde(default)]
+    pub labelled_per_batch: Option<usize>,
 }
 
 impl SamplerConfig {
@@ -122,6 +129,7 @@ impl SamplerConfig {
             augmentation,
             seed,
             allow_unlabelled: false,
+            labelled_per_batch: None,
         })
     }
 }
@@ -352,6 +360,21 @@ impl PatchSampler {
                 None => return err(format!("case {id} has no segmentation; training needs labels")),
             }
         }
+        if let Some(labelled) = config.labelled_per_batch {
+            let with_labels = cases.iter().filter(|c| c.seg.is_some()).count();
+            if !config.allow_unlabelled || labelled > config.batch_size {
+                return err(format!(
+                    "labelled_per_batch {labelled} needs unlabelled cases allowed and at most batch_size {}",
+                    config.batch_size
+                ));
+            }
+            if labelled > 0 && with_labels == 0 {
+                return err("labelled_per_batch: no labelled case to draw from".into());
+            }
+            if labelled < config.batch_size && with_labels == cases.len() {
+                return err("labelled_per_batch: no unlabelled case to draw from (give unlabelled images)".into());
+            }
+        }
         let final_patch = to_3d(&config.patch_size);
         let initial_patch = to_3d(&augment::initial_patch_size(&config.patch_size, &config.augmentation));
         let planar = config.augmentation.is_planar(&config.patch_size);
@@ -412,7 +435,14 @@ impl PatchSampler {
     /// One element: its own RNG stream from `(seed, batch_index, element)`.
     pub fn sample(&self, batch_index: u64, element: usize, force_foreground: bool) -> (Patch, SampleInfo) {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.config.seed, batch_index, element as u64));
-        let case_index = rng.gen_range(0..self.cases.len());
+        let case_index = match self.config.labelled_per_batch {
+            None => rng.gen_range(0..self.cases.len()),
+            Some(labelled) => {
+                let want_labels = element >= self.config.batch_size - labelled;
+                let pool: Vec<usize> = (0..self.cases.len()).filter(|&c| self.cases[c].seg.is_some() == want_labels).collect();
+                pool[rng.gen_range(0..pool.len())]
+            }
+        };
         let case = &self.cases[case_index];
         let shape = case.images[0].shape();
         let p = self.initial_patch;
@@ -694,7 +724,27 @@ mod tests {
             augmentation,
             seed: 7,
             allow_unlabelled,
+            labelled_per_batch: None,
         }
+    }
+
+    #[test]
+    fn a_fixed_mix_puts_labelled_cases_last_in_every_batch() {
+        let mut mixed = config(true, AugmentationConfig::none());
+        mixed.labelled_per_batch = Some(1);
+        let sampler = PatchSampler::new(labelled_and_unlabelled(), mixed.clone()).unwrap();
+        for index in 0..20 {
+            let batch = sampler.batch(index);
+            let labelled: Vec<bool> = batch.samples.iter().map(|s| s.labelled).collect();
+            let n = labelled.len();
+            assert!(labelled[..n - 1].iter().all(|&l| !l) && labelled[n - 1], "batch {index}: {labelled:?}");
+        }
+        // Without unlabelled cases (or with none allowed) a mix cannot be drawn.
+        let only_labelled = vec![labelled_and_unlabelled().remove(0)];
+        assert!(PatchSampler::new(only_labelled, mixed.clone()).is_err());
+        let mut refused = mixed;
+        refused.allow_unlabelled = false;
+        assert!(PatchSampler::new(labelled_and_unlabelled(), refused).is_err());
     }
 
     #[test]

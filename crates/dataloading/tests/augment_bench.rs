@@ -88,6 +88,7 @@ fn batch_timing() {
             augmentation: aug.clone(),
             seed: 1,
             allow_unlabelled: false,
+            labelled_per_batch: None,
         };
         let s2 = PatchSampler::new(cases_2d.clone(), config(ConfigurationName::TwoD, vec![256, 256], 12)).unwrap();
         let s3 = PatchSampler::new(cases_3d.clone(), config(ConfigurationName::ThreeDFullres, vec![64, 128, 128], 2))

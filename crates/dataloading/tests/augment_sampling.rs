@@ -53,6 +53,7 @@ fn sampler(
         augmentation: aug,
         seed,
         allow_unlabelled: false,
+        labelled_per_batch: None,
     };
     PatchSampler::new(cases(), config).unwrap()
 }
@@ -114,6 +115,7 @@ fn patches_beyond_the_case_are_padded_with_zeros() {
         augmentation: AugmentationConfig::none(),
         seed: 1,
         allow_unlabelled: false,
+        labelled_per_batch: None,
     };
     let s = PatchSampler::new(vec![c], config).unwrap();
     for i in 0..10 {

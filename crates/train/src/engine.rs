@@ -279,6 +279,9 @@ pub fn run<M: MethodSpec>(
         SamplerConfig::from_plan(&plan, configuration, config.augmentation.clone(), config.seed)?;
     train_sampler_config.oversample_foreground = config.oversample_foreground;
     train_sampler_config.allow_unlabelled = unlabelled;
+    if unlabelled {
+        train_sampler_config.labelled_per_batch = method.labelled_per_batch(train_sampler_config.batch_size);
+    }
     let batch_size = train_sampler_config.batch_size;
     let train_cases_count = train_cases.len();
     let train_sampler = Arc::new(PatchSampler::new(train_cases, train_sampler_config)?);

@@ -144,6 +144,13 @@ pub trait MethodSpec: Serialize + DeserializeOwned + Clone {
         false
     }
 
+    /// For a method that trains on unlabelled cases: how many elements of each batch of
+    /// `batch_size` come from labelled cases (the rest from unlabelled ones); `None` lets the
+    /// sampler pick any case (the mix then follows the pool's size).
+    fn labelled_per_batch(&self, _batch_size: usize) -> Option<usize> {
+        None
+    }
+
     /// Builds the method: fresh (initialised from `ctx.seed`) when `saved` is `None`, else
     /// shaped by the `method_state` of the checkpoint being resumed (the engine then calls
     /// [`TrainingMethod::load`]).

@@ -97,7 +97,7 @@ fn unlabelled_id(path: &Path) -> String {
 
 /// Preprocesses the images of `folders` into `pool` (as the plan preprocesses training cases),
 /// skipping those already there; returns (added, already there).
-fn fill_pool(folders: &[PathBuf], plan: &Plan, configuration: ConfigurationName, pool: &Path) -> Result<(usize, usize)> {
+pub(crate) fn fill_pool(folders: &[PathBuf], plan: &Plan, configuration: ConfigurationName, pool: &Path) -> Result<(usize, usize)> {
     if plan.channel_names.len() != 1 && !folders.is_empty() {
         bail!("the plan's network takes {} channels; --images reads one single-channel image per file", plan.channel_names.len());
     }

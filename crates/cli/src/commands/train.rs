@@ -5,7 +5,7 @@ use crate::training_progress::{set_compute_threads, stop_reason_text, CliObserve
 use crate::Outcome;
 use anyhow::{Context, Result};
 use spineseg_train::{
-    train, EncoderChoice, EngineConfig, MethodConfig, RunOptions, RunPaths, SupervisedSettings,
+    train, CpsSettings, EncoderChoice, EngineConfig, MethodConfig, RunOptions, RunPaths, SupervisedSettings,
     TextGuidedSettings, TmcaSettings,
 };
 use std::path::PathBuf;
@@ -122,6 +122,19 @@ pub struct TrainArgs {
     /// Weight of the TMCA loss (--tmca).
     #[arg(long, default_value_t = TmcaSettings::default().tmca_weight, requires = "tmca")]
     pub tmca_weight: f64,
+    /// Cross pseudo supervision (SSHSNet's stage 1, issue 13): two U-Nets from different seeds,
+    /// each step half labelled and half unlabelled patches (WORK/unlabelled/CONFIGURATION, filled
+    /// by --images or `spineseg pretrain --images`), each network supervising the other on the
+    /// unlabelled ones with its CutMix-mixed pseudo-labels. The model is the first network.
+    #[arg(long, conflicts_with_all = ["text_guided", "tmca", "encoder", "encoder_kind"])]
+    pub cps: bool,
+    /// Weight of the cross pseudo supervision term (--cps).
+    #[arg(long, default_value_t = CpsSettings::default().cps_weight, requires = "cps")]
+    pub cps_weight: f64,
+    /// Folders of unlabelled images (one single-channel image per file) preprocessed into
+    /// WORK/unlabelled/CONFIGURATION for --cps; images already there are kept.
+    #[arg(long, num_args = 1.., value_name = "DIR", requires = "cps")]
+    pub images: Vec<PathBuf>,
     /// Factor on a neighbouring level's term in the TMCA InfoNCE denominator; 1: no hard
     /// negatives (--tmca).
     #[arg(long, default_value_t = TmcaSettings::default().hard_negative_weight, requires = "tmca")]
@@ -173,7 +186,20 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         ccae_weight: args.ccae_weight,
         ccae_temperature: args.ccae_temperature,
     };
-    let method = if args.tmca {
+    let method = if args.cps {
+        if !args.images.is_empty() {
+            let plan = spineseg_preprocessing::plan::Plan::load(&paths.plans())?;
+            let pool = paths.unlabelled(configuration);
+            let (added, present) = crate::commands::pretrain::fill_pool(&args.images, &plan, configuration, &pool)?;
+            eprintln!("unlabelled images: {added} preprocessed, {present} already in {}", pool.display());
+        }
+        MethodConfig::Cps(CpsSettings {
+            partial_labels: args.partial_labels,
+            partial_label_rule,
+            cps_weight: args.cps_weight,
+            ..CpsSettings::default()
+        })
+    } else if args.tmca {
         MethodConfig::Tmca(TmcaSettings {
             partial_labels: args.partial_labels,
             partial_label_rule,

@@ -7,6 +7,8 @@
 //! - [`tmca`]: TMCA: target alignment and language-guided enhancement of decoder levels, trained
 //!   with the multi-level region-to-text InfoNCE (optionally with HASF + CCAE as well).
 //!
+//! - [`cps`]: cross pseudo supervision (SSHSNet's stage 1): two networks on labelled and
+//!   unlabelled patches, each supervising the other with its CutMix-mixed pseudo-labels.
 //! - [`fcmae`]: ConvNeXt V2's masked-autoencoder pretraining of the ConvNeXt V2 U-Net's encoder
 //!   on unlabelled images (`spineseg pretrain`).
 //!
@@ -15,12 +17,14 @@
 //! methods' settings stored in every checkpoint; adding a method is a file here and one variant
 //! plus one match arm below.
 
+pub mod cps;
 pub mod fcmae;
 pub mod single_network;
 pub mod supervised;
 pub mod text_guided;
 pub mod tmca;
 
+pub use cps::{CpsMethod, CpsSettings};
 pub use fcmae::{FcmaeMethod, FcmaeSettings};
 pub use supervised::{EncoderChoice, SupervisedMethod, SupervisedSettings};
 pub use text_guided::{TextGuidedMethod, TextGuidedSettings};
@@ -46,6 +50,8 @@ pub enum MethodConfig {
     Tmca(TmcaSettings),
     /// FCMAE pretraining of a ConvNeXt V2 encoder on unlabelled images.
     Fcmae(FcmaeSettings),
+    /// Cross pseudo supervision of two networks on labelled and unlabelled patches.
+    Cps(CpsSettings),
 }
 
 impl Default for MethodConfig {
@@ -67,6 +73,7 @@ impl MethodConfig {
             MethodConfig::TextGuided(s) => s.partial_labels(),
             MethodConfig::Tmca(s) => s.partial_labels(),
             MethodConfig::Fcmae(_) => None,
+            MethodConfig::Cps(s) => s.partial_labels(),
         }
     }
 }
@@ -79,6 +86,7 @@ impl MethodSpec for MethodConfig {
             MethodConfig::Tmca(s) if s.hasf.is_some() => "tmca_hasf",
             MethodConfig::Tmca(_) => "tmca",
             MethodConfig::Fcmae(_) => "fcmae",
+            MethodConfig::Cps(_) => "cps",
         }
         .to_string()
     }
@@ -89,11 +97,17 @@ impl MethodSpec for MethodConfig {
             MethodConfig::TextGuided(settings) => settings.validate(),
             MethodConfig::Tmca(settings) => settings.validate(),
             MethodConfig::Fcmae(settings) => settings.validate(),
+            MethodConfig::Cps(settings) => settings.validate(),
         }
     }
 
     fn trains_on_unlabelled_cases(&self) -> bool {
-        matches!(self, MethodConfig::Fcmae(_))
+        matches!(self, MethodConfig::Fcmae(_) | MethodConfig::Cps(_))
+    }
+
+    fn labelled_per_batch(&self, batch_size: usize) -> Option<usize> {
+        // CPS: a labelled and an unlabelled half (at least one labelled patch).
+        matches!(self, MethodConfig::Cps(_)).then(|| (batch_size / 2).max(1).min(batch_size))
     }
 
     fn build(&self, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Box<dyn TrainingMethod>> {
@@ -102,6 +116,7 @@ impl MethodSpec for MethodConfig {
             MethodConfig::TextGuided(settings) => Box::new(TextGuidedMethod::build(settings, ctx, saved)?),
             MethodConfig::Tmca(settings) => Box::new(TmcaMethod::build(settings, ctx, saved)?),
             MethodConfig::Fcmae(settings) => Box::new(FcmaeMethod::build(settings, ctx, saved)?),
+            MethodConfig::Cps(settings) => Box::new(CpsMethod::build(settings, ctx, saved)?),
         })
     }
 }

@@ -172,6 +172,18 @@ impl SingleNetwork {
         Self::from_network(config, model, ctx, partial_labels)
     }
 
+    /// [`new_of_kind`](Self::new_of_kind) initialised from `seed` instead of the run's (the
+    /// second network of a two-network method).
+    pub fn new_of_kind_seeded(
+        config: NetworkConfig,
+        ctx: &MethodContext<'_>,
+        partial_labels: Option<PartialLabelRule>,
+        seed: u64,
+    ) -> Result<SingleNetwork> {
+        let model = init_network_of_kind(&config, &ctx.device, seed);
+        Self::from_network(config, model, ctx, partial_labels)
+    }
+
     fn from_network(
         config: NetworkConfig,
         model: Network,
@@ -231,6 +243,67 @@ impl SingleNetwork {
         let (model, stats) = optimiser_step(model, loss, &mut self.optimizer, lr, self.grad_clip_norm);
         self.model = Some(model);
         Ok(stats)
+    }
+
+    /// A step on `images` (`[B, C, *patch]` on the training device; the batch's own, or mixed
+    /// from them) of which only the samples at `labelled` have labels in `target`: Dice + CE
+    /// (with partial-label masks) on those samples alone, plus `extra(full-resolution logits of
+    /// every sample)` if it returns a term (a semi-supervised loss on the unlabelled samples).
+    pub fn train_step_mixed(
+        &mut self,
+        batch: &Batch,
+        images: Tensor<5>,
+        target: Tensor<5, Int>,
+        labelled: &[usize],
+        lr: f64,
+        extra: impl FnOnce(Tensor<5>) -> Option<Tensor<1>>,
+    ) -> Result<StepStats> {
+        let model = self.model.take().expect("the network is only taken during an optimiser step");
+        let UNetOutput { logits, .. } = model.forward_detailed(images);
+        let full_resolution = logits[0].clone();
+        let mut loss = None;
+        if !labelled.is_empty() {
+            let index = Tensor::<1, Int>::from_data(
+                TensorData::new(labelled.iter().map(|&b| b as i64).collect::<Vec<_>>(), [labelled.len()]),
+                &self.device,
+            );
+            let outputs: Vec<Tensor<5>> = logits.into_iter().map(|l| l.select(0, index.clone())).collect();
+            let label_mask = self.train_annotated.as_deref().and_then(|annotated| {
+                let rows: Vec<&Vec<bool>> = labelled.iter().map(|&b| &annotated[batch.samples[b].case]).collect();
+                if rows.iter().all(|row| row.iter().skip(1).all(|&flag| flag)) {
+                    return None;
+                }
+                let flags: Vec<bool> = rows.iter().flat_map(|row| row.iter().copied()).collect();
+                Some(Tensor::<2, Bool>::from_data(TensorData::new(flags, [labelled.len(), rows[0].len()]), &self.device))
+            });
+            loss = Some(self.loss.forward(outputs, target.select(0, index), label_mask));
+        }
+        if let Some(term) = extra(full_resolution) {
+            loss = Some(match loss {
+                Some(loss) => loss + term,
+                None => term,
+            });
+        }
+        let Some(loss) = loss else {
+            self.model = Some(model);
+            return Ok(StepStats { loss: 0.0, grad_norm: f64::NAN });
+        };
+        let (model, stats) = optimiser_step(model, loss, &mut self.optimizer, lr, self.grad_clip_norm);
+        self.model = Some(model);
+        Ok(stats)
+    }
+
+    /// The arg max of the current network's full-resolution output on `images` (inference
+    /// device, no gradients): `[B, 1, *patch]`.
+    pub fn hard_prediction(&self, images: Tensor<5>) -> Tensor<5, Int> {
+        let eval_model = self.model().valid();
+        let logits = eval_model.forward_canonical(images).swap_remove(0);
+        logits.argmax(1)
+    }
+
+    /// The inference device (no autodiff) and the training device.
+    pub fn devices(&self) -> (&Device, &Device) {
+        (&self.inference_device, &self.device)
     }
 
     /// Loss of one validation batch (Dice + CE only) and its arg max into `dice`.
