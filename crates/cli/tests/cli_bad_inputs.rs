@@ -93,7 +93,11 @@ fn drop_last_slice(path: &Path) {
     let [nx, ny, nz] = volume.shape;
     let labels = volume.to_labels(path).unwrap();
     let kept = labels.data()[..nx * ny * (nz - 1)].to_vec();
-    let cut = spineseg_io::AnyVolume { shape: [nx, ny, nz - 1], data: spineseg_io::VoxelData::U16(kept), geometry: volume.geometry };
+    let cut = spineseg_io::AnyVolume {
+        shape: [nx, ny, nz - 1],
+        data: spineseg_io::VoxelData::U16(kept),
+        geometry: volume.geometry,
+    };
     spineseg_io::write_volume(path, &cut).unwrap();
 }
 
@@ -120,7 +124,8 @@ fn plan_refuses_a_label_off_its_image_grid() {
 fn overlay_and_report_refuse_labels_off_the_image_grid() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("phantom");
-    assert!(spineseg(&["phantom", "--out", data.to_str().unwrap(), "--cases", "1", "--seed", "1", "--small"]).status.success());
+    let d = data.to_str().unwrap();
+    assert!(spineseg(&["phantom", "--out", d, "--cases", "1", "--seed", "1", "--small"]).status.success());
     let image = data.join("imagesTr/phantom_000_0000.nii.gz");
     let (moved, cut) = (dir.path().join("moved/phantom_000.nii.gz"), dir.path().join("cut/phantom_000.nii.gz"));
     for copy in [&moved, &cut] {

@@ -96,7 +96,8 @@ fn evaluate_refuses_shape_mismatch_and_empty_folders() {
     std::fs::create_dir_all(&pred).unwrap();
     std::fs::create_dir_all(&reference).unwrap();
     let run = |pred: &Path, reference: &Path| {
-        spineseg(&["evaluate", "--pred", pred.to_str().unwrap(), "--ref", reference.to_str().unwrap(), "--out", out_dir.to_str().unwrap()])
+        let (p, r, o) = (pred.to_str().unwrap(), reference.to_str().unwrap(), out_dir.to_str().unwrap());
+        spineseg(&["evaluate", "--pred", p, "--ref", r, "--out", o])
     };
 
     // Empty folders (a stray non-image file does not count as a case).
@@ -105,7 +106,8 @@ fn evaluate_refuses_shape_mismatch_and_empty_folders() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no cases to evaluate"), "{stderr}");
-    assert!(stderr.contains(&*pred.display().to_string()) && stderr.contains(&*reference.display().to_string()), "{stderr}");
+    let (p, r) = (pred.display().to_string(), reference.display().to_string());
+    assert!(stderr.contains(&p) && stderr.contains(&r), "{stderr}");
     assert!(!out_dir.exists());
 
     // One case on an 8 x 8 x 7 grid against its 8 x 8 x 8 reference.

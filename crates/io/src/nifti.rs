@@ -482,7 +482,10 @@ pub fn read_with_limit(path: &Path, max_bytes: u64) -> Result<AnyVolume> {
     if !nifti_size && !raw.starts_with(&[0x1f, 0x8b]) && crate::looks_like_dicom(&raw) {
         return Err(IoError::InvalidHeader {
             path: path.to_path_buf(),
-            detail: format!("not a NIfTI-1 file: it looks like a DICOM file (\"DICM\" at byte 128); {}", crate::DICOM_ADVICE),
+            detail: format!(
+                "not a NIfTI-1 file: it looks like a DICOM file (\"DICM\" at byte 128); {}",
+                crate::DICOM_ADVICE
+            ),
         });
     }
     let bytes = if is_gzip(path, &raw) {
