@@ -321,7 +321,8 @@ fn text_guided_training_resumes_exactly_and_structures_filter_its_prediction() {
             std::fs::write(copy.join("prompt_embeddings.json"), text).unwrap();
         }
         let out = dir.path().join(format!("{name}.nii.gz"));
-        ok(spineseg(&["predict", "-i", image.to_str().unwrap(), "-o", out.to_str().unwrap(), "-m", copy.to_str().unwrap()]));
+        let (i, o, m) = (image.to_str().unwrap(), out.to_str().unwrap(), copy.to_str().unwrap());
+        ok(spineseg(&["predict", "-i", i, "-o", o, "-m", m]));
         assert_eq!(spineseg_io::read_labels(&out).unwrap().data(), all.data(), "{name}");
     }
 }

@@ -222,7 +222,10 @@ fn prompt_embeddings_that_are_missing_corrupt_or_not_the_plans_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(PROMPT_EMBEDDINGS_FILE);
     let class = |k: usize, id: u16, embedding: serde_json::Value| {
-        serde_json::json!({ "class": k, "structure_id": id, "name": "x", "prompt": "x", "embedding": embedding })
+        let entry = serde_json::json!({ "class": k, "structure_id": id, "name": "x", "prompt": "x" });
+        let mut entry = entry.as_object().unwrap().clone();
+        entry.insert("embedding".into(), embedding);
+        serde_json::Value::Object(entry)
     };
     let write = |classes: Vec<serde_json::Value>| {
         let json = serde_json::json!({ "encoder": "tiny", "dim": 2, "classes": classes });
