@@ -148,3 +148,26 @@ fn overlay_and_report_refuse_labels_off_the_image_grid() {
         assert!(!html.exists());
     }
 }
+
+#[test]
+fn convert_onto_its_own_input_rewrites_it_whole_or_not_at_all() {
+    // `convert IN IN` is a conversion in place (e.g. with --reorient): the read finishes before
+    // the write, which goes through a temporary name, so IN is either the new file or untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("phantom");
+    let d = data.to_str().unwrap();
+    assert!(spineseg(&["phantom", "--out", d, "--cases", "1", "--seed", "1", "--small"]).status.success());
+    let path = data.join("imagesTr/phantom_000_0000.nii.gz");
+    let p = path.to_str().unwrap();
+    let before = spineseg_io::read_volume(&path).unwrap();
+    assert!(spineseg(&["convert", p, p]).status.success());
+    let after = spineseg_io::read_volume(&path).unwrap();
+    assert_eq!((after.shape, &after.data), (before.shape, &before.data));
+
+    // A failing conversion (intensities that do not fit int8) leaves IN byte for byte as it was.
+    let bytes = std::fs::read(&path).unwrap();
+    fails(&["convert", p, p, "--dtype", "int8"], 1, &[p, "does not fit"]);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("phantom_000_0000.nii.gz")]);
+}
