@@ -78,13 +78,19 @@ impl PredictObserver for PredictionBars {
     }
 }
 
-/// An error and its causes, `outer: inner: ...` (what anyhow's `{:#}` prints).
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes, `outer: inner: ...` (what anyhow's `{:#}` prints), leaving out a
+/// cause the message already ends with: `IoError::Os` shows its OS error and also returns it as
+/// its source, which would otherwise read "File too large (os error 27): File too large (os
+/// error 27)".
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

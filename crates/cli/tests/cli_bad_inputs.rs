@@ -79,3 +79,95 @@ fn an_output_folder_that_is_a_file_is_refused() {
     fails(&["convert", image.to_str().unwrap(), blocker.join("x.mha").to_str().unwrap()], 1, &["blocker"]);
     assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "a file");
 }
+
+/// `path` rewritten with its origin moved by `shift_mm` along the first axis.
+fn move_origin(path: &Path, shift_mm: f64) {
+    let mut volume = spineseg_io::read_volume(path).unwrap();
+    volume.geometry.origin_mm[0] += shift_mm;
+    spineseg_io::write_volume(path, &volume).unwrap();
+}
+
+/// `path` rewritten without its last slice along the third axis (same origin, spacing, direction).
+fn drop_last_slice(path: &Path) {
+    let volume = spineseg_io::read_volume(path).unwrap();
+    let [nx, ny, nz] = volume.shape;
+    let labels = volume.to_labels(path).unwrap();
+    let kept = labels.data()[..nx * ny * (nz - 1)].to_vec();
+    let cut = spineseg_io::AnyVolume {
+        shape: [nx, ny, nz - 1],
+        data: spineseg_io::VoxelData::U16(kept),
+        geometry: volume.geometry,
+    };
+    spineseg_io::write_volume(path, &cut).unwrap();
+}
+
+#[test]
+fn plan_refuses_a_label_off_its_image_grid() {
+    for (what, spoil) in [("moved", move_origin as fn(&Path, f64)), ("cut", |p: &Path, _| drop_last_slice(p))] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("phantom");
+        let p = data.to_str().unwrap();
+        assert!(spineseg(&["phantom", "--out", p, "--cases", "2", "--seed", "1", "--small"]).status.success());
+        let label = data.join("labelsTr/phantom_001.nii.gz");
+        spoil(&label, 2.0);
+        let work = dir.path().join("work");
+        fails(
+            &["plan", p, "--out", work.to_str().unwrap(), "--configurations", "2d"],
+            1,
+            &["phantom_001", "labelsTr/phantom_001.nii.gz", "imagesTr/phantom_001_0000.nii.gz", "not on the grid"],
+        );
+        assert!(!work.join("plans.json").exists(), "{what}: no plan may be written");
+    }
+}
+
+#[test]
+fn overlay_and_report_refuse_labels_off_the_image_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("phantom");
+    let d = data.to_str().unwrap();
+    assert!(spineseg(&["phantom", "--out", d, "--cases", "1", "--seed", "1", "--small"]).status.success());
+    let image = data.join("imagesTr/phantom_000_0000.nii.gz");
+    let (moved, cut) = (dir.path().join("moved/phantom_000.nii.gz"), dir.path().join("cut/phantom_000.nii.gz"));
+    for copy in [&moved, &cut] {
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(data.join("labelsTr/phantom_000.nii.gz"), copy).unwrap();
+    }
+    move_origin(&moved, 2.0);
+    drop_last_slice(&cut);
+    let images = data.join("imagesTr");
+    for labels in [&moved, &cut] {
+        let png = dir.path().join("overlay.png");
+        let (i, l) = (image.to_str().unwrap(), labels.to_str().unwrap());
+        fails(&["overlay", i, "--labels", l, "-o", png.to_str().unwrap()], 1, &[l, i, "grids differ"]);
+        assert!(!png.exists());
+
+        let html = dir.path().join("report.html");
+        let pred = labels.parent().unwrap().to_str().unwrap();
+        let args = ["report", "--pred", pred, "--images", images.to_str().unwrap(), "-o", html.to_str().unwrap()];
+        fails(&args, 1, &[l, i, "grids differ"]);
+        assert!(!html.exists());
+    }
+}
+
+#[test]
+fn convert_onto_its_own_input_rewrites_it_whole_or_not_at_all() {
+    // `convert IN IN` is a conversion in place (e.g. with --reorient): the read finishes before
+    // the write, which goes through a temporary name, so IN is either the new file or untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("phantom");
+    let d = data.to_str().unwrap();
+    assert!(spineseg(&["phantom", "--out", d, "--cases", "1", "--seed", "1", "--small"]).status.success());
+    let path = data.join("imagesTr/phantom_000_0000.nii.gz");
+    let p = path.to_str().unwrap();
+    let before = spineseg_io::read_volume(&path).unwrap();
+    assert!(spineseg(&["convert", p, p]).status.success());
+    let after = spineseg_io::read_volume(&path).unwrap();
+    assert_eq!((after.shape, &after.data), (before.shape, &before.data));
+
+    // A failing conversion (intensities that do not fit int8) leaves IN byte for byte as it was.
+    let bytes = std::fs::read(&path).unwrap();
+    fails(&["convert", p, p, "--dtype", "int8"], 1, &[p, "does not fit"]);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("phantom_000_0000.nii.gz")]);
+}

@@ -88,3 +88,37 @@ fn evaluate_refuses_geometry_mismatch_naming_both_files() {
     assert!(stderr.contains("p.nii.gz") && stderr.contains("r.nii.gz"), "{stderr}");
     assert!(!out_dir.join("metrics.csv").exists());
 }
+
+#[test]
+fn evaluate_refuses_shape_mismatch_and_empty_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pred, reference, out_dir) = (dir.path().join("pred"), dir.path().join("ref"), dir.path().join("out"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&reference).unwrap();
+    let run = |pred: &Path, reference: &Path| {
+        let (p, r, o) = (pred.to_str().unwrap(), reference.to_str().unwrap(), out_dir.to_str().unwrap());
+        spineseg(&["evaluate", "--pred", p, "--ref", r, "--out", o])
+    };
+
+    // Empty folders (a stray non-image file does not count as a case).
+    std::fs::write(pred.join("notes.txt"), "not a mask").unwrap();
+    let out = run(&pred, &reference);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no cases to evaluate"), "{stderr}");
+    let (p, r) = (pred.display().to_string(), reference.display().to_string());
+    assert!(stderr.contains(&p) && stderr.contains(&r), "{stderr}");
+    assert!(!out_dir.exists());
+
+    // One case on an 8 x 8 x 7 grid against its 8 x 8 x 8 reference.
+    write_box(&reference.join("x.nii.gz"), 2, 6, geometry());
+    let short = AnyVolume { shape: [8, 8, 7], data: VoxelData::U8(vec![0; 448]), geometry: geometry() };
+    write_volume(&pred.join("x.nii.gz"), &short).unwrap();
+    let out = run(&pred, &reference);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in ["shape mismatch", "pred/x.nii.gz", "[8, 8, 7]", "ref/x.nii.gz", "[8, 8, 8]"] {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+    assert!(!out_dir.join("metrics.csv").exists() && !out_dir.join("summary.json").exists());
+}

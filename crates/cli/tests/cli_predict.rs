@@ -32,6 +32,11 @@ fn s(p: &Path) -> &str {
 /// Phantoms, a plan with a shrunk 2D network (patch 32 x 32, 3 stages, widths 4-8-16, one conv
 /// per stage), and a model folder with random weights. Returns (dataset, model folder).
 fn tiny_model(root: &Path) -> (PathBuf, PathBuf) {
+    tiny_model_with_channels(root, 1)
+}
+
+/// [`tiny_model`] for a model taking `channels` input channels (the plan's one channel repeated).
+fn tiny_model_with_channels(root: &Path, channels: usize) -> (PathBuf, PathBuf) {
     let dataset = root.join("dataset");
     let work = root.join("work");
     ok(spineseg(&["phantom", "--out", s(&dataset), "--cases", "2", "--seed", "5", "--small"]));
@@ -49,6 +54,10 @@ fn tiny_model(root: &Path) -> (PathBuf, PathBuf) {
         "n_conv_per_stage_encoder": [1, 1, 1],
         "n_conv_per_stage_decoder": [1, 1],
     });
+    for key in ["channel_names", "normalization", "foreground_intensity_properties_per_channel"] {
+        let first = json[key][0].clone();
+        json[key] = serde_json::Value::Array(vec![first; channels]);
+    }
     std::fs::write(&plans, serde_json::to_string_pretty(&json).unwrap()).unwrap();
 
     let plan = Plan::load(&plans).unwrap();
@@ -384,4 +393,152 @@ fn half_precision_weights_halve_the_file_and_keep_the_prediction() {
     let out = spineseg(&["model", "precision", s(&data), "half"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("model.json"), "{out:?}");
+}
+
+#[test]
+fn channel_files_that_do_not_fit_a_two_channel_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (dataset, model) = tiny_model_with_channels(root, 2);
+    let image0 = dataset.join("imagesTr/phantom_000_0000.nii.gz");
+    let m = s(&model);
+
+    // A single file whose _0001 is absent: the missing file is named.
+    let single = root.join("single");
+    std::fs::create_dir_all(&single).unwrap();
+    std::fs::copy(&image0, single.join("a_0000.nii.gz")).unwrap();
+    let out = root.join("single_out");
+    let err = fails(spineseg(&["predict", "-i", s(&single.join("a_0000.nii.gz")), "-o", s(&out), "-m", m]));
+    assert!(err.contains("a_0001.nii.gz") && err.contains("missing channel") && err.contains("2 channels"), "{err}");
+    assert!(!out.exists());
+
+    // A folder case with fewer channels than the model: the case, what was found and what is needed.
+    let out = root.join("folder_out");
+    let err = fails(spineseg(&["predict", "-i", s(&single), "-o", s(&out), "-m", m]));
+    assert!(err.contains("case a") && err.contains("_0000") && err.contains("takes 2"), "{err}");
+    assert!(!out.join("a.nii.gz").exists());
+
+    // An unsuffixed file for a 2-channel model.
+    let plain = root.join("plain.nii.gz");
+    std::fs::copy(&image0, &plain).unwrap();
+    let err = fails(spineseg(&["predict", "-i", s(&plain), "-o", s(&root.join("plain_out.nii.gz")), "-m", m]));
+    assert!(err.contains("plain.nii.gz") && err.contains("plain_0000.nii.gz"), "{err}");
+    assert!(!root.join("plain_out.nii.gz").exists());
+
+    // The channels of one case with different extensions: both files are named.
+    let mixed = root.join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::copy(&image0, mixed.join("b_0000.nii.gz")).unwrap();
+    let volume = read_volume(&image0).unwrap();
+    spineseg_io::write_volume(&mixed.join("b_0001.mha"), &volume).unwrap();
+    let out = root.join("mixed_out");
+    let err = fails(spineseg(&["predict", "-i", s(&mixed), "-o", s(&out), "-m", m]));
+    assert!(err.contains("case b") && err.contains("b_0000.nii.gz") && err.contains("b_0001.mha"), "{err}");
+    assert!(err.contains("different extensions"), "{err}");
+    assert!(!out.exists());
+
+    // The output path equal to the input: refused, the input untouched.
+    let both = root.join("both");
+    std::fs::create_dir_all(&both).unwrap();
+    std::fs::copy(&image0, both.join("c_0000.nii.gz")).unwrap();
+    std::fs::copy(&image0, both.join("c_0001.nii.gz")).unwrap();
+    let before = std::fs::read(both.join("c_0000.nii.gz")).unwrap();
+    let input = both.join("c_0000.nii.gz");
+    let err = fails(spineseg(&["predict", "-i", s(&input), "-o", s(&input), "-m", m]));
+    assert!(err.contains("c_0000.nii.gz") && err.contains("overwrite the input"), "{err}");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+
+    // The same case with both channels predicts (the model is usable; the errors above are the inputs').
+    let out = root.join("both_out");
+    ok(spineseg(&["predict", "-i", s(&both), "-o", s(&out), "-m", m]));
+    assert!(out.join("c.nii.gz").is_file());
+}
+
+/// Runs `spineseg args` with its file-size limit at `blocks` x 512 bytes and SIGXFSZ ignored, so a
+/// write past the limit fails with EFBIG ("File too large"), as on a full disk, instead of
+/// killing the process.
+fn spineseg_with_file_size_limit(blocks: u32, args: &[&str]) -> Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f {blocks} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_spineseg"))
+        .args(args)
+        .output()
+        .expect("sh should start")
+}
+
+/// The names of the files under `dir` (recursively), sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                names.extend(files_under(&path));
+            } else {
+                names.push(path.display().to_string());
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn a_full_disk_fails_naming_the_file_and_leaves_no_half_written_output() {
+    // (A folder without write permission cannot be tested here: CI runs as root, which writes
+    // anyway. A file-size limit makes every write past it fail with EFBIG, like a full disk.)
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (dataset, model) = tiny_model(root);
+    let image0 = dataset.join("imagesTr/phantom_000_0000.nii.gz");
+    let full_dir = root.join("full");
+    ok(spineseg(&["predict", "-i", s(&image0), "-o", s(&full_dir.join("full.nii")), "-m", s(&model)]));
+    // A limit that lets the sidecars (written first) through and stops the mask (written last).
+    let size = |name: &str| std::fs::metadata(full_dir.join(name)).unwrap().len();
+    let sidecars = std::fs::read_dir(&full_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+    let largest_sidecar = sidecars.filter(|n| n != "full.nii").map(|n| size(&n)).max().unwrap();
+    let blocks = largest_sidecar / 512 + 2;
+    assert!(size("full.nii") > 512 * blocks, "the mask should be larger than the {blocks}-block limit");
+    let blocks = u32::try_from(blocks).unwrap();
+
+    for (name, blocks) in [("seg.nii", blocks), ("seg.nii", 0), ("seg.mha", blocks)] {
+        let out_dir = root.join(format!("out_{blocks}_{name}"));
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let out = out_dir.join(name);
+        let run = spineseg_with_file_size_limit(blocks, &["predict", "-i", s(&image0), "-o", s(&out), "-m", s(&model)]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{name}, {blocks} blocks: {err}");
+        // With the larger limit the mask is what fails, and the message names it.
+        let named = if blocks == 0 { out_dir.display().to_string() } else { out.display().to_string() };
+        assert!(err.contains(&named), "{name}, {blocks} blocks: should name {named}: {err}");
+        assert!(err.contains("File too large"), "{name}, {blocks} blocks: {err}");
+        assert!(!err.contains("File too large (os error 27): File too large"), "said twice: {err}");
+        assert_eq!(files_under(&out_dir), Vec::<String>::new(), "{name}, {blocks} blocks: nothing may be left: {err}");
+    }
+
+    // A folder of two cases: both fail, nothing of either is left.
+    let input = root.join("cases");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(&image0, input.join("a_0000.nii")).unwrap();
+    std::fs::copy(&image0, input.join("b_0000.nii")).unwrap();
+    let out = root.join("cases_out");
+    let run = spineseg_with_file_size_limit(blocks, &["predict", "-i", s(&input), "-o", s(&out), "-m", s(&model)]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    let (a, b) = (out.join("a.nii").display().to_string(), out.join("b.nii").display().to_string());
+    assert!(err.contains(&a) && err.contains(&b) && err.contains("2 of 2 cases failed"), "{err}");
+    assert_eq!(files_under(&out), Vec::<String>::new(), "{err}");
+
+    // convert: the output is not left half-written either.
+    let converted = root.join("converted");
+    std::fs::create_dir_all(&converted).unwrap();
+    for name in ["x.nii", "x.mha", "x.mhd"] {
+        let out = converted.join(name);
+        let run = spineseg_with_file_size_limit(1, &["convert", s(&image0), s(&out)]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(&*converted.display().to_string()) && err.contains("File too large"), "{name}: {err}");
+        assert_eq!(files_under(&converted), Vec::<String>::new(), "{name}: {err}");
+    }
 }

@@ -299,6 +299,32 @@ fn text_guided_training_resumes_exactly_and_structures_filter_its_prediction() {
     ok(spineseg(&[&args[..], &["--structures", &name]].concat()));
     let one = spineseg_io::read_labels(&one).unwrap();
     support::assert_only_structure_kept(all.data(), one.data(), target);
+
+    // prompt_embeddings.json only feeds a new training run (which writes it first); prediction
+    // takes the vectors from the weights, so a copy of the folder without it, or with it
+    // corrupt, or with one class less than the plan, predicts the same mask.
+    let spoilt: [(&str, Option<&str>); 3] = [
+        ("no_prompts", None),
+        ("corrupt_prompts", Some("{ \"dim\": 8, \"classes\": [")),
+        ("short_prompts", Some("{ \"encoder\": null, \"dim\": 2, \"classes\": [] }")),
+    ];
+    for (name, text) in spoilt {
+        let copy = dir.path().join(name);
+        std::fs::create_dir_all(&copy).unwrap();
+        for entry in std::fs::read_dir(&a).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && !path.ends_with("prompt_embeddings.json") {
+                std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        if let Some(text) = text {
+            std::fs::write(copy.join("prompt_embeddings.json"), text).unwrap();
+        }
+        let out = dir.path().join(format!("{name}.nii.gz"));
+        let (i, o, m) = (image.to_str().unwrap(), out.to_str().unwrap(), copy.to_str().unwrap());
+        ok(spineseg(&["predict", "-i", i, "-o", o, "-m", m]));
+        assert_eq!(spineseg_io::read_labels(&out).unwrap().data(), all.data(), "{name}");
+    }
 }
 
 #[test]

@@ -55,8 +55,12 @@ pub enum WorkflowError {
     #[error("{}: with an input folder the output must be a folder, not an image file name", path.display())]
     FolderOutputRequired { path: PathBuf },
     /// The channel files of one case have different file endings.
-    #[error("case {case}: channel files with different extensions in {}", folder.display())]
-    MixedExtensions { case: String, folder: PathBuf },
+    #[error(
+        "case {case}: {} and {} have different extensions; a case's channel files must all be .nii.gz, .nii, .mha or .mhd alike",
+        first.display(),
+        other.display()
+    )]
+    MixedExtensions { case: String, first: PathBuf, other: PathBuf },
     /// An input folder holds no `{case}_0000{ext}` image files.
     #[error("{}: no {{case}}_0000{{ext}} image files (.nii.gz, .nii, .mha, .mhd)", folder.display())]
     NoCases { folder: PathBuf },
@@ -198,7 +202,8 @@ pub fn jobs_for_folder(input: &Path, output: &Path, channels: usize) -> Result<V
         let Some((id, channel)) = case_and_channel(&stem) else { continue };
         let (case_format, files) = cases.entry(id.to_string()).or_insert_with(|| (format, BTreeMap::new()));
         if *case_format != format {
-            return Err(WorkflowError::MixedExtensions { case: id.to_string(), folder: input.to_path_buf() });
+            let first = files.values().next().expect("a case is entered with its first file").clone();
+            return Err(WorkflowError::MixedExtensions { case: id.to_string(), first, other: path });
         }
         files.insert(channel, path);
     }

@@ -215,3 +215,42 @@ fn a_version_1_model_json_loads_and_predicts_like_version_2() {
     let err = load_err(&v2);
     assert!(err.contains("model.json") && err.contains("no_such_network"), "{err}");
 }
+
+#[test]
+fn prompt_embeddings_that_are_missing_corrupt_or_not_the_plans_name_the_file() {
+    use spineseg_infer::model_folder::{PromptEmbeddings, PROMPT_EMBEDDINGS_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(PROMPT_EMBEDDINGS_FILE);
+    let class = |k: usize, id: u16, embedding: serde_json::Value| {
+        let entry = serde_json::json!({ "class": k, "structure_id": id, "name": "x", "prompt": "x" });
+        let mut entry = entry.as_object().unwrap().clone();
+        entry.insert("embedding".into(), embedding);
+        serde_json::Value::Object(entry)
+    };
+    let write = |classes: Vec<serde_json::Value>| {
+        let json = serde_json::json!({ "encoder": "tiny", "dim": 2, "classes": classes });
+        std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
+    };
+    let load_err = || PromptEmbeddings::load(&path).expect_err("a bad file should not load").to_string();
+
+    let err = load_err();
+    assert!(err.contains(PROMPT_EMBEDDINGS_FILE), "missing: {err}");
+
+    std::fs::write(&path, "{ \"dim\": 2, \"classes\": [").unwrap();
+    let err = load_err();
+    assert!(err.contains(PROMPT_EMBEDDINGS_FILE) && err.contains("invalid JSON"), "{err}");
+
+    write(vec![class(0, 0, serde_json::json!([0.0, 1.0])), class(2, 20, serde_json::json!([1.0, 0.0]))]);
+    let err = load_err();
+    assert!(err.contains(PROMPT_EMBEDDINGS_FILE) && err.contains("entry 1 is class 2"), "{err}");
+
+    write(vec![class(0, 0, serde_json::json!([0.0, 1.0])), class(1, 20, serde_json::json!([1.0]))]);
+    let err = load_err();
+    assert!(err.contains(PROMPT_EMBEDDINGS_FILE) && err.contains("class 1") && err.contains("got 1"), "{err}");
+
+    // Well-formed, but for two of the plan's three classes (background, L1; not L1/L2).
+    write(vec![class(0, 0, serde_json::json!([0.0, 1.0])), class(1, 20, serde_json::json!([1.0, 0.0]))]);
+    let embeddings = PromptEmbeddings::load(&path).unwrap();
+    let err = embeddings.check_plan(&tiny_plan(), &path).unwrap_err().to_string();
+    assert!(err.contains(PROMPT_EMBEDDINGS_FILE) && err.contains("[0, 20]") && err.contains("[0, 20, 120]"), "{err}");
+}

@@ -22,6 +22,16 @@ pub use error::{IoError, Result};
 pub use geometry::{Geometry, Spacing};
 pub use volume::{AnyVolume, DataType, Label, Volume, VoxelData};
 
+/// What every reader says about a DICOM file (`DICM` at byte 128, or a `.dcm` name): spineseg
+/// reads volumes, not DICOM series, and the user needs the way out, not only the refusal.
+pub(crate) const DICOM_ADVICE: &str =
+    "spineseg reads NIfTI and MetaImage volumes, not DICOM; convert the series first (e.g. with dcm2niix)";
+
+/// Whether `bytes` start like a DICOM Part 10 file: a 128-byte preamble, then `DICM`.
+pub(crate) fn looks_like_dicom(bytes: &[u8]) -> bool {
+    bytes.get(128..132) == Some(b"DICM")
+}
+
 use std::path::Path;
 
 /// File formats spineseg reads and writes, chosen by file name.
@@ -48,6 +58,8 @@ impl ImageFormat {
             Ok(ImageFormat::Mha)
         } else if name.ends_with(".mhd") {
             Ok(ImageFormat::Mhd)
+        } else if name.ends_with(".dcm") || name.ends_with(".dicom") {
+            Err(IoError::Unsupported { path: path.to_path_buf(), detail: format!("a DICOM file: {DICOM_ADVICE}") })
         } else {
             Err(IoError::UnknownFormat { path: path.to_path_buf() })
         }

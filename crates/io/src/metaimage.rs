@@ -111,7 +111,17 @@ pub fn read_with_limit(path: &Path, max_bytes: u64) -> Result<AnyVolume> {
 
     let raw: std::borrow::Cow<[u8]> = if header.compressed {
         let compressed = match header.compressed_size {
-            Some(len) if len <= stored.len() => &stored[..len],
+            Some(len) if len == stored.len() => stored,
+            Some(len) if len < stored.len() => {
+                return Err(IoError::SizeMismatch {
+                    path: source,
+                    detail: format!(
+                        "{} bytes of compressed voxel data, but CompressedDataSize = {len} ({} bytes too many)",
+                        stored.len(),
+                        stored.len() - len
+                    ),
+                })
+            }
             Some(len) => {
                 return Err(truncated(&source, "compressed voxel data (CompressedDataSize)", len, stored.len()))
             }
@@ -293,8 +303,8 @@ fn recognise_other_format(bytes: &[u8]) -> Option<&'static str> {
         || matches!(bytes.get(344..348), Some(b"n+1\0") | Some(b"ni1\0"))
     {
         Some("a NIfTI-1 file")
-    } else if bytes.get(128..132) == Some(b"DICM") {
-        Some("a DICOM file")
+    } else if crate::looks_like_dicom(bytes) {
+        Some("a DICOM file (\"DICM\" at byte 128); spineseg reads NIfTI and MetaImage volumes, not DICOM; convert the series first (e.g. with dcm2niix)")
     } else {
         None
     }
@@ -308,10 +318,15 @@ fn inflate(compressed: &[u8], expected: usize, path: &Path, header: &Header) -> 
     let mut out = Vec::with_capacity(expected.min(64 << 20));
     // One byte more than needed is enough to tell "too much data" without inflating all of it.
     let limit = expected as u64 + 1;
-    let result = if compressed.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(compressed).take(limit).read_to_end(&mut out)
+    // The bufread decoders consume only the stream, so what is left over is trailing data.
+    let (result, left_over) = if compressed.starts_with(&[0x1f, 0x8b]) {
+        let mut decoder = flate2::bufread::GzDecoder::new(compressed);
+        let result = (&mut decoder).take(limit).read_to_end(&mut out);
+        (result, decoder.into_inner().len())
     } else {
-        flate2::read::ZlibDecoder::new(compressed).take(limit).read_to_end(&mut out)
+        let mut decoder = flate2::bufread::ZlibDecoder::new(compressed);
+        let result = (&mut decoder).take(limit).read_to_end(&mut out);
+        (result, decoder.into_inner().len())
     };
     match result {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -339,6 +354,15 @@ fn inflate(compressed: &[u8], expected: usize, path: &Path, header: &Header) -> 
             detail: format!(
                 "compressed voxel data inflates to {got} bytes, but DimSize {:?} of {} needs {expected}",
                 header.shape, header.data_type
+            ),
+        });
+    }
+    if left_over > 0 {
+        return Err(IoError::SizeMismatch {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{left_over} bytes follow the end of the compressed voxel data ({} bytes in all)",
+                compressed.len()
             ),
         });
     }

@@ -476,6 +476,18 @@ pub fn read(path: &Path) -> Result<AnyVolume> {
 /// [`read`] with an explicit limit on the announced voxel data, bytes.
 pub fn read_with_limit(path: &Path, max_bytes: u64) -> Result<AnyVolume> {
     let raw = std::fs::read(path).map_err(|source| IoError::Os { path: path.to_path_buf(), source })?;
+    // A DICOM file named .nii or .nii.gz would otherwise be reported as a bad sizeof_hdr or as
+    // corrupt gzip data, which sends the user looking for the wrong problem.
+    let nifti_size = raw.get(..4).is_some_and(|b| matches!(b, [92, 1, 0, 0] | [0, 0, 1, 92]));
+    if !nifti_size && !raw.starts_with(&[0x1f, 0x8b]) && crate::looks_like_dicom(&raw) {
+        return Err(IoError::InvalidHeader {
+            path: path.to_path_buf(),
+            detail: format!(
+                "not a NIfTI-1 file: it looks like a DICOM file (\"DICM\" at byte 128); {}",
+                crate::DICOM_ADVICE
+            ),
+        });
+    }
     let bytes = if is_gzip(path, &raw) {
         gunzip_announced(path, &raw, max_bytes)?
     } else {

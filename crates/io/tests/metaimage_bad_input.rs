@@ -269,3 +269,94 @@ fn a_header_claiming_a_huge_volume_is_refused_before_reading_its_data() {
         assert!(matches!(err, IoError::TooLarge { .. }), "{err}");
     }
 }
+
+#[test]
+fn external_data_file_cut_short_or_too_long() {
+    // .mhd + .raw: the error names the .raw, which is the file to fix.
+    let dir = tempfile::tempdir().unwrap();
+    let path = good_file(dir.path(), "case.mhd", false);
+    let raw = dir.path().join("case.raw");
+    let bytes = std::fs::read(&raw).unwrap();
+    std::fs::write(&raw, &bytes[..bytes.len() - 10]).unwrap();
+    let err = metaimage::read(&path).unwrap_err();
+    assert!(matches!(err, IoError::Truncated { .. }), "{err:?}");
+    assert_eq!(err.path(), raw);
+    let message = err.to_string();
+    for word in ["case.raw", "truncated", "38 bytes", "DimSize [4, 3, 2]", "48"] {
+        assert!(message.contains(word), "message should mention {word:?}: {message}");
+    }
+    std::fs::write(&raw, [bytes.clone(), vec![0u8; 6]].concat()).unwrap();
+    let err = metaimage::read(&path).unwrap_err();
+    assert!(matches!(err, IoError::SizeMismatch { .. }), "{err:?}");
+    let message = err.to_string();
+    for word in ["case.raw", "size mismatch", "54 bytes", "48", "6 bytes too many"] {
+        assert!(message.contains(word), "message should mention {word:?}: {message}");
+    }
+
+    // .mhd + .zraw, with and without CompressedDataSize: cut short, or with bytes after the
+    // compressed stream (which would otherwise be ignored without a word).
+    let path = good_file(dir.path(), "z.mhd", true);
+    let zraw = dir.path().join("z.zraw");
+    let packed = std::fs::read(&zraw).unwrap();
+    let header = std::fs::read_to_string(&path).unwrap();
+    let without_size: String =
+        header.lines().filter(|l| !l.starts_with("CompressedDataSize")).map(|l| format!("{l}\n")).collect();
+    let cases: [(&str, Vec<u8>, IoError, &[&str]); 4] = [
+        (&header, packed[..packed.len() - 5].to_vec(), truncated_kind(), &["truncated", "CompressedDataSize", "only"]),
+        (&without_size, packed[..packed.len() - 20].to_vec(), truncated_kind(), &["truncated", "ends early"]),
+        (&header, [packed.clone(), vec![7u8; 9]].concat(), mismatch_kind(), &["size mismatch", "9 bytes"]),
+        (&without_size, [packed.clone(), vec![7u8; 9]].concat(), mismatch_kind(), &["size mismatch", "9 bytes"]),
+    ];
+    for (header, data, kind, words) in cases {
+        std::fs::write(&path, header).unwrap();
+        std::fs::write(&zraw, &data).unwrap();
+        let err = metaimage::read(&path).expect_err("a bad .zraw should not read");
+        assert_eq!(std::mem::discriminant(&err), std::mem::discriminant(&kind), "{err:?}");
+        assert_eq!(err.path(), zraw);
+        let message = err.to_string();
+        for word in words.iter().chain(&["z.zraw"]) {
+            assert!(message.contains(word), "message should mention {word:?}: {message}");
+        }
+    }
+}
+
+fn truncated_kind() -> IoError {
+    IoError::Truncated { path: PathBuf::new(), detail: String::new() }
+}
+
+fn mismatch_kind() -> IoError {
+    IoError::SizeMismatch { path: PathBuf::new(), detail: String::new() }
+}
+
+#[test]
+fn zero_or_negative_dim_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = good_file(dir.path(), "dims.mha", false);
+    edit_header(&path, "DimSize", "DimSize = 4 0 2");
+    let err = read_error(&path, &["invalid header", "DimSize", "\"4 0 2\"", "positive"]);
+    assert!(matches!(err, IoError::InvalidHeader { .. }), "{err:?}");
+    edit_header(&path, "DimSize", "DimSize = 4 -3 2");
+    let err = read_error(&path, &["invalid header", "DimSize", "\"4 -3 2\""]);
+    assert!(matches!(err, IoError::InvalidHeader { .. }), "{err:?}");
+}
+
+#[test]
+fn dicom_named_as_metaimage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dicom = vec![0u8; 128];
+    dicom.extend_from_slice(b"DICM");
+    dicom.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0, 0xc8, 0, 0, 0]);
+    dicom.extend(vec![0u8; 400]);
+    for name in ["scan.mha", "scan.mhd"] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &dicom).unwrap();
+        let err = read_error(&path, &["DICOM"]);
+        assert!(matches!(err, IoError::InvalidHeader { .. }), "{err:?}");
+    }
+    // A DICOM file under its own name is refused by its extension, saying what it is.
+    let path = dir.path().join("IM0001.dcm");
+    std::fs::write(&path, &dicom).unwrap();
+    let err = spineseg_io::read_volume(&path).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("IM0001.dcm") && message.contains("DICOM"), "{message}");
+}

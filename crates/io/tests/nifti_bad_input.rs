@@ -339,3 +339,37 @@ fn a_gzip_stream_inflating_beyond_its_header_is_not_inflated() {
     let err = nifti::read_with_limit(&path, 100).unwrap_err();
     assert!(err.to_string().contains("120 bytes of voxel data, more than the limit of 100 bytes"), "{err}");
 }
+
+#[test]
+fn zero_spacing_in_pixdim_reads_as_one_millimetre_as_nibabel_does() {
+    // pixdim[2] = 0 is not refused: nibabel (and so nnU-Net) fixes a zero zoom to 1 at load
+    // time, and spineseg reads files as nibabel does. Checked with no transform and with a
+    // qform, the two cases where pixdim sets the spacing (an sform carries its own).
+    for qform_code in [0, 1] {
+        let mut bytes = good_bytes();
+        put_i16(&mut bytes, QFORM_CODE, qform_code);
+        put_i16(&mut bytes, SFORM_CODE, 0);
+        put_f32(&mut bytes, PIXDIM + 4, 0.5);
+        put_f32(&mut bytes, PIXDIM + 8, 0.0);
+        put_f32(&mut bytes, PIXDIM + 12, 3.0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zero_pixdim.nii");
+        std::fs::write(&path, &bytes).unwrap();
+        let volume = nifti::read(&path).unwrap();
+        assert_eq!(volume.geometry.spacing.mm(), [0.5, 1.0, 3.0], "qform_code {qform_code}");
+    }
+}
+
+#[test]
+fn dicom_named_as_nifti() {
+    // A DICOM Part 10 file: a 128-byte preamble, then "DICM" and data elements.
+    let mut dicom = vec![0u8; 128];
+    dicom.extend_from_slice(b"DICM");
+    dicom.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0, 0xc8, 0, 0, 0]);
+    dicom.extend(vec![0u8; 400]);
+    for name in ["scan.nii", "scan.nii.gz"] {
+        let (err, path, _dir) = read_bad(name, &dicom);
+        assert!(matches!(err, IoError::InvalidHeader { .. }), "{name}: {err:?}");
+        assert_message(&err, &path, &["DICOM", "dcm2niix"]);
+    }
+}

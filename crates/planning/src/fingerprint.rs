@@ -240,7 +240,9 @@ pub fn fingerprint_dataset(dataset: &spineseg_datasets::Dataset, options: &Finge
         |case| {
             let images = spineseg_preprocessing::crop::read_finite_images(&case.images)?;
             let labels = dataset.load_labels(case)?;
-            Ok(CaseVolumes { id: case.id.clone(), images, labels })
+            let volumes = CaseVolumes { id: case.id.clone(), images, labels };
+            volumes.check_files(&case.images, case.label.as_deref())?;
+            Ok(volumes)
         },
         options,
     )

@@ -28,17 +28,33 @@ impl CaseVolumes {
     /// At least one channel, and every channel and the labels on the first channel's grid
     /// (same shape, voxel positions within 1e-3 mm).
     pub fn check(&self) -> Result<()> {
+        self.check_files(&[], None)
+    }
+
+    /// [`CaseVolumes::check`], naming the files the volumes were read from (`images` in channel
+    /// order, `label`), so that the message points at the file to fix.
+    pub fn check_files(&self, images: &[PathBuf], label: Option<&Path>) -> Result<()> {
         let err = |detail: String| Err(PreprocessError::Preprocess { case: self.id.clone(), detail });
+        let named = |path: Option<&Path>| path.map(|p| format!(" {}", p.display())).unwrap_or_default();
         let Some(first) = self.images.first() else { return err("has no image channels".into()) };
         let shape = first.shape();
+        let first_name = named(images.first().map(PathBuf::as_path));
         for (c, image) in self.images.iter().enumerate().skip(1) {
             if image.shape() != shape || !image.geometry.agrees_with(&first.geometry, shape, 1e-3) {
-                return err(format!("image channel {c} is not on the grid of channel 0"));
+                return err(format!(
+                    "image channel {c}{} (shape {:?}) is not on the grid of channel 0{first_name} (shape {shape:?})",
+                    named(images.get(c).map(PathBuf::as_path)),
+                    image.shape()
+                ));
             }
         }
         if let Some(labels) = &self.labels {
             if labels.shape() != shape || !labels.geometry.agrees_with(&first.geometry, shape, 1e-3) {
-                return err(format!("labels (shape {:?}) are not on the grid of the image (shape {shape:?})", labels.shape()));
+                return err(format!(
+                    "labels{} (shape {:?}) are not on the grid of the image{first_name} (shape {shape:?})",
+                    named(label),
+                    labels.shape()
+                ));
             }
         }
         Ok(())

@@ -390,7 +390,9 @@ pub fn preprocess_dataset(
         &cases,
         |case| {
             let images = crate::crop::read_finite_images(&case.images)?;
-            Ok(CaseVolumes { id: case.id.clone(), images, labels: dataset.load_labels(case)? })
+            let volumes = CaseVolumes { id: case.id.clone(), images, labels: dataset.load_labels(case)? };
+            volumes.check_files(&case.images, case.label.as_deref())?;
+            Ok(volumes)
         },
         |id| declared.as_ref().and_then(|d| d.for_case(id)).map(<[StructureId]>::to_vec),
         plan,
