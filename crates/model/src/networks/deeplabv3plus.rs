@@ -64,7 +64,10 @@ pub struct DeepLabV3PlusConfig {
     /// Largest down-sampling of the encoder per axis; strides beyond it become dilation.
     #[config(default = 16)]
     pub output_stride: usize,
-    /// Dilation rates of the ASPP's 3x3 branches (the paper: 6, 12, 18 at output stride 16).
+    /// Dilation rates of the ASPP's 3x3 branches (the paper: 6, 12, 18 at output stride 16). A
+    /// rate at or beyond the deepest feature map's side leaves only the centre tap on the image
+    /// (the branch then acts as a 1x1 conv), as the paper notes for large rates: small patches
+    /// want smaller rates.
     pub atrous_rates: Vec<usize>,
     /// Width of every ASPP branch and of its projection.
     pub aspp_channels: usize,
@@ -138,7 +141,7 @@ impl DeepLabV3PlusConfig {
     ///   paper's stride-4 features at output stride 16).
     pub fn from_unet_with_output_stride(unet: &PlainConvUNetConfig, output_stride: usize) -> Self {
         let rates = PAPER_RATES_AT_16.iter().map(|r| (r * 16 / output_stride.max(1)).max(1)).collect();
-        let deepest_width = unet.features_per_stage.last().copied().unwrap_or(2);
+        let deepest_width = unet.features_per_stage.last().copied().unwrap_or(0);
         let aspp_channels = (deepest_width / 2).max(1);
         let mut config = DeepLabV3PlusConfig::new(
             unet.clone(),
