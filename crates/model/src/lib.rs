@@ -10,7 +10,8 @@
 //!   ([`TextGuidanceConfig`] in the U-Net's config; `None` is the visual-only baseline); its
 //!   text-conditioned class queries live in [`TextFusion`].
 //! - [`networks`]: whole networks, one file each: nnU-Net's `PlainConvUNet` for 2D and 3D
-//!   ([`PlainConvUNetConfig`], [`PlainConvUNet`]) and the ConvNeXt V2 U-Net ([`ConvNeXtUNet`]).
+//!   ([`PlainConvUNetConfig`], [`PlainConvUNet`]), the ConvNeXt V2 U-Net ([`ConvNeXtUNet`]) and
+//!   DeepLabv3+ on the plan's stages ([`DeepLabV3Plus`]).
 //! - [`network`]: [`NetworkConfig`] / [`Network`], a network named by its kind as model folders
 //!   store it (nnU-Net's `network_class_name` + `arch_kwargs`).
 //!
@@ -36,7 +37,7 @@ pub use encoders::{ConvNeXtV2Encoder, ConvNeXtV2EncoderConfig, PlainConvEncoder}
 pub use fusion::{region_features, TargetAlignment, TargetAlignmentConfig, TextFusion, TextGuidanceConfig};
 pub use network::{Network, NetworkConfig, NetworkConfigError, WeightPrecision};
 pub use networks::{
-    ConvNeXtUNet, ConvNeXtUNetConfig, FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder,
+    ConvNeXtUNet, ConvNeXtUNetConfig, DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError, FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder,
     features_per_stage, prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsEncoderConfig, FindingsHeadConfig,
     FindingsNetConfigError, FindingsOutput, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput, NUM_FINDINGS,
     NUM_GRADES, PROMPTS_PER_LEVEL,

@@ -22,7 +22,10 @@ use burn::tensor::{DType, Device, Tensor};
 use crate::blocks::SpatialDims;
 use crate::precision::CastFloats;
 pub use crate::precision::WeightPrecision;
-use crate::networks::{ConvNeXtUNet, ConvNeXtUNetConfig, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};
+use crate::networks::{
+    ConvNeXtUNet, ConvNeXtUNetConfig, DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError, PlainConvUNet,
+    PlainConvUNetConfig, UNetConfigError, UNetOutput,
+};
 
 /// The kind of a network and its configuration: what a model folder's `model.json` stores under
 /// `network`.
@@ -35,6 +38,9 @@ pub enum NetworkConfig {
     /// A ConvNeXt V2 encoder with nnU-Net's decoder, 2D or 3D.
     #[serde(rename = "convnext_unet")]
     ConvNeXtUNet(ConvNeXtUNetConfig),
+    /// DeepLabv3+ on the plan's stages (atrous encoder, ASPP, low-level decoder), 2D or 3D.
+    #[serde(rename = "deeplabv3plus")]
+    DeepLabV3Plus(DeepLabV3PlusConfig),
 }
 
 /// An invalid [`NetworkConfig`], by kind.
@@ -43,6 +49,9 @@ pub enum NetworkConfigError {
     /// An invalid [`PlainConvUNetConfig`].
     #[error(transparent)]
     PlainConvUNet(#[from] UNetConfigError),
+    /// An invalid [`DeepLabV3PlusConfig`].
+    #[error(transparent)]
+    DeepLabV3Plus(#[from] DeepLabV3PlusConfigError),
 }
 
 impl From<PlainConvUNetConfig> for NetworkConfig {
@@ -63,6 +72,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::PlainConvUNet(_) => "plain_conv_unet",
             NetworkConfig::ConvNeXtUNet(_) => "convnext_unet",
+            NetworkConfig::DeepLabV3Plus(_) => "deeplabv3plus",
         }
     }
 
@@ -70,16 +80,17 @@ impl NetworkConfig {
     pub fn plain_conv_unet(&self) -> Option<&PlainConvUNetConfig> {
         match self {
             NetworkConfig::PlainConvUNet(config) => Some(config),
-            NetworkConfig::ConvNeXtUNet(_) => None,
+            NetworkConfig::ConvNeXtUNet(_) | NetworkConfig::DeepLabV3Plus(_) => None,
         }
     }
 
     /// The U-Net whose stages and decoder this network has (the network itself for a
-    /// [`PlainConvUNet`]).
+    /// [`PlainConvUNet`]; for [`DeepLabV3Plus`] the plan's U-Net its encoder stages come from).
     pub fn unet_stages(&self) -> &PlainConvUNetConfig {
         match self {
             NetworkConfig::PlainConvUNet(config) => config,
             NetworkConfig::ConvNeXtUNet(config) => &config.unet,
+            NetworkConfig::DeepLabV3Plus(config) => &config.unet,
         }
     }
 
@@ -88,6 +99,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::PlainConvUNet(config) => Ok(config.validate()?),
             NetworkConfig::ConvNeXtUNet(config) => Ok(config.validate()?),
+            NetworkConfig::DeepLabV3Plus(config) => Ok(config.validate()?),
         }
     }
 
@@ -96,6 +108,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::PlainConvUNet(config) => config.spatial_dims,
             NetworkConfig::ConvNeXtUNet(config) => config.unet.spatial_dims,
+            NetworkConfig::DeepLabV3Plus(config) => config.unet.spatial_dims,
         }
     }
 
@@ -104,6 +117,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::PlainConvUNet(config) => config.in_channels,
             NetworkConfig::ConvNeXtUNet(config) => config.unet.in_channels,
+            NetworkConfig::DeepLabV3Plus(config) => config.unet.in_channels,
         }
     }
 
@@ -112,6 +126,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::PlainConvUNet(config) => config.num_classes,
             NetworkConfig::ConvNeXtUNet(config) => config.unet.num_classes,
+            NetworkConfig::DeepLabV3Plus(config) => config.unet.num_classes,
         }
     }
 
@@ -120,6 +135,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::PlainConvUNet(config) => config.size_divisor(),
             NetworkConfig::ConvNeXtUNet(config) => config.unet.size_divisor(),
+            NetworkConfig::DeepLabV3Plus(config) => config.size_divisor(),
         }
     }
 
@@ -132,6 +148,7 @@ impl NetworkConfig {
         match self {
             NetworkConfig::PlainConvUNet(config) => Network::PlainConvUNet(config.init(device)),
             NetworkConfig::ConvNeXtUNet(config) => Network::ConvNeXtUNet(config.init(device)),
+            NetworkConfig::DeepLabV3Plus(config) => Network::DeepLabV3Plus(config.init(device)),
         }
     }
 }
@@ -149,6 +166,8 @@ pub enum Network {
     PlainConvUNet(PlainConvUNet),
     /// The ConvNeXt V2 U-Net.
     ConvNeXtUNet(ConvNeXtUNet),
+    /// DeepLabv3+.
+    DeepLabV3Plus(DeepLabV3Plus),
 }
 
 impl From<ConvNeXtUNet> for Network {
@@ -160,6 +179,18 @@ impl From<ConvNeXtUNet> for Network {
 impl From<ConvNeXtUNetConfig> for NetworkConfig {
     fn from(config: ConvNeXtUNetConfig) -> Self {
         NetworkConfig::ConvNeXtUNet(config)
+    }
+}
+
+impl From<DeepLabV3Plus> for Network {
+    fn from(network: DeepLabV3Plus) -> Self {
+        Network::DeepLabV3Plus(network)
+    }
+}
+
+impl From<DeepLabV3PlusConfig> for NetworkConfig {
+    fn from(config: DeepLabV3PlusConfig) -> Self {
+        NetworkConfig::DeepLabV3Plus(config)
     }
 }
 
@@ -175,6 +206,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(_) => "plain_conv_unet",
             Network::ConvNeXtUNet(_) => "convnext_unet",
+            Network::DeepLabV3Plus(_) => "deeplabv3plus",
         }
     }
 
@@ -182,7 +214,7 @@ impl Network {
     pub fn plain_conv_unet(&self) -> Option<&PlainConvUNet> {
         match self {
             Network::PlainConvUNet(network) => Some(network),
-            Network::ConvNeXtUNet(_) => None,
+            Network::ConvNeXtUNet(_) | Network::DeepLabV3Plus(_) => None,
         }
     }
 
@@ -191,6 +223,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => network.spatial_dims,
             Network::ConvNeXtUNet(network) => network.spatial_dims,
+            Network::DeepLabV3Plus(network) => network.spatial_dims,
         }
     }
 
@@ -199,6 +232,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => network.in_channels(),
             Network::ConvNeXtUNet(network) => network.in_channels(),
+            Network::DeepLabV3Plus(network) => network.in_channels(),
         }
     }
 
@@ -207,6 +241,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => network.num_classes(),
             Network::ConvNeXtUNet(network) => network.num_classes(),
+            Network::DeepLabV3Plus(network) => network.num_classes(),
         }
     }
 
@@ -215,6 +250,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => network.size_divisor(),
             Network::ConvNeXtUNet(network) => network.size_divisor(),
+            Network::DeepLabV3Plus(network) => network.size_divisor(),
         }
     }
 
@@ -224,6 +260,8 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => Network::PlainConvUNet(network.with_deep_supervision(deep_supervision)),
             Network::ConvNeXtUNet(network) => Network::ConvNeXtUNet(network.with_deep_supervision(deep_supervision)),
+            // No deep supervision: one full-resolution output either way.
+            Network::DeepLabV3Plus(network) => Network::DeepLabV3Plus(network.with_deep_supervision(deep_supervision)),
         }
     }
 
@@ -232,6 +270,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => Network::PlainConvUNet(network.valid()),
             Network::ConvNeXtUNet(network) => Network::ConvNeXtUNet(network.valid()),
+            Network::DeepLabV3Plus(network) => Network::DeepLabV3Plus(network.valid()),
         }
     }
 
@@ -240,6 +279,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => Network::PlainConvUNet(network.to_device(device)),
             Network::ConvNeXtUNet(network) => Network::ConvNeXtUNet(network.to_device(device)),
+            Network::DeepLabV3Plus(network) => Network::DeepLabV3Plus(network.to_device(device)),
         }
     }
 
@@ -248,6 +288,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => network.num_params(),
             Network::ConvNeXtUNet(network) => network.num_params(),
+            Network::DeepLabV3Plus(network) => network.num_params(),
         }
     }
 
@@ -259,6 +300,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => Ok(Network::PlainConvUNet(network.try_load_record(record)?)),
             Network::ConvNeXtUNet(network) => Ok(Network::ConvNeXtUNet(network.try_load_record(record)?)),
+            Network::DeepLabV3Plus(network) => Ok(Network::DeepLabV3Plus(network.try_load_record(record)?)),
         }
     }
 
@@ -271,6 +313,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => network.clone().map(&mut cast).save_file(path),
             Network::ConvNeXtUNet(network) => network.clone().map(&mut cast).save_file(path),
+            Network::DeepLabV3Plus(network) => network.clone().map(&mut cast).save_file(path),
         }
     }
 
@@ -279,6 +322,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => network.num_outputs(),
             Network::ConvNeXtUNet(network) => network.num_outputs(),
+            Network::DeepLabV3Plus(network) => network.num_outputs(),
         }
     }
 
@@ -293,6 +337,7 @@ impl Network {
         match self {
             Network::PlainConvUNet(network) => network.forward_detailed(x),
             Network::ConvNeXtUNet(network) => network.forward_detailed(x),
+            Network::DeepLabV3Plus(network) => network.forward_detailed(x),
         }
     }
 
@@ -316,6 +361,9 @@ impl Network {
             }
             Network::ConvNeXtUNet(network) => {
                 network.forward(x).into_iter().next().expect("a U-Net returns at least one output")
+            }
+            Network::DeepLabV3Plus(network) => {
+                network.forward(x).into_iter().next().expect("DeepLabv3+ returns its one output")
             }
         }
     }

@@ -42,12 +42,31 @@ impl ConvNd {
         negative_slope: f64,
         device: &Device,
     ) -> Self {
-        let pad: Vec<usize> = kernel_size.iter().map(|k| (k - 1) / 2).collect();
+        let ones = vec![1; spatial_dims.count()];
+        Self::new_dilated(spatial_dims, in_channels, out_channels, kernel_size, stride, &ones, negative_slope, device)
+    }
+
+    /// [`new`](Self::new) with a dilation per spatial axis (atrous convolution, DeepLab); the
+    /// padding, `dilation * (k - 1) / 2`, still keeps the size before striding. A dilated conv
+    /// runs burn's layer (the fast kernels have no dilation).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_dilated(
+        spatial_dims: SpatialDims,
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: &[usize],
+        stride: &[usize],
+        dilation: &[usize],
+        negative_slope: f64,
+        device: &Device,
+    ) -> Self {
+        let pad: Vec<usize> = kernel_size.iter().zip(dilation).map(|(k, d)| d * (k - 1) / 2).collect();
         let zero_bias = || Some(Initializer::Zeros.init([out_channels], device));
         match spatial_dims {
             SpatialDims::D2 => {
                 let mut conv = Conv2dConfig::new([in_channels, out_channels], [kernel_size[0], kernel_size[1]])
                     .with_stride([stride[0], stride[1]])
+                    .with_dilation([dilation[0], dilation[1]])
                     .with_padding(PaddingConfig2d::Explicit(pad[0], pad[1], pad[0], pad[1]))
                     .with_initializer(he_normal(negative_slope))
                     .init(device);
@@ -58,6 +77,7 @@ impl ConvNd {
                 let mut conv =
                     Conv3dConfig::new([in_channels, out_channels], [kernel_size[0], kernel_size[1], kernel_size[2]])
                         .with_stride([stride[0], stride[1], stride[2]])
+                        .with_dilation([dilation[0], dilation[1], dilation[2]])
                         .with_padding(PaddingConfig3d::Explicit(pad[0], pad[1], pad[2]))
                         .with_initializer(he_normal(negative_slope))
                         .init(device);
@@ -104,9 +124,17 @@ impl ConvNd {
         }
     }
 
+    /// Dilation per spatial axis of the canonical layout (`[1, dh, dw]` in 2D).
+    pub fn dilation(&self) -> [usize; 3] {
+        match self {
+            ConvNd::D2(conv) => [1, conv.dilation[0], conv.dilation[1]],
+            ConvNd::D3(conv) => conv.dilation,
+        }
+    }
+
     /// The weight as 5D and the bias, when the fast kernels can run `x` (see [`fast_kernels`]).
     fn fast_parameters(&self, x: &Tensor<5>) -> Option<(Tensor<5>, Tensor<1>)> {
-        if !fast_kernels::applies(x) {
+        if !fast_kernels::applies(x) || self.dilation() != [1, 1, 1] {
             return None;
         }
         match self {
@@ -211,5 +239,26 @@ mod tests {
         assert!((var / expected - 1.0).abs() < 0.15, "variance {var}, expected {expected}");
         let bias = conv.bias.unwrap().val().into_data().try_to_vec::<f32>().unwrap();
         assert!(bias.iter().all(|b| *b == 0.0));
+    }
+
+    #[test]
+    fn a_dilated_conv_keeps_the_size_and_equals_the_zero_stuffed_kernel() {
+        let device = device();
+        let dilated = ConvNd::new_dilated(SpatialDims::D2, 2, 3, &[3, 3], &[1, 1], &[2, 1], 1e-2, &device);
+        assert_eq!(dilated.dilation(), [1, 2, 1]);
+        let ConvNd::D2(conv) = &dilated else { unreachable!() };
+        // The same taps as a 5x3 kernel with zero rows between them (run by the fast kernels).
+        let weight = conv.weight.val();
+        let zeros = Tensor::<4>::zeros([3, 2, 1, 3], &device);
+        let row = |i: usize| weight.clone().slice([0..3, 0..2, i..i + 1, 0..3]);
+        let stuffed = Tensor::cat(vec![row(0), zeros.clone(), row(1), zeros, row(2)], 2);
+        let mut plain = ConvNd::new(SpatialDims::D2, 2, 3, &[5, 3], &[1, 1], 1e-2, &device);
+        let ConvNd::D2(inner) = &mut plain else { unreachable!() };
+        inner.weight = burn::module::Param::from_tensor(stuffed);
+        let x = Tensor::<5>::random([1, 2, 1, 7, 6], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let (a, b) = (dilated.forward(x.clone()), plain.forward(x));
+        assert_eq!(a.dims(), [1, 3, 1, 7, 6]);
+        let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+        assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-5), "{a:?} != {b:?}");
     }
 }

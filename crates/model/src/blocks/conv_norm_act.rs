@@ -31,18 +31,22 @@ pub struct ConvNormActConfig {
     /// Instance norm epsilon.
     #[config(default = 1e-5)]
     pub norm_epsilon: f64,
+    /// Dilation per spatial axis (atrous convolution); `None` means 1 along every axis.
+    pub dilation: Option<Vec<usize>>,
 }
 
 impl ConvNormActConfig {
     /// Builds the block.
     pub fn init(&self, device: &Device) -> ConvNormAct {
+        let dilation = self.dilation.clone().unwrap_or_else(|| vec![1; self.spatial_dims.count()]);
         ConvNormAct {
-            conv: ConvNd::new(
+            conv: ConvNd::new_dilated(
                 self.spatial_dims,
                 self.in_channels,
                 self.out_channels,
                 &self.kernel_size,
                 &self.stride,
+                &dilation,
                 self.negative_slope,
                 device,
             ),

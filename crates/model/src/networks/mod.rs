@@ -1,11 +1,13 @@
 //! Whole networks, one file each; [`crate::network`] names them for model folders.
 
 pub mod convnext_unet;
+pub mod deeplabv3plus;
 pub mod disc_findings;
 pub mod fcmae;
 pub mod plain_conv_unet;
 
 pub use convnext_unet::{ConvNeXtUNet, ConvNeXtUNetConfig};
+pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError};
 pub use fcmae::{FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder};
 pub use disc_findings::{
     prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsEncoderConfig, FindingsHeadConfig, FindingsNetConfigError,
