@@ -53,6 +53,25 @@ impl OptimizerArg {
     }
 }
 
+/// The network of `spineseg train --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    /// The plan's U-Net (nnU-Net's PlainConvUNet).
+    Unet,
+    /// DeepLabv3+ on the plan's encoder stages (output stride 16, atrous spatial pyramid
+    /// pooling, decoder with a low-level skip).
+    Deeplabv3plus,
+}
+
+impl From<NetworkArg> for spineseg_train::NetworkChoice {
+    fn from(arg: NetworkArg) -> Self {
+        match arg {
+            NetworkArg::Unet => spineseg_train::NetworkChoice::Unet,
+            NetworkArg::Deeplabv3plus => spineseg_train::NetworkChoice::Deeplabv3plus,
+        }
+    }
+}
+
 /// The encoder of `spineseg train --encoder-kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EncoderKindArg {

@@ -63,3 +63,36 @@ fn cps_trains_two_networks_on_unlabelled_images_resumes_exactly_and_predicts() {
     ok(spineseg(&["predict", "-i", &p(&images), "-o", &p(&pred), "-m", &p(&model)]));
     assert!(pred.join("phantom_000.nii.gz").is_file());
 }
+
+/// DeepLabv3+ on the plan's stages, supervised and as the two CPS networks: the model folder
+/// names the kind and `predict` runs it.
+#[test]
+fn deeplabv3plus_trains_alone_and_in_cps_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let images = dir.path().join("phantom/imagesTr");
+    let p = |path: &Path| path.to_str().unwrap().to_string();
+    for (name, extra) in [
+        ("supervised", vec!["--network", "deeplabv3plus"]),
+        ("cps", vec!["--network", "deeplabv3plus", "--cps", "--images", &p(&images)]),
+    ] {
+        let model = dir.path().join(name);
+        let report = train(&work, &model, &extra);
+        assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+        let manifest = load_manifest(&model.join("model.json")).unwrap();
+        assert_eq!(manifest.network.kind(), "deeplabv3plus", "{name}");
+        let pred = dir.path().join(format!("pred-{name}"));
+        ok(spineseg(&["predict", "-i", &p(&images), "-o", &p(&pred), "-m", &p(&model)]));
+        assert!(pred.join("phantom_000.nii.gz").is_file(), "{name}");
+    }
+    let conflicting = spineseg(&[
+        "train",
+        &p(&work),
+        "--out",
+        &p(&dir.path().join("x")),
+        "--network",
+        "deeplabv3plus",
+        "--text-guided",
+    ]);
+    assert_eq!(conflicting.status.code(), Some(2), "clap refuses the combination");
+}

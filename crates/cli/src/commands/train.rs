@@ -1,6 +1,6 @@
 //! `spineseg train`: nnU-Net-style training of a plan's configuration into a model folder.
 
-use crate::values::{AugmentationArg, ConfigurationArg, EncoderKindArg, OptimizerArg, PartialLabelRuleArg};
+use crate::values::{AugmentationArg, ConfigurationArg, EncoderKindArg, NetworkArg, OptimizerArg, PartialLabelRuleArg};
 use crate::training_progress::{set_compute_threads, stop_reason_text, CliObserver};
 use crate::Outcome;
 use anyhow::{Context, Result};
@@ -128,6 +128,9 @@ pub struct TrainArgs {
     /// unlabelled ones with its CutMix-mixed pseudo-labels. The model is the first network.
     #[arg(long, conflicts_with_all = ["text_guided", "tmca", "encoder", "encoder_kind"])]
     pub cps: bool,
+    /// The network (each of the two with --cps): the plan's U-Net or DeepLabv3+ on its stages.
+    #[arg(long, value_enum, default_value = "unet", conflicts_with_all = ["text_guided", "tmca", "encoder", "encoder_kind"])]
+    pub network: NetworkArg,
     /// Weight of the cross pseudo supervision term (--cps).
     #[arg(long, default_value_t = CpsSettings::default().cps_weight, requires = "cps")]
     pub cps_weight: f64,
@@ -197,6 +200,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             partial_labels: args.partial_labels,
             partial_label_rule,
             cps_weight: args.cps_weight,
+            network: args.network.into(),
             ..CpsSettings::default()
         })
     } else if args.tmca {
@@ -232,7 +236,12 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             // A resumed run takes its settings (and the encoder's trained weights) from the checkpoint.
             (Some(_), _) => EncoderChoice::ConvnextV2 { pretrained: None },
         };
-        MethodConfig::Supervised(SupervisedSettings { partial_labels: args.partial_labels, partial_label_rule, encoder })
+        MethodConfig::Supervised(SupervisedSettings {
+            partial_labels: args.partial_labels,
+            partial_label_rule,
+            encoder,
+            network: args.network.into(),
+        })
     };
     if (args.text_guided || args.tmca) && !args.resume && !paths.checkpoint_last().exists() {
         // Embedded once here; a resumed run reads the file (and the weights hold the vectors).

@@ -29,7 +29,7 @@
 //!
 //! [`MethodSpec::labelled_per_batch`]: crate::method::MethodSpec::labelled_per_batch
 
-use super::single_network::{batch_tensors, SingleNetwork, SingleNetworkState};
+use super::single_network::{batch_tensors, NetworkChoice, SingleNetwork, SingleNetworkState};
 use super::supervised::effective_rule;
 use crate::error::{Result, TrainError};
 use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
@@ -41,7 +41,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use spineseg_dataloading::partial_labels::PartialLabelRule;
 use spineseg_dataloading::sampling::Batch;
-use spineseg_model::NetworkConfig;
 use std::path::Path;
 
 /// Checkpoint file with the step count (the CutMix boxes' stream).
@@ -66,6 +65,9 @@ pub struct CpsSettings {
     pub cutmix: bool,
     /// Range of the fraction of a patch a CutMix box covers.
     pub cutmix_area: [f64; 2],
+    /// The networks' kind (both the same): the plan's U-Net or DeepLabv3+ (the authors' stage 1).
+    #[serde(default, skip_serializing_if = "NetworkChoice::is_unet")]
+    pub network: NetworkChoice,
 }
 
 impl Default for CpsSettings {
@@ -76,6 +78,7 @@ impl Default for CpsSettings {
             cps_weight: 1.0,
             cutmix: true,
             cutmix_area: [0.25, 0.5],
+            network: NetworkChoice::Unet,
         }
     }
 }
@@ -116,7 +119,7 @@ impl CpsMethod {
         let partial = settings.partial_labels();
         let config = match saved {
             Some(saved) => SingleNetworkState::network_from_saved(saved, ctx)?,
-            None => NetworkConfig::from(ctx.plan_network.clone()),
+            None => settings.network.config(ctx)?,
         };
         let first = SingleNetwork::new_of_kind_seeded(config.clone(), ctx, partial, ctx.seed)?;
         let second =
@@ -236,7 +239,7 @@ impl TrainingMethod for CpsMethod {
                 &inference_device,
             );
             let predicted = network.hard_prediction(all.select(0, index));
-            let flat: Vec<i64> = predicted.into_data().try_to_vec::<i64>().expect("arg max indices should be i64");
+            let flat: Vec<i64> = predicted.try_into_vec_as::<i64>().expect("arg max indices should convert to i64");
             // Re-index the pairs to the unlabelled rows, then mix the labels as the images.
             let row = |b: usize| unlabelled.iter().position(|&u| u == b).expect("a pair names unlabelled patches");
             let pairs: Vec<_> = pairs.iter().map(|&(patch, partner, cut)| (row(patch), row(partner), cut)).collect();

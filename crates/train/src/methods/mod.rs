@@ -26,6 +26,7 @@ pub mod tmca;
 
 pub use cps::{CpsMethod, CpsSettings};
 pub use fcmae::{FcmaeMethod, FcmaeSettings};
+pub use single_network::NetworkChoice;
 pub use supervised::{EncoderChoice, SupervisedMethod, SupervisedSettings};
 pub use text_guided::{TextGuidedMethod, TextGuidedSettings};
 pub use tmca::{TmcaMethod, TmcaSettings};

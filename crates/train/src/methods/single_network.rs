@@ -18,7 +18,7 @@ use spineseg_dataloading::partial_labels::{annotated_classes, PartialLabelRule};
 use spineseg_preprocessing::plan::Plan;
 use spineseg_preprocessing::preprocess::PreprocessedCase;
 use spineseg_dataloading::sampling::Batch;
-use spineseg_model::{Network, NetworkConfig, PlainConvUNet, PlainConvUNetConfig, UNetOutput, WeightPrecision};
+use spineseg_model::{DeepLabV3PlusConfig, Network, NetworkConfig, PlainConvUNet, PlainConvUNetConfig, UNetOutput, WeightPrecision};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -49,6 +49,36 @@ pub fn init_network_of_kind(config: &NetworkConfig, device: &Device, seed: u64) 
     let model = config.init(device);
     model.visit(&mut Materialise);
     model
+}
+
+/// Which network a method trains (each network, for a two-network method): the plan's U-Net,
+/// or DeepLabv3+ on the plan's stages (`spineseg_model::DeepLabV3Plus`, output stride 16).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkChoice {
+    #[default]
+    Unet,
+    Deeplabv3plus,
+}
+
+impl NetworkChoice {
+    pub fn is_unet(&self) -> bool {
+        *self == NetworkChoice::Unet
+    }
+
+    /// The network config for the plan's U-Net `plan_network`, checked.
+    pub fn config(&self, ctx: &MethodContext<'_>) -> Result<NetworkConfig> {
+        match self {
+            NetworkChoice::Unet => Ok(NetworkConfig::from(ctx.plan_network.clone())),
+            NetworkChoice::Deeplabv3plus => {
+                let config = DeepLabV3PlusConfig::from_unet(&ctx.plan_network);
+                config
+                    .validate()
+                    .map_err(|e| TrainError::Invalid(format!("{}: DeepLabv3+ on this plan: {e}", ctx.plans_path.display())))?;
+                Ok(NetworkConfig::DeepLabV3Plus(config))
+            }
+        }
+    }
 }
 
 /// `method_state` of a one-network method: the network as built, by kind (a resumed run

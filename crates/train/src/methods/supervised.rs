@@ -5,7 +5,7 @@
 //! plan's U-Net's or ConvNeXt V2's ([`EncoderChoice`]), the latter from scratch or from a
 //! pretrained encoder folder (`spineseg pretrain`).
 
-use super::single_network::{SingleNetwork, SingleNetworkState};
+use super::single_network::{NetworkChoice, SingleNetwork, SingleNetworkState};
 use crate::error::{Result, TrainError};
 use crate::pretrained_encoder::{load_pretrained_encoder, PretrainedEncoder};
 use spineseg_model::{ConvNeXtUNetConfig, Network, NetworkConfig};
@@ -32,6 +32,9 @@ pub struct SupervisedSettings {
     /// plan's U-Net).
     #[serde(default, skip_serializing_if = "EncoderChoice::is_plain")]
     pub encoder: EncoderChoice,
+    /// The network (with `encoder` plain): the plan's U-Net or DeepLabv3+ on its stages.
+    #[serde(default, skip_serializing_if = "NetworkChoice::is_unet")]
+    pub network: NetworkChoice,
 }
 
 /// Which encoder the supervised network has.
@@ -60,7 +63,7 @@ impl EncoderChoice {
 impl SupervisedSettings {
     /// Partial labels by `rule`.
     pub fn with_partial_labels(rule: PartialLabelRule) -> Self {
-        SupervisedSettings { partial_labels: true, partial_label_rule: Some(rule), encoder: EncoderChoice::PlainConv }
+        SupervisedSettings { partial_labels: true, partial_label_rule: Some(rule), ..Default::default() }
     }
 
     /// The rule the label masks are inferred by; `None` without partial labels.
@@ -89,6 +92,9 @@ impl SupervisedMethod {
             return Ok(SupervisedMethod { network: SingleNetwork::new_of_kind(config, ctx, partial, Ok)? });
         }
         let network = match &settings.encoder {
+            EncoderChoice::PlainConv if !settings.network.is_unet() => {
+                SingleNetwork::new_of_kind(settings.network.config(ctx)?, ctx, partial, Ok)?
+            }
             EncoderChoice::PlainConv => SingleNetwork::new(ctx.plan_network.clone(), ctx, partial, |model| model)?,
             EncoderChoice::ConvnextV2 { pretrained } => {
                 let config = ConvNeXtUNetConfig::from_unet(&ctx.plan_network);
