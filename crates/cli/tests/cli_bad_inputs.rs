@@ -171,3 +171,25 @@ fn convert_onto_its_own_input_rewrites_it_whole_or_not_at_all() {
     let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("phantom_000_0000.nii.gz")]);
 }
+
+/// A full disk while training (a file-size limit: writes past it fail with EFBIG): the run
+/// stops with exit 1 naming the file that could not be written, and leaves no model folder
+/// half-written (no model.json or weights) and no half-written checkpoint under its final name.
+#[test]
+fn training_on_a_full_disk_stops_naming_the_file_and_writes_no_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let out = dir.path().join("model");
+    let p = |path: &Path| path.to_str().unwrap().to_string();
+    // 16 blocks of 512 bytes: the small JSON files fit, the checkpoint's weights do not.
+    let run = support::spineseg_with_file_size_limit(
+        16,
+        &["train", &p(&work), "--out", &p(&out), "--epochs", "1", "--iterations-per-epoch", "1", "--validation-batches", "1", "--quiet"],
+    );
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("File too large") && err.contains(&p(&out)), "the error should name the file: {err}");
+    for missing in ["model.json", "weights.bpk", "training/checkpoint_last/state.json", "training/checkpoint_best/state.json"] {
+        assert!(!out.join(missing).exists(), "{missing} should not exist after a failed write: {err}");
+    }
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod support;
-use support::spineseg;
+use support::{spineseg, spineseg_with_file_size_limit};
 
 
 fn ok(out: Output) -> String {
@@ -452,19 +452,6 @@ fn channel_files_that_do_not_fit_a_two_channel_model() {
     let out = root.join("both_out");
     ok(spineseg(&["predict", "-i", s(&both), "-o", s(&out), "-m", m]));
     assert!(out.join("c.nii.gz").is_file());
-}
-
-/// Runs `spineseg args` with its file-size limit at `blocks` x 512 bytes and SIGXFSZ ignored, so a
-/// write past the limit fails with EFBIG ("File too large"), as on a full disk, instead of
-/// killing the process.
-fn spineseg_with_file_size_limit(blocks: u32, args: &[&str]) -> Output {
-    std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("trap '' XFSZ; ulimit -f {blocks} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_spineseg"))
-        .args(args)
-        .output()
-        .expect("sh should start")
 }
 
 /// The names of the files under `dir` (recursively), sorted.

@@ -143,3 +143,16 @@ pub fn graded_phantoms(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&gradings_path, gradings).unwrap();
     (images, labels, gradings_path)
 }
+
+/// Runs `spineseg args` with its file-size limit at `blocks` x 512 bytes and SIGXFSZ ignored, so a
+/// write past the limit fails with EFBIG ("File too large"), as on a full disk, instead of
+/// killing the process.
+pub fn spineseg_with_file_size_limit(blocks: u32, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f {blocks} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_spineseg"))
+        .args(args)
+        .output()
+        .expect("sh should start")
+}

@@ -143,7 +143,7 @@ fn patch_sides(batch: &Batch) -> [usize; 3] {
 
 /// A CutMix box: `[start, end)` per axis of `sides`, covering a fraction in `area` of the patch
 /// (the same fraction along every axis with more than one voxel).
-pub fn cutmix_box(sides: [usize; 3], area: [f64; 2], rng: &mut ChaCha8Rng) -> [(usize, usize); 3] {
+pub fn cutmix_box(sides: [usize; 3], area: [f64; 2], rng: &mut ChaCha8Rng) -> CutBox {
     let axes = sides.iter().filter(|&&n| n > 1).count().max(1);
     let fraction = if area[1] > area[0] { rng.gen_range(area[0]..=area[1]) } else { area[0] };
     let per_axis = fraction.powf(1.0 / axes as f64);
@@ -157,8 +157,14 @@ pub fn cutmix_box(sides: [usize; 3], area: [f64; 2], rng: &mut ChaCha8Rng) -> [(
     })
 }
 
+/// A CutMix box: `[start, end)` along each of the three patch axes.
+pub type CutBox = [(usize, usize); 3];
+
+/// A patch, the partner patch it takes the box from, and the box.
+pub type CutMixPair = (usize, usize, CutBox);
+
 /// Whether flat voxel `v` of a patch of `sides` lies in `cut`.
-fn in_box(v: usize, sides: [usize; 3], cut: &[(usize, usize); 3]) -> bool {
+fn in_box(v: usize, sides: [usize; 3], cut: &CutBox) -> bool {
     let z = v % sides[2];
     let y = (v / sides[2]) % sides[1];
     let x = v / (sides[2] * sides[1]);
@@ -173,7 +179,7 @@ pub fn apply_cutmix<T: Copy>(
     original: &[T],
     channels: usize,
     sides: [usize; 3],
-    pairs: &[(usize, usize, [(usize, usize); 3])],
+    pairs: &[CutMixPair],
 ) {
     let voxels = sides.iter().product::<usize>();
     for &(patch, partner, cut) in pairs {
@@ -211,7 +217,7 @@ impl TrainingMethod for CpsMethod {
         let mut rng = self.rng();
         self.steps += 1;
         // Each unlabelled patch with the next one as its partner (none when it is alone).
-        let pairs: Vec<(usize, usize, [(usize, usize); 3])> = if self.settings.cutmix && unlabelled.len() > 1 {
+        let pairs: Vec<CutMixPair> = if self.settings.cutmix && unlabelled.len() > 1 {
             (0..unlabelled.len())
                 .map(|j| {
                     (
