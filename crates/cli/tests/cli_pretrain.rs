@@ -81,7 +81,10 @@ fn pretrain_then_train_from_the_encoder_then_predict() {
     let from_encoder = dir.path().join("from_encoder");
     train(&work, &from_encoder, &["--encoder", encoder.to_str().unwrap(), "--optimizer", "adamw", "--lr", "1e-12"]);
     let scratch = dir.path().join("scratch");
-    train(&work, &scratch, &["--encoder-kind", "convnext-v2", "--optimizer", "adamw", "--lr", "1e-12"]);
+    train(&work, &scratch, &["--encoder-kind", "convnext-v2", "--drop-path", "0.1", "--optimizer", "adamw", "--lr", "1e-12"]);
+    let scratch_manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(scratch.join("model.json")).unwrap()).unwrap();
+    assert_eq!(scratch_manifest["network"]["config"]["encoder"]["drop_path"], 0.1, "{}", scratch_manifest["network"]);
     let pretrained = stem_weights(&encoder, "weights.bpk");
     let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
     assert!(close(&stem_weights(&from_encoder, "weights.bpk"), &pretrained));

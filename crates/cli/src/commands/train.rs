@@ -151,6 +151,11 @@ pub struct TrainArgs {
     /// encoder (folder and SHA-256 of its weights) it came from.
     #[arg(long, value_name = "ENCODER", conflicts_with_all = ["text_guided", "tmca"])]
     pub encoder: Option<PathBuf>,
+    /// Drop path (stochastic depth) of the ConvNeXt V2 blocks: the last block's rate, rising
+    /// linearly from 0 at the first (--encoder-kind convnext-v2 or --encoder). Resumes are then
+    /// correct but not bit-identical (the masks come from the process's random generator).
+    #[arg(long, value_name = "RATE")]
+    pub drop_path: Option<f64>,
     /// Text encoder folder for --text-guided or --tmca (default as for `spineseg text embed`).
     #[arg(long, value_name = "DIR")]
     pub text_encoder: Option<PathBuf>,
@@ -159,6 +164,9 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<Outcome> {
     if args.reference_layers {
         spineseg_model::fast_kernels::set_enabled(false);
+    }
+    if args.drop_path.is_some() && args.encoder.is_none() && args.encoder_kind != EncoderKindArg::ConvnextV2 {
+        anyhow::bail!("--drop-path applies to ConvNeXt V2 blocks: add --encoder-kind convnext-v2 or --encoder ENCODER");
     }
     set_compute_threads(args.threads)?;
     let configuration = args.configuration.into();
@@ -218,7 +226,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     } else {
         let encoder = match (&args.encoder, args.encoder_kind) {
             (None, EncoderKindArg::Plain) => EncoderChoice::PlainConv,
-            (None, EncoderKindArg::ConvnextV2) => EncoderChoice::ConvnextV2 { pretrained: None },
+            (None, EncoderKindArg::ConvnextV2) => EncoderChoice::ConvnextV2 { pretrained: None, drop_path: args.drop_path },
             (Some(dir), _) if !args.resume => {
                 let plan = spineseg_preprocessing::plan::Plan::load(&paths.plans())?;
                 let unet = spineseg_train::try_network_config_from_plan(&plan, configuration)?;
@@ -231,10 +239,10 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
                     pretrained.method,
                     &pretrained.weights_sha256[..12]
                 );
-                EncoderChoice::ConvnextV2 { pretrained: Some(pretrained) }
+                EncoderChoice::ConvnextV2 { pretrained: Some(pretrained), drop_path: args.drop_path }
             }
             // A resumed run takes its settings (and the encoder's trained weights) from the checkpoint.
-            (Some(_), _) => EncoderChoice::ConvnextV2 { pretrained: None },
+            (Some(_), _) => EncoderChoice::ConvnextV2 { pretrained: None, drop_path: args.drop_path },
         };
         MethodConfig::Supervised(SupervisedSettings {
             partial_labels: args.partial_labels,

@@ -6,8 +6,12 @@
 //! -> pointwise convolution back -> residual add. GRN (ConvNeXt V2's addition) divides each
 //! channel's spatial L2 norm by the mean norm over channels and re-scales the features with it,
 //! which keeps channels from collapsing in masked-autoencoder pretraining; its scale and shift
-//! start at zero, so a fresh block's GRN is the identity. ConvNeXt V2 drops V1's layer scale;
-//! drop path is left out here (its small models use none or 0.1, and our step budgets are short).
+//! start at zero, so a fresh block's GRN is the identity. ConvNeXt V2 drops V1's layer scale.
+//! Drop path (stochastic depth) is optional (`drop_path`, off by default): in training each
+//! sample skips a block's branch with the block's rate, rising linearly from 0 at the first
+//! block to `drop_path` at the last as in ConvNeXt, the kept branches scaled by `1 / (1 - rate)`;
+//! prediction is unchanged. Its masks come from the device's random generator, so a run with
+//! drop path resumes correctly but not bit-identically.
 //!
 //! Stages mirror the plan's U-Net so the nnU-Net decoder fits unchanged: stage 0 is a stem
 //! convolution (the plan's kernel and stride) + LayerNorm, later stages begin with ConvNeXt's
@@ -22,7 +26,7 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig, Conv3d, Conv3dConfig};
-use burn::nn::{Initializer, PaddingConfig2d, PaddingConfig3d};
+use burn::nn::{Dropout, DropoutConfig, Initializer, PaddingConfig2d, PaddingConfig3d};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
@@ -47,6 +51,10 @@ pub struct ConvNeXtV2EncoderConfig {
     /// Epsilon of the channel LayerNorms.
     #[config(default = 1e-6)]
     pub layer_norm_epsilon: f64,
+    /// Drop path rate of the last block (ConvNeXt's `drop_path_rate`); `None` or 0: off. An
+    /// `Option` so configs written before it read as off.
+    #[config(default = "None")]
+    pub drop_path: Option<f64>,
 }
 
 impl ConvNeXtV2EncoderConfig {
@@ -76,6 +84,9 @@ impl ConvNeXtV2EncoderConfig {
         if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return Err("layer_norm_epsilon must be positive".into());
         }
+        if let Some(rate) = self.drop_path.filter(|rate| !(0.0..1.0).contains(rate)) {
+            return Err(format!("drop_path must be in [0, 1), got {rate}"));
+        }
         Ok(())
     }
 
@@ -99,6 +110,14 @@ impl ConvNeXtV2EncoderConfig {
         }
         let mut stages = Vec::with_capacity(features_per_stage.len());
         let mut previous = in_channels;
+        // ConvNeXt's schedule: rates rise linearly over all blocks, from 0 to `drop_path`.
+        let total_blocks: usize = self.blocks_per_stage.iter().sum();
+        let rate_of = |block: usize| match self.drop_path {
+            Some(rate) if rate > 0.0 && total_blocks > 1 => rate * block as f64 / (total_blocks - 1) as f64,
+            Some(rate) if rate > 0.0 => rate,
+            _ => 0.0,
+        };
+        let mut block_index = 0;
         for (stage, &width) in features_per_stage.iter().enumerate() {
             let entry = if stage == 0 {
                 // The stem: a plain convolution at the plan's kernel, then LayerNorm.
@@ -110,7 +129,17 @@ impl ConvNeXtV2EncoderConfig {
                 StageEntry { norm_before: Some(self.norm(previous, device)), conv, norm_after: None }
             };
             let kernel: Vec<usize> = kernel_sizes[stage].iter().map(|&k| if k == 1 { 1 } else { self.depthwise_kernel }).collect();
-            let blocks = (0..self.blocks_per_stage[stage]).map(|_| self.block(spatial_dims, width, &kernel, device)).collect();
+            let blocks = (0..self.blocks_per_stage[stage])
+                .map(|_| {
+                    let mut block = self.block(spatial_dims, width, &kernel, device);
+                    let rate = rate_of(block_index);
+                    block_index += 1;
+                    if rate > 0.0 {
+                        block.drop_path = Some(DropoutConfig::new(rate).init());
+                    }
+                    block
+                })
+                .collect();
             stages.push(ConvNeXtV2Stage { entry, blocks });
             previous = width;
         }
@@ -131,6 +160,7 @@ impl ConvNeXtV2EncoderConfig {
             expand: normal_init(ConvNd::new(spatial_dims, channels, hidden, &ones, &ones, 0.0, device), device),
             grn: GlobalResponseNorm::new(hidden, device),
             project: normal_init(ConvNd::new(spatial_dims, hidden, channels, &ones, &ones, 0.0, device), device),
+            drop_path: None,
         }
     }
 }
@@ -267,6 +297,9 @@ pub struct ConvNeXtV2Block {
     pub grn: GlobalResponseNorm,
     /// Pointwise convolution back to the stage width.
     pub project: ConvNd,
+    /// Drop path: a dropout applied to a `[batch, 1, 1, 1, 1]` tensor of ones gives each
+    /// sample's keep mask, scaled, in training only (no parameters).
+    pub drop_path: Option<Dropout>,
 }
 
 impl ConvNeXtV2Block {
@@ -275,7 +308,14 @@ impl ConvNeXtV2Block {
         let residual = x.clone();
         let x = self.norm.forward(self.depthwise.forward(x));
         let x = self.grn.forward(gelu(self.expand.forward(x)));
-        residual + self.project.forward(x)
+        let branch = self.project.forward(x);
+        match &self.drop_path {
+            Some(drop_path) => {
+                let keep = drop_path.forward(Tensor::<5>::ones([branch.dims()[0], 1, 1, 1, 1], &branch.device()));
+                residual + branch * keep
+            }
+            None => residual + branch,
+        }
     }
 }
 
@@ -393,6 +433,43 @@ mod tests {
         let var = values(y.square().mean_dim(1));
         assert!(mean.iter().all(|m| m.abs() < 1e-4), "{mean:?}");
         assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-3), "{var:?}");
+    }
+
+    #[test]
+    fn drop_path_skips_whole_samples_in_training_only() {
+        let device = Device::flex();
+        let config = ConvNeXtV2EncoderConfig::new(vec![1]).with_depthwise_kernel(3).with_drop_path(Some(0.5));
+        config.validate(1).unwrap();
+        let training = device.clone().autodiff();
+        let encoder = config.init(SpatialDims::D2, 1, &[4], &[vec![1, 1]], &[vec![3, 3]], &training);
+        let block = &encoder.stages[0].blocks[0];
+        assert!(block.drop_path.is_some(), "a single block gets the full rate");
+        let x = Tensor::<5>::random([64, 4, 1, 5, 5], Distribution::Normal(0.0, 1.0), &training);
+        // Without drop path, the branch alone: out - x.
+        let mut plain = block.clone();
+        plain.drop_path = None;
+        let branch = (plain.forward(x.clone()) - x.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let dropped = (block.forward(x.clone()) - x).into_data().try_to_vec::<f32>().unwrap();
+        let per_sample = 4 * 25;
+        let (mut skipped, mut doubled) = (0, 0);
+        for b in 0..64 {
+            let range = b * per_sample..(b + 1) * per_sample;
+            if dropped[range.clone()].iter().all(|&v| v == 0.0) {
+                skipped += 1;
+            } else {
+                assert!(range.clone().all(|i| (dropped[i] - 2.0 * branch[i]).abs() < 1e-4), "a kept branch is scaled by 1 / (1 - 0.5)");
+                doubled += 1;
+            }
+        }
+        assert!(skipped > 10 && doubled > 10, "skipped {skipped}, kept {doubled} of 64");
+        // Prediction (no autodiff): the plain block.
+        let inference = config.init(SpatialDims::D2, 1, &[4], &[vec![1, 1]], &[vec![3, 3]], &device);
+        let mut plain = inference.stages[0].blocks[0].clone();
+        let y = Tensor::<5>::random([2, 4, 1, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let with = inference.stages[0].blocks[0].forward(y.clone()).into_data();
+        plain.drop_path = None;
+        assert_eq!(with, plain.forward(y).into_data());
+        assert!(ConvNeXtV2EncoderConfig::new(vec![1]).with_drop_path(Some(1.0)).validate(1).is_err());
     }
 
     #[test]

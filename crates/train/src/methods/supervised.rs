@@ -51,6 +51,9 @@ pub enum EncoderChoice {
         /// it; a resumed run takes the weights from its checkpoint).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pretrained: Option<PretrainedEncoder>,
+        /// Drop path rate of the last block (`None`: off).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drop_path: Option<f64>,
     },
 }
 
@@ -96,8 +99,9 @@ impl SupervisedMethod {
                 SingleNetwork::new_of_kind(settings.network.config(ctx)?, ctx, partial, Ok)?
             }
             EncoderChoice::PlainConv => SingleNetwork::new(ctx.plan_network.clone(), ctx, partial, |model| model)?,
-            EncoderChoice::ConvnextV2 { pretrained } => {
-                let config = ConvNeXtUNetConfig::from_unet(&ctx.plan_network);
+            EncoderChoice::ConvnextV2 { pretrained, drop_path } => {
+                let mut config = ConvNeXtUNetConfig::from_unet(&ctx.plan_network);
+                config.encoder.drop_path = *drop_path;
                 config.validate().map_err(|e| TrainError::Invalid(format!("{}: ConvNeXt V2 U-Net: {e}", ctx.plans_path.display())))?;
                 let device = ctx.device.clone();
                 SingleNetwork::new_of_kind(NetworkConfig::from(config.clone()), ctx, partial, |network| match (network, pretrained) {
