@@ -163,14 +163,6 @@ pub type CutBox = [(usize, usize); 3];
 /// A patch, the partner patch it takes the box from, and the box.
 pub type CutMixPair = (usize, usize, CutBox);
 
-/// Whether flat voxel `v` of a patch of `sides` lies in `cut`.
-fn in_box(v: usize, sides: [usize; 3], cut: &CutBox) -> bool {
-    let z = v % sides[2];
-    let y = (v / sides[2]) % sides[1];
-    let x = v / (sides[2] * sides[1]);
-    [x, y, z].iter().zip(cut).all(|(&c, &(start, end))| c >= start && c < end)
-}
-
 /// CutMix in place: for each `(patch, partner, box)`, the voxels of `patch` inside the box take
 /// the partner's values, in every channel. `values` is `[B, channels, voxels]`, row major; the
 /// partners are read from `original` (the unmixed values), so chains of partners mix correctly.
@@ -186,8 +178,14 @@ pub fn apply_cutmix<T: Copy>(
         for c in 0..channels {
             let target = (patch * channels + c) * voxels;
             let source = (partner * channels + c) * voxels;
-            for v in (0..voxels).filter(|&v| in_box(v, sides, &cut)) {
-                values[target + v] = original[source + v];
+            // Row by row of the box: each (x, y) row's z range is contiguous.
+            let [(x0, x1), (y0, y1), (z0, z1)] = cut;
+            for x in x0..x1 {
+                for y in y0..y1 {
+                    let start = (x * sides[1] + y) * sides[2];
+                    values[target + start + z0..target + start + z1]
+                        .copy_from_slice(&original[source + start + z0..source + start + z1]);
+                }
             }
         }
     }
@@ -234,23 +232,25 @@ impl TrainingMethod for CpsMethod {
         apply_cutmix(&mut images, &batch.images, batch.channels, sides, &pairs);
         let (inference_device, device) = self.first.devices();
         let (inference_device, device) = (inference_device.clone(), device.clone());
-        // Pseudo-labels of the unmixed patches, mixed like the patches: `[unlabelled, 1, *patch]`.
-        let pseudo_labels = |network: &SingleNetwork| -> Option<Tensor<5, Int>> {
-            if unlabelled.is_empty() {
-                return None;
-            }
+        // The unmixed unlabelled patches, built once for both networks' pseudo-labels, and the
+        // CutMix pairs re-indexed to their rows.
+        let unmixed = (!unlabelled.is_empty()).then(|| {
             let (all, _) = batch_tensors(batch, &inference_device);
             let index = Tensor::<1, Int>::from_data(
                 TensorData::new(unlabelled.iter().map(|&b| b as i64).collect::<Vec<_>>(), [unlabelled.len()]),
                 &inference_device,
             );
-            let predicted = network.hard_prediction(all.select(0, index));
+            all.select(0, index)
+        });
+        let row = |b: usize| unlabelled.iter().position(|&u| u == b).expect("a pair names unlabelled patches");
+        let row_pairs: Vec<CutMixPair> =
+            pairs.iter().map(|&(patch, partner, cut)| (row(patch), row(partner), cut)).collect();
+        // Pseudo-labels of the unmixed patches, mixed like the patches: `[unlabelled, 1, *patch]`.
+        let pseudo_labels = |network: &SingleNetwork| -> Option<Tensor<5, Int>> {
+            let predicted = network.hard_prediction(unmixed.clone()?);
             let flat: Vec<i64> = predicted.try_into_vec_as::<i64>().expect("arg max indices should convert to i64");
-            // Re-index the pairs to the unlabelled rows, then mix the labels as the images.
-            let row = |b: usize| unlabelled.iter().position(|&u| u == b).expect("a pair names unlabelled patches");
-            let pairs: Vec<_> = pairs.iter().map(|&(patch, partner, cut)| (row(patch), row(partner), cut)).collect();
             let mut mixed = flat.clone();
-            apply_cutmix(&mut mixed, &flat, 1, sides, &pairs);
+            apply_cutmix(&mut mixed, &flat, 1, sides, &row_pairs);
             let [x, y, z] = sides;
             Some(Tensor::<5, Int>::from_data(TensorData::new(mixed, [unlabelled.len(), 1, x, y, z]), &device))
         };

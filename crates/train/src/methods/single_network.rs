@@ -140,13 +140,19 @@ pub fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<5>, Tensor<5, In
 /// Passing no mask makes a batch without missing labels train exactly as without
 /// partial labels, on every CPU.
 pub fn batch_label_mask(batch: &Batch, annotated: &[Vec<bool>], device: &Device) -> Option<Tensor<2, Bool>> {
+    let all: Vec<usize> = (0..batch.samples.len()).collect();
+    label_mask_of(batch, &all, annotated, device)
+}
+
+/// [`batch_label_mask`] for the samples of `batch` at `rows` only (in that order).
+pub fn label_mask_of(batch: &Batch, rows: &[usize], annotated: &[Vec<bool>], device: &Device) -> Option<Tensor<2, Bool>> {
     let classes = annotated.first().map_or(0, Vec::len);
-    let rows = || batch.samples.iter().map(|sample| &annotated[sample.case]);
-    if rows().all(|row| row.iter().skip(1).all(|&flag| flag)) {
+    let flags_of = || rows.iter().map(|&b| &annotated[batch.samples[b].case]);
+    if flags_of().all(|row| row.iter().skip(1).all(|&flag| flag)) {
         return None;
     }
-    let flags: Vec<bool> = rows().flat_map(|row| row.iter().copied()).collect();
-    Some(Tensor::<2, Bool>::from_data(TensorData::new(flags, [batch.samples.len(), classes]), device))
+    let flags: Vec<bool> = flags_of().flat_map(|row| row.iter().copied()).collect();
+    Some(Tensor::<2, Bool>::from_data(TensorData::new(flags, [rows.len(), classes]), device))
 }
 
 /// The classes each case annotates (partial labels: what its dataset declares, else by `rule`);
@@ -298,14 +304,8 @@ impl SingleNetwork {
                 &self.device,
             );
             let outputs: Vec<Tensor<5>> = logits.into_iter().map(|l| l.select(0, index.clone())).collect();
-            let label_mask = self.train_annotated.as_deref().and_then(|annotated| {
-                let rows: Vec<&Vec<bool>> = labelled.iter().map(|&b| &annotated[batch.samples[b].case]).collect();
-                if rows.iter().all(|row| row.iter().skip(1).all(|&flag| flag)) {
-                    return None;
-                }
-                let flags: Vec<bool> = rows.iter().flat_map(|row| row.iter().copied()).collect();
-                Some(Tensor::<2, Bool>::from_data(TensorData::new(flags, [labelled.len(), rows[0].len()]), &self.device))
-            });
+            let label_mask =
+                self.train_annotated.as_deref().and_then(|annotated| label_mask_of(batch, labelled, annotated, &self.device));
             loss = Some(self.loss.forward(outputs, target.select(0, index), label_mask));
         }
         if let Some(term) = extra(full_resolution) {
