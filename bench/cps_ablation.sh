@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# SSHSNet stage-1 ablation (issue 13, docs/BENCHMARKS.md "Cross pseudo supervision"): 2D
+# supervised vs 2D cross pseudo supervision (CPS), on the fixed left-out source VB2, with all
+# labelled training cases and with a quarter of them (the other three quarters unlabelled).
+#
+#   bench/encoder_ablation.sh plan RUNS      # the VB2-out plan (RUNS/vb2/work), as the other ablations
+#   bench/cps_ablation.sh quarter RUNS       # RUNS/vb2q/work: a quarter labelled, the rest unlabelled
+#   bench/cps_ablation.sh arm RUNS ARM SEED  # ARM: sup-all, cps-all, sup-q or cps-q -> RUNS/<ARM>-s<SEED>
+#   python3 bench/loso_arms.py RUNS sup-q=sup-q-s0,sup-q-s1,sup-q-s2 cps-q=cps-q-s0,...
+#
+# Budget: the same CPU per arm. A supervised arm trains SUP_EPOCHS (default 10) x 100 steps; a
+# CPS step costs CPS_COST (default 2.14, measured: docs/BENCHMARKS.md) supervised steps (two
+# networks step, and both predict the unlabelled patches), so a CPS arm trains
+# round(SUP_EPOCHS / CPS_COST) x 100 steps. Both: AdamW 2e-3 poly, batch 4 (CPS: 2 labelled +
+# 2 unlabelled), --partial-labels (by-range-neighbours), default augmentation, the plan's U-Net.
+# Unlabelled pool: the 297 T1/T2 mid-sagittal SPIDER images of ../shared/data/spider-gradings
+# (no VB2 image), plus, in the quarter regime, the images of the training cases whose labels are
+# withheld. The quarter: per training site, every fourth training case in sorted order (11 of
+# 42); the validation fold is unchanged. Scoring: bench/loso.sh eval (raw network labels).
+# Needs a release build (SPINESEG overrides the binary) and python3 with nibabel and numpy
+# (PYTHON overrides the interpreter).
+set -euo pipefail
+stage=${1:?usage: cps_ablation.sh quarter|arm RUNS ...}
+runs=${2:?usage: cps_ablation.sh quarter|arm RUNS ...}
+here=$(cd "$(dirname "$0")" && pwd)
+shared=${SHARED:-$here/../../shared/data}
+bin=${SPINESEG:-${CARGO_TARGET_DIR:-$here/../target}/release/spineseg}
+python=${PYTHON:-python3}
+export SPINESEG=$bin PYTHON=$python
+sup_epochs=${SUP_EPOCHS:-10}
+cps_cost=${CPS_COST:-2.14}
+case "$stage" in
+  quarter)
+    "$python" - "$runs" <<'PY'
+import json, os, sys
+from pathlib import Path
+runs = Path(sys.argv[1]).resolve()
+full, quarter = runs / "vb2" / "work", runs / "vb2q" / "work"
+quarter.mkdir(parents=True, exist_ok=True)
+for name in ("fingerprint.json", "labels.json", "plans.json", "preprocessed"):
+    link = quarter / name
+    if not link.exists():
+        link.symlink_to(full / name)
+splits = json.load(open(full / "splits_final.json"))
+sites = json.load(open(runs / "merged" / "sources.json"))["cases"]
+train = sorted(splits[0]["train"])
+by_site = {}
+for case in train:
+    by_site.setdefault(sites[case]["site"], []).append(case)
+labelled = sorted(c for cases in by_site.values() for c in cases[::4])
+withheld = [c for c in train if c not in labelled]
+splits[0] = {"train": labelled, "val": splits[0]["val"]}
+json.dump(splits, open(quarter / "splits_final.json", "w"), indent=2)
+# The pool: the full pool's images (if an arm or `spineseg pretrain` made it), plus the withheld cases' images with no label file.
+pool, full_pool = quarter / "unlabelled" / "2d", full / "unlabelled" / "2d"
+pool.mkdir(parents=True, exist_ok=True)
+for entry in full_pool.iterdir() if full_pool.is_dir() else []:
+    link = pool / entry.name
+    if not link.exists():
+        link.symlink_to(entry)
+src = full / "preprocessed" / "2d"
+for case in withheld:
+    header = json.load(open(src / f"{case}.json"))
+    header["seg_file"] = None
+    json.dump(header, open(pool / f"{case}.json", "w"), indent=2)
+    data = pool / header["data_file"]
+    if not data.exists():
+        data.symlink_to(src / header["data_file"])
+print(f"quarter: {len(labelled)} labelled ({', '.join(f'{s}: {len(c[::4])}' for s, c in sorted(by_site.items()))}), "
+      f"{len(withheld)} withheld into the pool ({len([p for p in pool.iterdir() if p.suffix == '.json'])} unlabelled images)")
+PY
+    ;;
+  arm)
+    arm=${3:?arm: sup-all, cps-all, sup-q or cps-q}
+    seed=${4:?seed}
+    case "$arm" in
+      sup-all|cps-all) work=vb2 ;;
+      sup-q|cps-q) work=vb2q ;;
+      *) echo "unknown arm $arm: expected sup-all, cps-all, sup-q or cps-q" >&2; exit 2 ;;
+    esac
+    case "$arm" in
+      sup-*) epochs=$sup_epochs; extra=() ;;
+      cps-*) epochs=$("$python" -c "print(max(1, round($sup_epochs / $cps_cost)))")
+        extra=(--cps --images "$shared/spider-gradings/images") ;;
+    esac
+    out=$runs/$arm-s$seed
+    mkdir -p "$out"
+    [ -e "$out/work" ] || ln -s "../$work/work" "$out/work"
+    "$bin" train "$out/work" --out "$out/model" --configuration 2d --fold 0 --epochs "$epochs" \
+      --iterations-per-epoch 100 --validation-batches 4 --optimizer adamw --lr 0.002 --seed "$seed" \
+      --partial-labels --quiet "${extra[@]}"
+    ARM=$arm-s$seed EVAL_LEVELS=off "$here/loso.sh" eval "$runs" vb2
+    ;;
+  *) echo "unknown stage $stage: expected quarter or arm" >&2; exit 2 ;;
+esac
