@@ -24,7 +24,7 @@ use crate::precision::CastFloats;
 pub use crate::precision::WeightPrecision;
 use crate::networks::{
     ConvNeXtUNet, ConvNeXtUNetConfig, DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError, PlainConvUNet,
-    PlainConvUNetConfig, UNetConfigError, UNetOutput,
+    PlainConvUNetConfig, SshsHybrid, SshsHybridConfig, SshsHybridConfigError, UNetConfigError, UNetOutput,
 };
 
 /// The kind of a network and its configuration: what a model folder's `model.json` stores under
@@ -41,6 +41,10 @@ pub enum NetworkConfig {
     /// DeepLabv3+ on the plan's stages (atrous encoder, ASPP, low-level decoder), 2D or 3D.
     #[serde(rename = "deeplabv3plus")]
     DeepLabV3Plus(DeepLabV3PlusConfig),
+    /// SSHSNet's cascade in one network: frozen 2D U-Nets (stage 1) feeding a 3D U-Net through
+    /// cross tri-attention (stage 2).
+    #[serde(rename = "sshsnet_hybrid")]
+    SshsHybrid(SshsHybridConfig),
 }
 
 /// An invalid [`NetworkConfig`], by kind.
@@ -52,6 +56,9 @@ pub enum NetworkConfigError {
     /// An invalid [`DeepLabV3PlusConfig`].
     #[error(transparent)]
     DeepLabV3Plus(#[from] DeepLabV3PlusConfigError),
+    /// An invalid [`SshsHybridConfig`].
+    #[error(transparent)]
+    SshsHybrid(#[from] SshsHybridConfigError),
 }
 
 impl From<PlainConvUNetConfig> for NetworkConfig {
@@ -73,6 +80,7 @@ impl NetworkConfig {
             NetworkConfig::PlainConvUNet(_) => "plain_conv_unet",
             NetworkConfig::ConvNeXtUNet(_) => "convnext_unet",
             NetworkConfig::DeepLabV3Plus(_) => "deeplabv3plus",
+            NetworkConfig::SshsHybrid(_) => "sshsnet_hybrid",
         }
     }
 
@@ -80,7 +88,7 @@ impl NetworkConfig {
     pub fn plain_conv_unet(&self) -> Option<&PlainConvUNetConfig> {
         match self {
             NetworkConfig::PlainConvUNet(config) => Some(config),
-            NetworkConfig::ConvNeXtUNet(_) | NetworkConfig::DeepLabV3Plus(_) => None,
+            NetworkConfig::ConvNeXtUNet(_) | NetworkConfig::DeepLabV3Plus(_) | NetworkConfig::SshsHybrid(_) => None,
         }
     }
 
@@ -91,6 +99,7 @@ impl NetworkConfig {
             NetworkConfig::PlainConvUNet(config) => config,
             NetworkConfig::ConvNeXtUNet(config) => &config.unet,
             NetworkConfig::DeepLabV3Plus(config) => &config.unet,
+            NetworkConfig::SshsHybrid(config) => &config.unet,
         }
     }
 
@@ -100,6 +109,7 @@ impl NetworkConfig {
             NetworkConfig::PlainConvUNet(config) => Ok(config.validate()?),
             NetworkConfig::ConvNeXtUNet(config) => Ok(config.validate()?),
             NetworkConfig::DeepLabV3Plus(config) => Ok(config.validate()?),
+            NetworkConfig::SshsHybrid(config) => Ok(config.validate()?),
         }
     }
 
@@ -109,6 +119,7 @@ impl NetworkConfig {
             NetworkConfig::PlainConvUNet(config) => config.spatial_dims,
             NetworkConfig::ConvNeXtUNet(config) => config.unet.spatial_dims,
             NetworkConfig::DeepLabV3Plus(config) => config.unet.spatial_dims,
+            NetworkConfig::SshsHybrid(_) => SpatialDims::D3,
         }
     }
 
@@ -118,6 +129,7 @@ impl NetworkConfig {
             NetworkConfig::PlainConvUNet(config) => config.in_channels,
             NetworkConfig::ConvNeXtUNet(config) => config.unet.in_channels,
             NetworkConfig::DeepLabV3Plus(config) => config.unet.in_channels,
+            NetworkConfig::SshsHybrid(config) => config.stage1[0].in_channels,
         }
     }
 
@@ -127,6 +139,7 @@ impl NetworkConfig {
             NetworkConfig::PlainConvUNet(config) => config.num_classes,
             NetworkConfig::ConvNeXtUNet(config) => config.unet.num_classes,
             NetworkConfig::DeepLabV3Plus(config) => config.unet.num_classes,
+            NetworkConfig::SshsHybrid(config) => config.unet.num_classes,
         }
     }
 
@@ -136,6 +149,7 @@ impl NetworkConfig {
             NetworkConfig::PlainConvUNet(config) => config.size_divisor(),
             NetworkConfig::ConvNeXtUNet(config) => config.unet.size_divisor(),
             NetworkConfig::DeepLabV3Plus(config) => config.size_divisor(),
+            NetworkConfig::SshsHybrid(config) => config.size_divisor(),
         }
     }
 
@@ -149,6 +163,7 @@ impl NetworkConfig {
             NetworkConfig::PlainConvUNet(config) => Network::PlainConvUNet(config.init(device)),
             NetworkConfig::ConvNeXtUNet(config) => Network::ConvNeXtUNet(config.init(device)),
             NetworkConfig::DeepLabV3Plus(config) => Network::DeepLabV3Plus(config.init(device)),
+            NetworkConfig::SshsHybrid(config) => Network::SshsHybrid(config.init(device)),
         }
     }
 }
@@ -168,6 +183,8 @@ pub enum Network {
     ConvNeXtUNet(ConvNeXtUNet),
     /// DeepLabv3+.
     DeepLabV3Plus(DeepLabV3Plus),
+    /// SSHSNet's two stages.
+    SshsHybrid(SshsHybrid),
 }
 
 impl From<ConvNeXtUNet> for Network {
@@ -207,6 +224,7 @@ impl Network {
             Network::PlainConvUNet(_) => "plain_conv_unet",
             Network::ConvNeXtUNet(_) => "convnext_unet",
             Network::DeepLabV3Plus(_) => "deeplabv3plus",
+            Network::SshsHybrid(_) => "sshsnet_hybrid",
         }
     }
 
@@ -214,7 +232,7 @@ impl Network {
     pub fn plain_conv_unet(&self) -> Option<&PlainConvUNet> {
         match self {
             Network::PlainConvUNet(network) => Some(network),
-            Network::ConvNeXtUNet(_) | Network::DeepLabV3Plus(_) => None,
+            Network::ConvNeXtUNet(_) | Network::DeepLabV3Plus(_) | Network::SshsHybrid(_) => None,
         }
     }
 
@@ -224,6 +242,7 @@ impl Network {
             Network::PlainConvUNet(network) => network.spatial_dims,
             Network::ConvNeXtUNet(network) => network.spatial_dims,
             Network::DeepLabV3Plus(network) => network.spatial_dims,
+            Network::SshsHybrid(_) => SpatialDims::D3,
         }
     }
 
@@ -233,6 +252,7 @@ impl Network {
             Network::PlainConvUNet(network) => network.in_channels(),
             Network::ConvNeXtUNet(network) => network.in_channels(),
             Network::DeepLabV3Plus(network) => network.in_channels(),
+            Network::SshsHybrid(network) => network.in_channels(),
         }
     }
 
@@ -242,6 +262,7 @@ impl Network {
             Network::PlainConvUNet(network) => network.num_classes(),
             Network::ConvNeXtUNet(network) => network.num_classes(),
             Network::DeepLabV3Plus(network) => network.num_classes(),
+            Network::SshsHybrid(network) => network.num_classes(),
         }
     }
 
@@ -251,6 +272,7 @@ impl Network {
             Network::PlainConvUNet(network) => network.size_divisor(),
             Network::ConvNeXtUNet(network) => network.size_divisor(),
             Network::DeepLabV3Plus(network) => network.size_divisor(),
+            Network::SshsHybrid(network) => network.size_divisor(),
         }
     }
 
@@ -262,6 +284,7 @@ impl Network {
             Network::ConvNeXtUNet(network) => Network::ConvNeXtUNet(network.with_deep_supervision(deep_supervision)),
             // No deep supervision: one full-resolution output either way.
             Network::DeepLabV3Plus(network) => Network::DeepLabV3Plus(network.with_deep_supervision(deep_supervision)),
+            Network::SshsHybrid(network) => Network::SshsHybrid(network.with_deep_supervision(deep_supervision)),
         }
     }
 
@@ -271,6 +294,7 @@ impl Network {
             Network::PlainConvUNet(network) => Network::PlainConvUNet(network.valid()),
             Network::ConvNeXtUNet(network) => Network::ConvNeXtUNet(network.valid()),
             Network::DeepLabV3Plus(network) => Network::DeepLabV3Plus(network.valid()),
+            Network::SshsHybrid(network) => Network::SshsHybrid(network.valid()),
         }
     }
 
@@ -280,6 +304,7 @@ impl Network {
             Network::PlainConvUNet(network) => Network::PlainConvUNet(network.to_device(device)),
             Network::ConvNeXtUNet(network) => Network::ConvNeXtUNet(network.to_device(device)),
             Network::DeepLabV3Plus(network) => Network::DeepLabV3Plus(network.to_device(device)),
+            Network::SshsHybrid(network) => Network::SshsHybrid(network.to_device(device)),
         }
     }
 
@@ -289,6 +314,7 @@ impl Network {
             Network::PlainConvUNet(network) => network.num_params(),
             Network::ConvNeXtUNet(network) => network.num_params(),
             Network::DeepLabV3Plus(network) => network.num_params(),
+            Network::SshsHybrid(network) => network.num_params(),
         }
     }
 
@@ -301,6 +327,7 @@ impl Network {
             Network::PlainConvUNet(network) => Ok(Network::PlainConvUNet(network.try_load_record(record)?)),
             Network::ConvNeXtUNet(network) => Ok(Network::ConvNeXtUNet(network.try_load_record(record)?)),
             Network::DeepLabV3Plus(network) => Ok(Network::DeepLabV3Plus(network.try_load_record(record)?)),
+            Network::SshsHybrid(network) => Ok(Network::SshsHybrid(network.try_load_record(record)?.refreeze())),
         }
     }
 
@@ -314,6 +341,7 @@ impl Network {
             Network::PlainConvUNet(network) => network.clone().map(&mut cast).save_file(path),
             Network::ConvNeXtUNet(network) => network.clone().map(&mut cast).save_file(path),
             Network::DeepLabV3Plus(network) => network.clone().map(&mut cast).save_file(path),
+            Network::SshsHybrid(network) => network.clone().map(&mut cast).save_file(path),
         }
     }
 
@@ -323,6 +351,7 @@ impl Network {
             Network::PlainConvUNet(network) => network.num_outputs(),
             Network::ConvNeXtUNet(network) => network.num_outputs(),
             Network::DeepLabV3Plus(network) => network.num_outputs(),
+            Network::SshsHybrid(network) => network.num_outputs(),
         }
     }
 
@@ -338,6 +367,7 @@ impl Network {
             Network::PlainConvUNet(network) => network.forward_detailed(x),
             Network::ConvNeXtUNet(network) => network.forward_detailed(x),
             Network::DeepLabV3Plus(network) => network.forward_detailed(x),
+            Network::SshsHybrid(network) => network.forward_detailed(x),
         }
     }
 
@@ -364,6 +394,9 @@ impl Network {
             }
             Network::DeepLabV3Plus(network) => {
                 network.forward(x).into_iter().next().expect("DeepLabv3+ returns its one output")
+            }
+            Network::SshsHybrid(network) => {
+                network.forward(x).into_iter().next().expect("a U-Net returns at least one output")
             }
         }
     }
