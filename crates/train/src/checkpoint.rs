@@ -99,20 +99,31 @@ pub fn save_checkpoint(dir: &Path, method: &dyn TrainingMethod, state: &TrainSta
 
 /// Copies every file of the checkpoint `from` to `to`, atomically.
 pub fn copy_checkpoint(from: &Path, to: &Path) -> Result<()> {
-    replace_dir(to, |tmp| {
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(from)
-            .map_err(os(from))?
-            .filter_map(|entry| entry.ok())
-            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
-            .map(|entry| entry.file_name())
-            .collect();
-        names.sort();
-        for name in names {
-            let source = from.join(&name);
-            std::fs::copy(&source, tmp.join(&name)).map_err(os(&source))?;
+    replace_dir(to, |tmp| copy_tree(from, tmp))
+}
+
+/// Copies the files of `from` into the existing folder `to`, sub-folders included (a method's
+/// second network lives in one).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let mut entries: Vec<(std::ffi::OsString, bool)> = std::fs::read_dir(from)
+        .map_err(os(from))?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let kind = entry.file_type().ok()?;
+            (kind.is_file() || kind.is_dir()).then(|| (entry.file_name(), kind.is_dir()))
+        })
+        .collect();
+    entries.sort();
+    for (name, is_dir) in entries {
+        let (source, target) = (from.join(&name), to.join(&name));
+        if is_dir {
+            std::fs::create_dir(&target).map_err(os(&target))?;
+            copy_tree(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target).map_err(os(&source))?;
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// Reads `state.json` of a checkpoint folder (version 1 is converted, see
@@ -185,7 +196,7 @@ pub fn load_optimizer(optimizer: ModuleOptimizer, path: &Path) -> Result<ModuleO
 
 /// Every float parameter's values, in the module's visiting order (for comparing weights; the
 /// files themselves also hold parameter ids, which differ between runs).
-pub fn parameter_values(model: &PlainConvUNet) -> Vec<Vec<f32>> {
+pub fn parameter_values<M: burn::module::Module>(model: &M) -> Vec<Vec<f32>> {
     struct Collect(Vec<Vec<f32>>);
     impl burn::module::ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
@@ -195,6 +206,15 @@ pub fn parameter_values(model: &PlainConvUNet) -> Vec<Vec<f32>> {
     let mut collect = Collect(Vec::new());
     model.visit(&mut collect);
     collect.0
+}
+
+/// A network of any kind built from `network` on flex (no autodiff) with the weights of `path`.
+pub fn load_network_of_kind(network: &spineseg_model::NetworkConfig, path: &Path) -> Result<spineseg_model::Network> {
+    let device = burn::tensor::Device::flex();
+    network
+        .init(&device)
+        .try_load_file(path)
+        .map_err(|e| crate::error::TrainError::Record { path: path.to_path_buf(), detail: e.to_string() })
 }
 
 /// A network built from `network` on flex (no autodiff) with the weights of `path`.

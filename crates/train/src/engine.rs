@@ -492,6 +492,12 @@ fn write_model_folder(
     let tmp = spineseg_io::atomic::temporary_path(&weights);
     std::fs::copy(&source, &tmp).map_err(os(&source))?;
     std::fs::rename(&tmp, &weights).map_err(os(&weights))?;
+    for (file, name) in &exported.companions {
+        let (source, target) = (best.join(file), model_dir.join(name));
+        let tmp = spineseg_io::atomic::temporary_path(&target);
+        std::fs::copy(&source, &tmp).map_err(os(&source))?;
+        std::fs::rename(&tmp, &target).map_err(os(&target))?;
+    }
     plan.save(&model_dir.join(spineseg_preprocessing::plan::PLAN_FILE))?;
     let labels = paths.labels();
     if labels.is_file() {

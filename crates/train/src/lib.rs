@@ -52,7 +52,7 @@ pub use manifest::{
 };
 pub use method::{ExportedNetwork, MethodContext, MethodSpec, StepStats, TrainingMethod};
 pub use methods::single_network::init_network;
-pub use methods::{train, CpsSettings, EncoderChoice, FcmaeSettings, MethodConfig, NetworkChoice, SupervisedSettings, TextGuidedSettings, TmcaSettings};
+pub use methods::{train, CpsSettings, EncoderChoice, FcmaeSettings, MethodConfig, NetworkChoice, SshsnetStage2Settings, SupervisedSettings, TextGuidedSettings, TmcaSettings};
 pub use spineseg_dataloading::partial_labels::PartialLabelRule;
 pub use optim::{clip_grad_norm, grad_norm, nnunet_sgd, poly_lr, poly_lr_with_exponent};
 pub use progress::{EpochSummary, RunInfo, Silent, TrainingObserver};

@@ -81,6 +81,9 @@ pub struct ExportedNetwork {
     pub checkpoint_file: String,
     /// The network's kind and configuration, as `model.json` names it.
     pub network: NetworkConfig,
+    /// Other files of the same checkpoint that travel with the model: `(file inside the
+    /// checkpoint folder, file name in the model folder)` (the second network of CPS).
+    pub companions: Vec<(String, String)>,
 }
 
 /// A method while it trains: its networks, optimisers and losses.

@@ -169,7 +169,7 @@ impl TrainingMethod for CrossPseudo {
     }
 
     fn export(&self) -> ExportedNetwork {
-        ExportedNetwork { checkpoint_file: "network_a.bpk".into(), network: NetworkConfig::from(&self.config) }
+        ExportedNetwork { checkpoint_file: "network_a.bpk".into(), network: NetworkConfig::from(&self.config), companions: Vec::new() }
     }
 
     fn state(&self) -> serde_json::Value {

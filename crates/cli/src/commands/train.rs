@@ -5,7 +5,7 @@ use crate::training_progress::{set_compute_threads, stop_reason_text, CliObserve
 use crate::Outcome;
 use anyhow::{Context, Result};
 use spineseg_train::{
-    train, CpsSettings, EncoderChoice, EngineConfig, MethodConfig, RunOptions, RunPaths, SupervisedSettings,
+    train, CpsSettings, EncoderChoice, EngineConfig, MethodConfig, RunOptions, RunPaths, SshsnetStage2Settings, SupervisedSettings,
     TextGuidedSettings, TmcaSettings,
 };
 use std::path::PathBuf;
@@ -138,6 +138,16 @@ pub struct TrainArgs {
     /// WORK/unlabelled/CONFIGURATION for --cps; images already there are kept.
     #[arg(long, num_args = 1.., value_name = "DIR", requires = "cps")]
     pub images: Vec<PathBuf>,
+    /// SSHSNet's stage 2 (issue 13) on this stage-1 model folder (`spineseg train --cps` on the
+    /// 2d configuration of the same plan): trains the 3d_fullres configuration's U-Net with the
+    /// stage-1 networks frozen inside it (their mean class probabilities as input channels, their
+    /// decoder features fused by cross tri-attention). The model folder is the whole cascade.
+    #[arg(long, value_name = "STAGE1", conflicts_with_all = ["cps", "text_guided", "tmca", "encoder", "encoder_kind", "network"])]
+    pub stage1: Option<PathBuf>,
+    /// With --stage1: concatenate the 2D and 3D features instead of the cross tri-attention
+    /// (the ablation's arm).
+    #[arg(long, requires = "stage1")]
+    pub no_tri_attention: bool,
     /// Factor on a neighbouring level's term in the TMCA InfoNCE denominator; 1: no hard
     /// negatives (--tmca).
     #[arg(long, default_value_t = TmcaSettings::default().hard_negative_weight, requires = "tmca")]
@@ -197,7 +207,14 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         ccae_weight: args.ccae_weight,
         ccae_temperature: args.ccae_temperature,
     };
-    let method = if args.cps {
+    let method = if let Some(stage1) = &args.stage1 {
+        MethodConfig::SshsnetStage2(SshsnetStage2Settings {
+            stage1: stage1.clone(),
+            tri_attention: !args.no_tri_attention,
+            partial_labels: args.partial_labels,
+            partial_label_rule,
+        })
+    } else if args.cps {
         if !args.images.is_empty() {
             let plan = spineseg_preprocessing::plan::Plan::load(&paths.plans())?;
             let pool = paths.unlabelled(configuration);

@@ -21,7 +21,8 @@
 //! from `WORK/unlabelled/<configuration>` (`spineseg train --cps --images DIR`).
 //!
 //! The exported network is the first one (validated each epoch); the second is saved in the
-//! checkpoint's `second/` folder. CutMix boxes come from `(seed, step)` and the step count is
+//! checkpoint's `second/` folder and travels with the model as [`SECOND_WEIGHTS_FILE`] (for
+//! SSHSNet's stage 2, `super::sshsnet_stage2`). CutMix boxes come from `(seed, step)` and the step count is
 //! checkpointed (`cps_steps.json`), so a resumed run is bit-identical.
 //!
 //! Not in this file (yet): the 2.5D input of the authors' stage 1 (three adjacent slices, label
@@ -47,6 +48,8 @@ use std::path::Path;
 const STEPS_FILE: &str = "cps_steps.json";
 /// Checkpoint sub-folder of the second network.
 const SECOND_DIR: &str = "second";
+/// The second network's weights in the model folder (the first is the folder's network).
+pub const SECOND_WEIGHTS_FILE: &str = "second_weights.bpk";
 /// Added to the run's seed for the second network's initialisation.
 const SECOND_SEED_OFFSET: u64 = 0x5eed_0002;
 
@@ -301,7 +304,11 @@ impl TrainingMethod for CpsMethod {
     }
 
     fn export(&self) -> ExportedNetwork {
-        self.first.export()
+        // The second network travels with the model: SSHSNet's stage 2 averages both.
+        let mut exported = self.first.export();
+        let second = format!("{SECOND_DIR}/{}", crate::checkpoint::MODEL_FILE);
+        exported.companions.push((second, SECOND_WEIGHTS_FILE.to_string()));
+        exported
     }
 
     fn state(&self) -> serde_json::Value {

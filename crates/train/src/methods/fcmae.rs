@@ -374,7 +374,11 @@ impl TrainingMethod for FcmaeMethod {
     }
 
     fn export(&self) -> ExportedNetwork {
-        ExportedNetwork { checkpoint_file: MODEL_FILE.to_string(), network: NetworkConfig::from(self.network.clone()) }
+        ExportedNetwork {
+            checkpoint_file: MODEL_FILE.to_string(),
+            network: NetworkConfig::from(self.network.clone()),
+            companions: Vec::new(),
+        }
     }
 
     fn state(&self) -> serde_json::Value {

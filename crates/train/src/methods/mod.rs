@@ -9,6 +9,8 @@
 //!
 //! - [`cps`]: cross pseudo supervision (SSHSNet's stage 1): two networks on labelled and
 //!   unlabelled patches, each supervising the other with its CutMix-mixed pseudo-labels.
+//! - [`sshsnet_stage2`]: SSHSNet's stage 2: the 3D network with the frozen stage-1 (CPS)
+//!   networks inside, fused through cross tri-attention; the model folder is the cascade.
 //! - [`fcmae`]: ConvNeXt V2's masked-autoencoder pretraining of the ConvNeXt V2 U-Net's encoder
 //!   on unlabelled images (`spineseg pretrain`).
 //!
@@ -22,6 +24,7 @@ pub mod fcmae;
 pub mod single_network;
 pub mod supervised;
 pub mod text_guided;
+pub mod sshsnet_stage2;
 pub mod tmca;
 
 pub use cps::{CpsMethod, CpsSettings};
@@ -29,6 +32,7 @@ pub use fcmae::{FcmaeMethod, FcmaeSettings};
 pub use single_network::NetworkChoice;
 pub use supervised::{EncoderChoice, SupervisedMethod, SupervisedSettings};
 pub use text_guided::{TextGuidedMethod, TextGuidedSettings};
+pub use sshsnet_stage2::{SshsnetStage2Method, SshsnetStage2Settings};
 pub use tmca::{TmcaMethod, TmcaSettings};
 
 use crate::config::EngineConfig;
@@ -53,6 +57,8 @@ pub enum MethodConfig {
     Fcmae(FcmaeSettings),
     /// Cross pseudo supervision of two networks on labelled and unlabelled patches.
     Cps(CpsSettings),
+    /// SSHSNet's stage 2 on a stage-1 (CPS) model folder.
+    SshsnetStage2(SshsnetStage2Settings),
 }
 
 impl Default for MethodConfig {
@@ -75,6 +81,7 @@ impl MethodConfig {
             MethodConfig::Tmca(s) => s.partial_labels(),
             MethodConfig::Fcmae(_) => None,
             MethodConfig::Cps(s) => s.partial_labels(),
+            MethodConfig::SshsnetStage2(s) => s.partial_labels(),
         }
     }
 }
@@ -88,6 +95,8 @@ impl MethodSpec for MethodConfig {
             MethodConfig::Tmca(_) => "tmca",
             MethodConfig::Fcmae(_) => "fcmae",
             MethodConfig::Cps(_) => "cps",
+            MethodConfig::SshsnetStage2(s) if s.tri_attention => "sshsnet_stage2",
+            MethodConfig::SshsnetStage2(_) => "sshsnet_stage2_concat",
         }
         .to_string()
     }
@@ -99,6 +108,7 @@ impl MethodSpec for MethodConfig {
             MethodConfig::Tmca(settings) => settings.validate(),
             MethodConfig::Fcmae(settings) => settings.validate(),
             MethodConfig::Cps(settings) => settings.validate(),
+            MethodConfig::SshsnetStage2(_) => Ok(()),
         }
     }
 
@@ -118,6 +128,7 @@ impl MethodSpec for MethodConfig {
             MethodConfig::Tmca(settings) => Box::new(TmcaMethod::build(settings, ctx, saved)?),
             MethodConfig::Fcmae(settings) => Box::new(FcmaeMethod::build(settings, ctx, saved)?),
             MethodConfig::Cps(settings) => Box::new(CpsMethod::build(settings, ctx, saved)?),
+            MethodConfig::SshsnetStage2(settings) => Box::new(SshsnetStage2Method::build(settings, ctx, saved)?),
         })
     }
 }

@@ -381,7 +381,7 @@ impl SingleNetwork {
 
     /// The network of `model.bpk`.
     pub fn export(&self) -> ExportedNetwork {
-        ExportedNetwork { checkpoint_file: MODEL_FILE.to_string(), network: self.config.clone() }
+        ExportedNetwork { checkpoint_file: MODEL_FILE.to_string(), network: self.config.clone(), companions: Vec::new() }
     }
 
     /// `{"network": ...}`.

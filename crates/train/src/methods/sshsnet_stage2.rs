@@ -1,0 +1,186 @@
+//! SSHSNet's stage 2 (issue 13): the 3D network of the plan's `3d_fullres` configuration,
+//! trained on full-resolution patches with the frozen stage-1 networks (a `spineseg train --cps`
+//! model folder: its two 2D U-Nets) inside it, as one `sshsnet_hybrid` network
+//! (`spineseg_model::SshsHybrid`): their averaged class probabilities are extra input channels
+//! and their decoder features join the 3D decoder through cross tri-attention (or a plain
+//! concatenation, `tri_attention: false`, the ablation's arm).
+//!
+//! The loss is the supervised one (deep-supervision Dice + cross-entropy, partial labels as
+//! [`super::SupervisedSettings`]); only the 3D part steps (the stage-1 parameters are frozen
+//! and their outputs detached). The exported model folder holds both stages, so
+//! `spineseg predict` runs the cascade like any network. A resumed run takes every weight from
+//! its checkpoint, stage 1 included, so it does not read the stage-1 folder again.
+
+use super::cps::SECOND_WEIGHTS_FILE;
+use super::single_network::{SingleNetwork, SingleNetworkState};
+use super::supervised::effective_rule;
+use crate::error::{Result, TrainError};
+use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
+use crate::pseudo_dice::PseudoDice;
+use serde::{Deserialize, Serialize};
+use spineseg_dataloading::partial_labels::PartialLabelRule;
+use spineseg_dataloading::sampling::Batch;
+use spineseg_infer::model_folder::ModelManifest;
+use spineseg_model::{Network, NetworkConfig, PlainConvUNet, SshsHybridConfig};
+use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use std::path::{Path, PathBuf};
+
+/// The in-plane stride the 2D features join at (SSHSNet fuses at a quarter of the resolution).
+pub const FUSION_INPLANE_STRIDE: usize = 4;
+
+/// Settings of [`SshsnetStage2Method`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SshsnetStage2Settings {
+    /// The stage-1 model folder (`spineseg train --cps`, or any 2D U-Net model folder).
+    pub stage1: PathBuf,
+    /// Cross tri-attention (`true`) or the plain concatenation.
+    pub tri_attention: bool,
+    /// Partial labels, as [`super::SupervisedSettings`].
+    #[serde(default)]
+    pub partial_labels: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_label_rule: Option<PartialLabelRule>,
+}
+
+impl SshsnetStage2Settings {
+    /// The rule the label masks are inferred by; `None` without partial labels.
+    pub fn partial_labels(&self) -> Option<PartialLabelRule> {
+        effective_rule(self.partial_labels, self.partial_label_rule)
+    }
+}
+
+/// SSHSNet's hybrid network trained supervised (see the module documentation).
+pub struct SshsnetStage2Method {
+    network: SingleNetwork,
+}
+
+/// The stage-1 folder's 2D U-Nets (the exported network, and the second network of a CPS
+/// folder), checked against the stage-2 plan.
+fn stage1_networks(dir: &Path, plan: &Plan, device: &burn::tensor::Device) -> Result<Vec<PlainConvUNet>> {
+    let manifest_path = dir.join("model.json");
+    let manifest = ModelManifest::load(&manifest_path).map_err(|e| TrainError::Missing {
+        path: manifest_path.clone(),
+        detail: format!("not a stage-1 model folder: {e}"),
+    })?;
+    let incompatible = |detail: String| TrainError::Incompatible { path: manifest_path.clone(), detail };
+    if manifest.configuration != ConfigurationName::TwoD {
+        return Err(incompatible(format!("stage 1 must be a 2d model, this one is {}", manifest.configuration)));
+    }
+    let NetworkConfig::PlainConvUNet(config) = &manifest.network else {
+        return Err(incompatible(format!("stage 1 must be a plain_conv_unet, this one is {}", manifest.network.kind())));
+    };
+    if config.num_classes != plan.num_classes() || config.in_channels != plan.channel_names.len() {
+        return Err(incompatible(format!(
+            "stage 1 takes {} channels and gives {} classes; the plan has {} channels and {} classes",
+            config.in_channels,
+            config.num_classes,
+            plan.channel_names.len(),
+            plan.num_classes()
+        )));
+    }
+    // Stage 1 must see the slices at the 3D configuration's in-plane spacing.
+    let stage1_plan_path = dir.join(spineseg_preprocessing::plan::PLAN_FILE);
+    let stage1_plan = Plan::load(&stage1_plan_path)?;
+    let spacing = |plan: &Plan, c: ConfigurationName| plan.configuration(c).map(|c| c.spacing_mm.clone());
+    let (Some(s2), Some(s3)) = (spacing(&stage1_plan, ConfigurationName::TwoD), spacing(plan, ConfigurationName::ThreeDFullres))
+    else {
+        return Err(incompatible("the stage-1 plan has no 2d or this plan no 3d_fullres configuration".into()));
+    };
+    let in_plane_3d = &s3[s3.len() - 2..];
+    if s2.len() < 2 || s2[s2.len() - 2..].iter().zip(in_plane_3d).any(|(a, b)| (a - b).abs() > 1e-6) {
+        return Err(incompatible(format!(
+            "stage 1 was trained at {s2:?} mm in plane, the 3d_fullres configuration is {s3:?} mm: plan both from the same dataset"
+        )));
+    }
+    let mut networks = Vec::new();
+    for file in [manifest.weights.as_str(), SECOND_WEIGHTS_FILE] {
+        let path = dir.join(file);
+        if file == SECOND_WEIGHTS_FILE && !path.is_file() {
+            break;
+        }
+        let network = Network::PlainConvUNet(config.init(device))
+            .try_load_file(&path)
+            .map_err(|e| TrainError::Record { path: path.clone(), detail: e.to_string() })?;
+        let Network::PlainConvUNet(network) = network else { unreachable!("loaded as a plain_conv_unet") };
+        networks.push(network);
+    }
+    Ok(networks)
+}
+
+impl SshsnetStage2Method {
+    /// The hybrid on the plan's 3D U-Net with the stage-1 folder's networks (new run), or the
+    /// checkpoint's network (resume).
+    pub fn build(settings: &SshsnetStage2Settings, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Self> {
+        let partial = settings.partial_labels();
+        if let Some(saved) = saved {
+            let config = SingleNetworkState::network_from_saved(saved, ctx)?;
+            return Ok(SshsnetStage2Method { network: SingleNetwork::new_of_kind(config, ctx, partial, Ok)? });
+        }
+        if ctx.configuration != ConfigurationName::ThreeDFullres {
+            return Err(TrainError::Invalid(format!(
+                "SSHSNet's stage 2 trains the 3d_fullres configuration, not {}",
+                ctx.configuration
+            )));
+        }
+        let stage1 = stage1_networks(&settings.stage1, ctx.plan, &ctx.device)?;
+        let configs: Vec<_> = stage1.iter().map(|_| stage1_config(&settings.stage1)).collect::<Result<_>>()?;
+        let config = SshsHybridConfig::for_stages(configs, &ctx.plan_network, FUSION_INPLANE_STRIDE)
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", ctx.plans_path.display())))?
+            .with_tri_attention(settings.tri_attention);
+        let patch = &ctx.plan.configuration(ctx.configuration).map(|c| c.patch_size.clone()).unwrap_or_default();
+        let divisor = config.size_divisor();
+        if patch.len() != 3 || patch.iter().zip(&divisor).any(|(p, d)| p % d != 0) {
+            return Err(TrainError::Invalid(format!(
+                "{}: the 3d_fullres patch {patch:?} is not a multiple of {divisor:?} (the 3D network's strides, and in plane the 2D networks')",
+                ctx.plans_path.display()
+            )));
+        }
+        let network = SingleNetwork::new_of_kind(NetworkConfig::SshsHybrid(config), ctx, partial, |network| match network {
+            Network::SshsHybrid(hybrid) => Ok(Network::SshsHybrid(hybrid.with_stage1(stage1))),
+            other => Ok(other),
+        })?;
+        Ok(SshsnetStage2Method { network })
+    }
+}
+
+/// The stage-1 folder's network config (read again: cheap, and keeps [`stage1_networks`] about
+/// weights).
+fn stage1_config(dir: &Path) -> Result<spineseg_model::PlainConvUNetConfig> {
+    let path = dir.join("model.json");
+    let manifest = ModelManifest::load(&path).map_err(|e| TrainError::Missing { path: path.clone(), detail: e.to_string() })?;
+    manifest
+        .network
+        .plain_conv_unet()
+        .cloned()
+        .ok_or_else(|| TrainError::Incompatible { path, detail: "stage 1 must be a plain_conv_unet".into() })
+}
+
+impl TrainingMethod for SshsnetStage2Method {
+    fn num_params(&self) -> usize {
+        self.network.num_params()
+    }
+
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
+        self.network.train_step(batch, lr, |_, _, _, _| None)
+    }
+
+    fn validation_step(&self, batch: &Batch, dice: &mut PseudoDice) -> Result<f64> {
+        self.network.validation_step(batch, dice)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.network.save(dir)
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        self.network.load(dir)
+    }
+
+    fn export(&self) -> ExportedNetwork {
+        self.network.export()
+    }
+
+    fn state(&self) -> serde_json::Value {
+        self.network.state()
+    }
+}
