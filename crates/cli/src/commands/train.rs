@@ -134,6 +134,10 @@ pub struct TrainArgs {
     /// Weight of the cross pseudo supervision term (--cps).
     #[arg(long, default_value_t = CpsSettings::default().cps_weight, requires = "cps")]
     pub cps_weight: f64,
+    /// Ramp the CPS weight up over the first STEPS steps (sigmoid-shaped, as SSL4MIS's CPS);
+    /// default: the full weight from the first step, as the authors (--cps).
+    #[arg(long, value_name = "STEPS", requires = "cps")]
+    pub cps_rampup: Option<u64>,
     /// Folders of unlabelled images (one single-channel image per file) preprocessed into
     /// WORK/unlabelled/CONFIGURATION for --cps; images already there are kept.
     #[arg(long, num_args = 1.., value_name = "DIR", requires = "cps")]
@@ -225,6 +229,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             partial_labels: args.partial_labels,
             partial_label_rule,
             cps_weight: args.cps_weight,
+            rampup_steps: args.cps_rampup,
             network: args.network.into(),
             ..CpsSettings::default()
         })

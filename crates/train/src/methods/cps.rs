@@ -63,6 +63,12 @@ pub struct CpsSettings {
     pub partial_label_rule: Option<PartialLabelRule>,
     /// Weight of the cross pseudo supervision term (CPS: 1.5 on Cityscapes, 1 in SSHSNet).
     pub cps_weight: f64,
+    /// Ramp the CPS weight up over this many steps with the sigmoid-shaped schedule of
+    /// semi-supervised segmentation codes (Laine & Aila; SSL4MIS's CPS): `exp(-5 (1 - t/T)^2)`
+    /// at step `t < T`, then 1. `None` (the authors' SSHSNet and CPS): the full weight from the
+    /// first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rampup_steps: Option<u64>,
     /// Mix unlabelled patches with CutMix boxes (off: each network supervises the other on
     /// the patches as they are).
     pub cutmix: bool,
@@ -79,6 +85,7 @@ impl Default for CpsSettings {
             partial_labels: false,
             partial_label_rule: None,
             cps_weight: 1.0,
+            rampup_steps: None,
             cutmix: true,
             cutmix_area: [0.25, 0.5],
             network: NetworkChoice::Unet,
@@ -141,6 +148,17 @@ fn patch_sides(batch: &Batch) -> [usize; 3] {
         [y, z] => [1, *y, *z],
         [x, y, z] => [*x, *y, *z],
         other => panic!("a patch should have 2 or 3 sides, got {other:?}"),
+    }
+}
+
+/// The factor on the CPS weight at step `step` (0-based) of a ramp-up over `steps` steps.
+pub fn rampup(step: u64, steps: Option<u64>) -> f64 {
+    match steps {
+        Some(n) if n > 0 && step < n => {
+            let left = 1.0 - step as f64 / n as f64;
+            (-5.0 * left * left).exp()
+        }
+        _ => 1.0,
     }
 }
 
@@ -265,7 +283,8 @@ impl TrainingMethod for CpsMethod {
         let seg: Vec<i64> = batch.seg.iter().map(|&v| v as i64).collect();
         debug_assert_eq!(seg.len(), batch.samples.len() * voxels);
         let target = Tensor::<5, Int>::from_data(TensorData::new(seg, [batch.samples.len(), 1, x, y, z]), &device);
-        let weight = self.settings.cps_weight;
+        // `steps` was advanced above: the step being taken is `steps - 1`.
+        let weight = self.settings.cps_weight * rampup(self.steps - 1, self.settings.rampup_steps);
         let cps_term = |labels: Option<Tensor<5, Int>>| {
             let rows = unlabelled.clone();
             move |logits: Tensor<5>| {
@@ -353,6 +372,11 @@ mod tests {
     fn settings_are_checked() {
         assert!(CpsSettings::default().validate().is_ok());
         assert!(CpsSettings { cps_weight: -1.0, ..Default::default() }.validate().is_err());
+        // The ramp-up: exp(-5) at the first step, 1 from the last ramp-up step on; none without.
+        assert!((rampup(0, Some(100)) - (-5.0f64).exp()).abs() < 1e-12);
+        assert!((rampup(50, Some(100)) - (-1.25f64).exp()).abs() < 1e-12);
+        assert!(rampup(99, Some(100)) < 1.0 && rampup(100, Some(100)) == 1.0);
+        assert_eq!(rampup(0, None), 1.0);
         assert!(CpsSettings { cutmix_area: [0.6, 0.5], ..Default::default() }.validate().is_err());
         assert!(CpsSettings { cutmix_area: [0.0, 0.5], ..Default::default() }.validate().is_err());
     }
