@@ -5,7 +5,7 @@
 #
 #   bench/encoder_ablation.sh plan RUNS      # the VB2-out plan (RUNS/vb2/work), as the other ablations
 #   bench/cps_ablation.sh quarter RUNS       # RUNS/vb2q/work: a quarter labelled, the rest unlabelled
-#   bench/cps_ablation.sh arm RUNS ARM SEED  # ARM: sup-all, cps-all, sup-q or cps-q -> RUNS/<ARM>-s<SEED>
+#   bench/cps_ablation.sh arm RUNS ARM SEED  # ARM: sup-all, cps-all, sup-q, cps-q or cps-q-ramp -> RUNS/<ARM>-s<SEED>
 #   python3 bench/loso_arms.py RUNS sup-q=sup-q-s0,sup-q-s1,sup-q-s2 cps-q=cps-q-s0,...
 #
 # Budget: the same CPU per arm. A supervised arm trains SUP_EPOCHS (default 10) x 100 steps; a
@@ -75,13 +75,15 @@ PY
     seed=${4:?seed}
     case "$arm" in
       sup-all|cps-all) work=vb2 ;;
-      sup-q|cps-q) work=vb2q ;;
-      *) echo "unknown arm $arm: expected sup-all, cps-all, sup-q or cps-q" >&2; exit 2 ;;
+      sup-q|cps-q|cps-q-ramp) work=vb2q ;;
+      *) echo "unknown arm $arm: expected sup-all, cps-all, sup-q, cps-q or cps-q-ramp" >&2; exit 2 ;;
     esac
     case "$arm" in
       sup-*) epochs=$sup_epochs; extra=() ;;
       cps-*) epochs=$("$python" -c "print(max(1, round($sup_epochs / $cps_cost)))")
-        extra=(--cps --images "$shared/spider-gradings/images") ;;
+        extra=(--cps --images "$shared/spider-gradings/images")
+        # cps-q-ramp: the CPS weight ramped up over the whole run (SSL4MIS's schedule).
+        [ "$arm" = cps-q-ramp ] && extra+=(--cps-rampup $((epochs * 100))) ;;
     esac
     out=$runs/$arm-s$seed
     mkdir -p "$out"

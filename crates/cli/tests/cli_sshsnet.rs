@@ -20,7 +20,14 @@ fn tiny_work_2d_3d(dir: &Path) -> PathBuf {
     let data = dir.join("phantom");
     let work = dir.join("work");
     ok(spineseg(&["phantom", "--small", "--cases", "3", "--seed", "1", "--out", data.to_str().unwrap()]));
-    ok(spineseg(&["plan", data.to_str().unwrap(), "--out", work.to_str().unwrap(), "--configurations", "2d,3d_fullres"]));
+    ok(spineseg(&[
+        "plan",
+        data.to_str().unwrap(),
+        "--out",
+        work.to_str().unwrap(),
+        "--configurations",
+        "2d,3d_fullres",
+    ]));
     let path = work.join("plans.json");
     let mut plan = Plan::load(&path).unwrap();
     shrink_2d_network(&mut plan);
@@ -57,7 +64,15 @@ fn stage1_cps_then_stage2_hybrid_resume_exactly_and_the_cascade_predicts() {
 
     // Stage 2 on the 2d configuration is refused, naming the configuration it needs.
     let refused = spineseg(&[
-        "train", &p(&work), "--out", &p(&dir.path().join("wrong")), "--stage1", &p(&stage1), "--epochs", "1", "--quiet",
+        "train",
+        &p(&work),
+        "--out",
+        &p(&dir.path().join("wrong")),
+        "--stage1",
+        &p(&stage1),
+        "--epochs",
+        "1",
+        "--quiet",
     ]);
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);

@@ -130,7 +130,8 @@ impl SshsHybridConfig {
         if self.unet.spatial_dims != SpatialDims::D3 {
             return bad("the stage-2 U-Net is not 3D".into());
         }
-        if self.unet.in_channels != first.in_channels + first.num_classes || self.unet.num_classes != first.num_classes {
+        if self.unet.in_channels != first.in_channels + first.num_classes || self.unet.num_classes != first.num_classes
+        {
             return bad(format!(
                 "the 3D U-Net takes {} channels and gives {} classes; stage 1 takes {} channels and gives {} classes",
                 self.unet.in_channels, self.unet.num_classes, first.in_channels, first.num_classes
@@ -152,13 +153,15 @@ impl SshsHybridConfig {
         self.stage1.iter().map(|n| n.features_per_stage[self.stage1_fusion_level]).sum()
     }
 
-    /// What every spatial side must be a multiple of: the 3D U-Net's, and in-plane the 2D
-    /// networks'.
+    /// What every spatial side must be a multiple of: the 3D U-Net's (the stage-1 networks see
+    /// each slice padded to a multiple of their own).
     pub fn size_divisor(&self) -> Vec<usize> {
-        let d3 = self.unet.size_divisor();
-        let d2 = stride_product(SpatialDims::D2, &self.stage1[0].strides);
-        let lcm = |a: usize, b: usize| a / gcd(a, b) * b;
-        vec![d3[0], lcm(d3[1], d2[0]), lcm(d3[2], d2[1])]
+        self.unet.size_divisor()
+    }
+
+    /// The stride of the stage-1 fusion level, in plane.
+    fn stage1_fusion_stride(&self) -> usize {
+        cumulative_strides(&self.stage1[0])[self.stage1_fusion_level][0]
     }
 
     /// Builds the network with fresh weights, the stage-1 networks frozen (load their weights
@@ -189,15 +192,9 @@ impl SshsHybridConfig {
             stage1_fusion_level: self.stage1_fusion_level,
             depth_stride: cumulative_strides(&self.unet)[self.fusion_level][0],
             divisor: self.size_divisor(),
+            stage1_divisor: stride_product(SpatialDims::D2, &self.stage1[0].strides),
+            stage1_fusion_stride: self.stage1_fusion_stride(),
         }
-    }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
     }
 }
 
@@ -223,6 +220,12 @@ pub struct SshsHybrid {
     pub depth_stride: usize,
     #[module(skip)]
     pub divisor: Vec<usize>,
+    /// What the stage-1 networks need each side of a slice to be a multiple of.
+    #[module(skip)]
+    pub stage1_divisor: Vec<usize>,
+    /// In-plane stride of the stage-1 fusion level.
+    #[module(skip)]
+    pub stage1_fusion_stride: usize,
 }
 
 /// What stage 1 gives the 3D U-Net.
@@ -271,19 +274,35 @@ impl SshsHybrid {
     }
 
     /// Runs the stage-1 networks on every depth slice of `x` (`[b, c, d, h, w]`), detached.
+    /// Slices are zero-padded (after the last row and column) to a multiple of the 2D networks'
+    /// size divisor, and the outputs cropped back: `h` and `w` must be multiples of the fusion
+    /// level's stride (the 3D U-Net's divisor is).
     pub fn stage1(&self, x: Tensor<5>) -> Stage1Output {
         let [b, c, d, h, w] = x.dims();
-        let slices = x.swap_dims(1, 2).reshape([b * d, c, 1, h, w]);
+        let up = |n: usize, m: usize| n.div_ceil(m) * m;
+        let (hp, wp) = (up(h, self.stage1_divisor[0]), up(w, self.stage1_divisor[1]));
+        let mut slices = x.swap_dims(1, 2).reshape([b * d, c, 1, h, w]);
+        if (hp, wp) != (h, w) {
+            slices = slices.pad([(0, hp - h), (0, wp - w)], burn::tensor::ops::PadMode::Constant(0.0));
+        }
+        let s = self.stage1_fusion_stride;
+        let crop = |t: Tensor<5>, hh: usize, ww: usize| {
+            if t.dims()[3] == hh && t.dims()[4] == ww {
+                t
+            } else {
+                t.narrow(3, 0, hh).narrow(4, 0, ww)
+            }
+        };
         let mut probabilities: Option<Tensor<5>> = None;
         let mut features = Vec::with_capacity(self.stage1.len());
         for network in &self.stage1 {
             let UNetOutput { logits, level_features, .. } = network.forward_detailed(slices.clone());
-            let p = softmax(logits[0].clone().detach(), 1);
+            let p = crop(softmax(logits[0].clone().detach(), 1), h, w);
             probabilities = Some(match probabilities {
                 None => p,
                 Some(sum) => sum + p,
             });
-            features.push(level_features[self.stage1_fusion_level].clone().detach());
+            features.push(crop(level_features[self.stage1_fusion_level].clone().detach(), h / s, w / s));
         }
         let probabilities = probabilities.expect("at least one stage-1 network").div_scalar(self.stage1.len() as f64);
         let k = probabilities.dims()[1];
@@ -311,9 +330,10 @@ impl SshsHybrid {
             };
             self.merge.forward(fused)
         };
-        let (logits, level_features) = self.unet.decoder.forward_levels(skips, self.unet.deep_supervision, fuse, |level, f| {
-            self.unet.decoder.head(level).forward(f)
-        });
+        let (logits, level_features) =
+            self.unet.decoder.forward_levels(skips, self.unet.deep_supervision, fuse, |level, f| {
+                self.unet.decoder.head(level).forward(f)
+            });
         UNetOutput { logits, features: level_features[0].clone(), level_features }
     }
 
@@ -379,6 +399,7 @@ mod tests {
         assert_eq!(config.unet.in_channels, 1 + 3);
         assert_eq!(config.features_2d(), 16);
         assert_eq!(config.size_divisor(), vec![2, 8, 8]);
+
         // Stride 2 at most: the half-resolution levels.
         let config = SshsHybridConfig::for_stages(vec![stage1()], &plan_3d(), 2).unwrap();
         assert_eq!((config.fusion_level, config.stage1_fusion_level), (1, 1));
@@ -386,11 +407,48 @@ mod tests {
     }
 
     #[test]
+    fn slices_the_2d_networks_do_not_divide_are_padded_for_them() {
+        // Stage 1 with total stride 16; the 3D patch is a multiple of 8 only.
+        let deep = PlainConvUNetConfig::new(
+            SpatialDims::D2,
+            1,
+            3,
+            vec![4, 8, 8, 8, 8],
+            vec![vec![1, 1], vec![2, 2], vec![2, 2], vec![2, 2], vec![2, 2]],
+        );
+        let config = SshsHybridConfig::for_stages(vec![deep.clone(), deep], &plan_3d(), 4).unwrap();
+        assert_eq!(config.size_divisor(), vec![2, 8, 8]);
+        let network = config.init(&device());
+        let x = Tensor::<5>::random([1, 1, 2, 8, 24], Distribution::Normal(0.0, 1.0), &device());
+        let stage1 = network.stage1(x.clone());
+        assert_eq!(stage1.probabilities.dims(), [1, 3, 2, 8, 24]);
+        assert_eq!(stage1.features.dims(), [1, 16, 2, 2, 6]);
+        // The probabilities are the padded slice's, cropped.
+        let slice = x.clone().narrow(2, 0, 1).pad([(0, 8), (0, 8)], burn::tensor::ops::PadMode::Constant(0.0));
+        let by_hand = network
+            .stage1
+            .iter()
+            .map(|n| softmax(n.forward_canonical(slice.clone()).remove(0), 1))
+            .reduce(|a, b| a + b)
+            .unwrap()
+            .div_scalar(2.0)
+            .narrow(3, 0, 8)
+            .narrow(4, 0, 24);
+        stage1
+            .probabilities
+            .narrow(2, 0, 1)
+            .into_data()
+            .assert_approx_eq::<f32>(&by_hand.into_data(), Tolerance::default());
+        assert_eq!(network.forward_canonical(x)[0].dims(), [1, 3, 2, 8, 24]);
+    }
+
+    #[test]
     fn shapes_with_and_without_tri_attention() {
         let device = device();
         for tri_attention in [true, false] {
-            let config =
-                SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4).unwrap().with_tri_attention(tri_attention);
+            let config = SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4)
+                .unwrap()
+                .with_tri_attention(tri_attention);
             let network = config.init(&device);
             assert_eq!(network.attention.is_some(), tri_attention);
             let x = Tensor::<5>::random([2, 1, 4, 8, 16], Distribution::Normal(0.0, 1.0), &device);
@@ -448,7 +506,8 @@ mod tests {
         let device = device();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("network.bpk");
-        let config = NetworkConfig::SshsHybrid(SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4).unwrap());
+        let config =
+            NetworkConfig::SshsHybrid(SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4).unwrap());
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["kind"], "sshsnet_hybrid");
         let config: NetworkConfig = serde_json::from_value(json).unwrap();

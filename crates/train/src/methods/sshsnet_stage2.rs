@@ -67,7 +67,10 @@ fn stage1_networks(dir: &Path, plan: &Plan, device: &burn::tensor::Device) -> Re
         return Err(incompatible(format!("stage 1 must be a 2d model, this one is {}", manifest.configuration)));
     }
     let NetworkConfig::PlainConvUNet(config) = &manifest.network else {
-        return Err(incompatible(format!("stage 1 must be a plain_conv_unet, this one is {}", manifest.network.kind())));
+        return Err(incompatible(format!(
+            "stage 1 must be a plain_conv_unet, this one is {}",
+            manifest.network.kind()
+        )));
     };
     if config.num_classes != plan.num_classes() || config.in_channels != plan.channel_names.len() {
         return Err(incompatible(format!(
@@ -82,7 +85,8 @@ fn stage1_networks(dir: &Path, plan: &Plan, device: &burn::tensor::Device) -> Re
     let stage1_plan_path = dir.join(spineseg_preprocessing::plan::PLAN_FILE);
     let stage1_plan = Plan::load(&stage1_plan_path)?;
     let spacing = |plan: &Plan, c: ConfigurationName| plan.configuration(c).map(|c| c.spacing_mm.clone());
-    let (Some(s2), Some(s3)) = (spacing(&stage1_plan, ConfigurationName::TwoD), spacing(plan, ConfigurationName::ThreeDFullres))
+    let (Some(s2), Some(s3)) =
+        (spacing(&stage1_plan, ConfigurationName::TwoD), spacing(plan, ConfigurationName::ThreeDFullres))
     else {
         return Err(incompatible("the stage-1 plan has no 2d or this plan no 3d_fullres configuration".into()));
     };
@@ -110,7 +114,11 @@ fn stage1_networks(dir: &Path, plan: &Plan, device: &burn::tensor::Device) -> Re
 impl SshsnetStage2Method {
     /// The hybrid on the plan's 3D U-Net with the stage-1 folder's networks (new run), or the
     /// checkpoint's network (resume).
-    pub fn build(settings: &SshsnetStage2Settings, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Self> {
+    pub fn build(
+        settings: &SshsnetStage2Settings,
+        ctx: &MethodContext<'_>,
+        saved: Option<&serde_json::Value>,
+    ) -> Result<Self> {
         let partial = settings.partial_labels();
         if let Some(saved) = saved {
             let config = SingleNetworkState::network_from_saved(saved, ctx)?;
@@ -131,14 +139,15 @@ impl SshsnetStage2Method {
         let divisor = config.size_divisor();
         if patch.len() != 3 || patch.iter().zip(&divisor).any(|(p, d)| p % d != 0) {
             return Err(TrainError::Invalid(format!(
-                "{}: the 3d_fullres patch {patch:?} is not a multiple of {divisor:?} (the 3D network's strides, and in plane the 2D networks')",
+                "{}: the 3d_fullres patch {patch:?} is not a multiple of {divisor:?} (the 3D network's strides)",
                 ctx.plans_path.display()
             )));
         }
-        let network = SingleNetwork::new_of_kind(NetworkConfig::SshsHybrid(config), ctx, partial, |network| match network {
-            Network::SshsHybrid(hybrid) => Ok(Network::SshsHybrid(hybrid.with_stage1(stage1))),
-            other => Ok(other),
-        })?;
+        let network =
+            SingleNetwork::new_of_kind(NetworkConfig::SshsHybrid(config), ctx, partial, |network| match network {
+                Network::SshsHybrid(hybrid) => Ok(Network::SshsHybrid(hybrid.with_stage1(stage1))),
+                other => Ok(other),
+            })?;
         Ok(SshsnetStage2Method { network })
     }
 }
@@ -147,7 +156,8 @@ impl SshsnetStage2Method {
 /// weights).
 fn stage1_config(dir: &Path) -> Result<spineseg_model::PlainConvUNetConfig> {
     let path = dir.join("model.json");
-    let manifest = ModelManifest::load(&path).map_err(|e| TrainError::Missing { path: path.clone(), detail: e.to_string() })?;
+    let manifest =
+        ModelManifest::load(&path).map_err(|e| TrainError::Missing { path: path.clone(), detail: e.to_string() })?;
     manifest
         .network
         .plain_conv_unet()
