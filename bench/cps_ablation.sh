@@ -8,6 +8,11 @@
 #   bench/cps_ablation.sh arm RUNS ARM SEED  # ARM: sup-all, cps-all, sup-q, cps-q or cps-q-ramp -> RUNS/<ARM>-s<SEED>
 #   python3 bench/loso_arms.py RUNS sup-q=sup-q-s0,sup-q-s1,sup-q-s2 cps-q=cps-q-s0,...
 #
+# Stage 2 (SSHSNet's hybrid, 3d_fullres at the same 1.5 mm):
+#   bench/cps_ablation.sh plan3d RUNS                      # RUNS/vb2-3d/work (3d_fullres, same cases and fold)
+#   bench/cps_ablation.sh stage2 RUNS ARM SEED STAGE1_ARM  # ARM: hybrid or concat, on RUNS/<STAGE1_ARM>/model
+#     -> RUNS/<ARM>-<STAGE1_ARM>-s<SEED>; STAGE2_EPOCHS (default 10) x 100 steps, same optimiser.
+#
 # Budget: the same CPU per arm. A supervised arm trains SUP_EPOCHS (default 10) x 100 steps; a
 # CPS step costs CPS_COST (default 2.14, measured: docs/BENCHMARKS.md) supervised steps (two
 # networks step, and both predict the unlabelled patches), so a CPS arm trains
@@ -20,8 +25,8 @@
 # Needs a release build (SPINESEG overrides the binary) and python3 with nibabel and numpy
 # (PYTHON overrides the interpreter).
 set -euo pipefail
-stage=${1:?usage: cps_ablation.sh quarter|arm RUNS ...}
-runs=${2:?usage: cps_ablation.sh quarter|arm RUNS ...}
+stage=${1:?usage: cps_ablation.sh quarter|arm|plan3d|stage2 RUNS ...}
+runs=${2:?usage: cps_ablation.sh quarter|arm|plan3d|stage2 RUNS ...}
 here=$(cd "$(dirname "$0")" && pwd)
 shared=${SHARED:-$here/../../shared/data}
 bin=${SPINESEG:-${CARGO_TARGET_DIR:-$here/../target}/release/spineseg}
@@ -30,6 +35,35 @@ export SPINESEG=$bin PYTHON=$python
 sup_epochs=${SUP_EPOCHS:-10}
 cps_cost=${CPS_COST:-2.14}
 case "$stage" in
+  plan3d)
+    left_out=$("$python" - "$runs/merged/sources.json" <<'PY'
+import json, sys
+cases = json.load(open(sys.argv[1]))["cases"]
+print(",".join(sorted(c for c, v in cases.items() if v["site"] == "fastcleverseg VB2")))
+PY
+)
+    "$bin" plan "$runs/merged" --out "$runs/vb2-3d/work" --configurations 3d_fullres --target-spacing 1.5,1.5,1.5 \
+      --max-features 256 --exclude-cases "$left_out"
+    # The same fold as the 2D arms (the stage-1 networks never saw its validation cases).
+    cp "$runs/vb2/work/splits_final.json" "$runs/vb2-3d/work/"
+    ;;
+  stage2)
+    arm=${3:?arm: hybrid or concat}
+    seed=${4:?seed}
+    stage1=${5:?stage-1 arm, e.g. cps-q-s0}
+    case "$arm" in
+      hybrid) extra=() ;;
+      concat) extra=(--no-tri-attention) ;;
+      *) echo "unknown stage-2 arm $arm: expected hybrid or concat" >&2; exit 2 ;;
+    esac
+    out=$runs/$arm-$stage1-s$seed
+    mkdir -p "$out"
+    [ -e "$out/work" ] || ln -s ../vb2-3d/work "$out/work"
+    "$bin" train "$out/work" --out "$out/model" --configuration 3d_fullres --fold 0 --epochs "${STAGE2_EPOCHS:-10}" \
+      --iterations-per-epoch 100 --validation-batches 4 --optimizer adamw --lr 0.002 --seed "$seed" \
+      --partial-labels --quiet --stage1 "$runs/$stage1/model" "${extra[@]}"
+    ARM=$arm-$stage1-s$seed EVAL_LEVELS=off "$here/loso.sh" eval "$runs" vb2
+    ;;
   quarter)
     "$python" - "$runs" <<'PY'
 import json, os, sys
@@ -93,5 +127,5 @@ PY
       --partial-labels --quiet "${extra[@]}"
     ARM=$arm-s$seed EVAL_LEVELS=off "$here/loso.sh" eval "$runs" vb2
     ;;
-  *) echo "unknown stage $stage: expected quarter or arm" >&2; exit 2 ;;
+  *) echo "unknown stage $stage: expected quarter, arm, plan3d or stage2" >&2; exit 2 ;;
 esac
