@@ -56,7 +56,11 @@ pub struct SshsnetStage2Method {
 
 /// The stage-1 folder's 2D U-Nets (the exported network, and the second network of a CPS
 /// folder), checked against the stage-2 plan.
-fn stage1_networks(dir: &Path, plan: &Plan, device: &burn::tensor::Device) -> Result<Vec<PlainConvUNet>> {
+fn stage1_networks(
+    dir: &Path,
+    plan: &Plan,
+    device: &burn::tensor::Device,
+) -> Result<(spineseg_model::PlainConvUNetConfig, Vec<PlainConvUNet>)> {
     let manifest_path = dir.join("model.json");
     let manifest = ModelManifest::load(&manifest_path).map_err(|e| TrainError::Missing {
         path: manifest_path.clone(),
@@ -108,7 +112,7 @@ fn stage1_networks(dir: &Path, plan: &Plan, device: &burn::tensor::Device) -> Re
         let Network::PlainConvUNet(network) = network else { unreachable!("loaded as a plain_conv_unet") };
         networks.push(network);
     }
-    Ok(networks)
+    Ok((config.clone(), networks))
 }
 
 impl SshsnetStage2Method {
@@ -130,8 +134,8 @@ impl SshsnetStage2Method {
                 ctx.configuration
             )));
         }
-        let stage1 = stage1_networks(&settings.stage1, ctx.plan, &ctx.device)?;
-        let configs: Vec<_> = stage1.iter().map(|_| stage1_config(&settings.stage1)).collect::<Result<_>>()?;
+        let (stage1_config, stage1) = stage1_networks(&settings.stage1, ctx.plan, &ctx.device)?;
+        let configs = vec![stage1_config; stage1.len()];
         let config = SshsHybridConfig::for_stages(configs, &ctx.plan_network, FUSION_INPLANE_STRIDE)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", ctx.plans_path.display())))?
             .with_tri_attention(settings.tri_attention);
@@ -150,19 +154,6 @@ impl SshsnetStage2Method {
             })?;
         Ok(SshsnetStage2Method { network })
     }
-}
-
-/// The stage-1 folder's network config (read again: cheap, and keeps [`stage1_networks`] about
-/// weights).
-fn stage1_config(dir: &Path) -> Result<spineseg_model::PlainConvUNetConfig> {
-    let path = dir.join("model.json");
-    let manifest =
-        ModelManifest::load(&path).map_err(|e| TrainError::Missing { path: path.clone(), detail: e.to_string() })?;
-    manifest
-        .network
-        .plain_conv_unet()
-        .cloned()
-        .ok_or_else(|| TrainError::Incompatible { path, detail: "stage 1 must be a plain_conv_unet".into() })
 }
 
 impl TrainingMethod for SshsnetStage2Method {
