@@ -670,17 +670,25 @@ fn norm_plane_forward(input: &[f32], out: &mut [f32], gamma: f32, beta: f32, eps
     (mean as f32, inv_std as f32)
 }
 
-/// Runs `body` (whose callees are `#[inline(always)]`) compiled for AVX2 when the CPU has it.
-/// The element loops of the norm then use 8-wide vectors instead of baseline x86-64's 4-wide SSE2;
-/// `gemm` already dispatches like this. Same operations in the same order (no FMA contraction),
-/// so results are bit-identical on both paths.
+/// Runs `body` (whose callees are `#[inline(always)]`) compiled for the widest vectors the CPU
+/// has: AVX-512 (16 lanes, one [`LANES`] chunk per instruction), else AVX2 (8), else baseline
+/// x86-64's 4-wide SSE2; `gemm` dispatches the same way. Same operations in the same order (no
+/// FMA contraction, [`LANES`] fixed partial sums), so results are bit-identical on every path.
 #[inline(always)]
 fn with_wide_simd<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
         #[target_feature(enable = "avx2")]
         fn avx2<R>(body: impl FnOnce() -> R) -> R {
             body()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { avx512(body) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.

@@ -19,7 +19,7 @@ pub struct SimdPaths {
 }
 
 /// The paths on this CPU, detected with the same feature checks the libraries make (macerator
-/// 0.5 with its default `avx512` feature, gemm 0.19 without `x86-v4`, [`crate::cpu`]'s norm).
+/// 0.5 with its default `avx512` feature, gemm 0.19 with `x86-v4`, [`crate::cpu`]'s norm).
 pub fn simd_paths() -> SimdPaths {
     #[cfg(target_arch = "x86_64")]
     {
@@ -36,8 +36,20 @@ pub fn simd_paths() -> SimdPaths {
         } else {
             "scalar"
         };
-        let gemm = if has!("fma") { "fma" } else { "scalar" };
-        let norm = if has!("avx2") { "avx2" } else { "sse2" };
+        let gemm = if has!("avx512f") {
+            "avx512f"
+        } else if has!("fma") {
+            "fma"
+        } else {
+            "scalar"
+        };
+        let norm = if has!("avx512f") {
+            "avx512f"
+        } else if has!("avx2") {
+            "avx2"
+        } else {
+            "sse2"
+        };
         SimdPaths { flex, gemm, norm }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -66,7 +78,9 @@ mod tests {
         {
             // AVX2 without FMA exists on no CPU these libraries target; a wide flex path implies
             // the wide gemm and norm paths.
-            if paths.flex.starts_with("avx") {
+            if paths.flex.starts_with("avx512") {
+                assert_eq!((paths.gemm, paths.norm), ("avx512f", "avx512f"), "{paths}");
+            } else if paths.flex.starts_with("avx2") {
                 assert_eq!((paths.gemm, paths.norm), ("fma", "avx2"), "{paths}");
             }
             assert!(paths.to_string().starts_with("flex "));
