@@ -19,6 +19,7 @@
 //! rounding; `tests/gradcheck.rs` checks it on random inputs.
 
 pub mod cpu;
+pub mod implicit_conv;
 mod ops;
 pub mod simd;
 

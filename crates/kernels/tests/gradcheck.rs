@@ -186,6 +186,17 @@ fn kernels_work_without_autodiff_and_with_constant_inputs() {
 }
 
 #[test]
+fn conv_implicit_gemm_path_matches_burn() {
+    // Stride 1, a 3D kernel and at least 8 input (forward, weight gradient) or output (input
+    // gradient) channels take the column-free path (`implicit_conv`): widths not a multiple of
+    // 16, several bands per plane, one path without the other.
+    check_conv(2, [8, 9], [4, 6, 7], [3, 3, 3], [1, 1, 1]);
+    check_conv(1, [9, 8], [3, 70, 75], [3, 3, 3], [1, 1, 1]);
+    check_conv(1, [16, 4], [3, 5, 4], [3, 3, 3], [1, 1, 1]);
+    check_conv(1, [4, 16], [3, 5, 4], [3, 3, 3], [1, 1, 1]);
+}
+
+#[test]
 fn conv_spanning_many_tiles_matches_burn() {
     // Many input channels make the column matrix tall, so a tile holds only a few hundred output
     // voxels: tiles start and end mid-line, and the last one is partial.
