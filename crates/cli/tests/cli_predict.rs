@@ -529,3 +529,23 @@ fn a_full_disk_fails_naming_the_file_and_leaves_no_half_written_output() {
         assert_eq!(files_under(&converted), Vec::<String>::new(), "{name}: {err}");
     }
 }
+
+#[test]
+fn windows_per_call_do_not_change_the_mask_and_timings_are_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dataset, model) = tiny_model(dir.path());
+    let image = dataset.join("imagesTr/phantom_000_0000.nii.gz");
+    let one = dir.path().join("one.nii.gz");
+    let default = dir.path().join("default.nii.gz");
+    ok(spineseg(&["predict", "-i", s(&image), "-o", s(&one), "-m", s(&model), "--batch-size", "1"]));
+    let out = spineseg(&["predict", "-i", s(&image), "-o", s(&default), "-m", s(&model), "--timings"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ok(out);
+    let read = |p: &Path| read_volume(p).unwrap().to_labels(p).unwrap();
+    // Several windows per network call (the default) give the same mask as one per call.
+    assert_eq!(read(&one).data(), read(&default).data());
+    let line = stdout.lines().find(|l| l.starts_with("timings phantom_000: ")).unwrap_or_else(|| panic!("{stdout}"));
+    for stage in ["read", "preprocess", "network", "postprocess", "write", "total", "peak memory"] {
+        assert!(line.contains(stage), "{line}");
+    }
+}

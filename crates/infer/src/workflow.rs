@@ -122,6 +122,8 @@ pub trait PredictObserver {
     fn on_case_start(&mut self, _job: &PredictJob) {}
     /// `job` is written (`Ok` with the seconds it took) or failed (nothing was written).
     fn on_case_end(&mut self, _job: &PredictJob, _result: Result<f64, &WorkflowError>) {}
+    /// Where `job`'s time went (after [`Self::on_written`], before [`Self::on_case_end`]).
+    fn on_timings(&mut self, _job: &PredictJob, _times: &StageTimes) {}
     /// Level assignment of `job` is done and written (before [`Self::on_case_end`]).
     fn on_levels(&mut self, _job: &PredictJob, _levels: &LevelAssignment) {}
     /// `job`'s mask (`seg`, in the training dataset's values, as written), its
@@ -136,6 +138,68 @@ pub struct CaseOutput {
     pub seg: Volume<Label>,
     /// The level assignment, when it ran.
     pub levels: Option<LevelAssignment>,
+    /// Where the case's wall time went.
+    pub times: StageTimes,
+}
+
+/// Wall seconds of one case's stages in [`predict_job`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Reading the channel files.
+    pub read: f64,
+    /// Reorienting, cropping, resampling and normalising for the model's plan.
+    pub preprocess: f64,
+    /// Inside the network's calls (every sliding window and mirror).
+    pub network: f64,
+    /// The rest of the prediction: window assembly and blending, arg max, level assignment,
+    /// largest component, back onto the input's grid and label values.
+    pub postprocess: f64,
+    /// Writing the mask and its sidecars.
+    pub write: f64,
+}
+
+impl StageTimes {
+    /// The sum of the stages.
+    pub fn total(&self) -> f64 {
+        self.read + self.preprocess + self.network + self.postprocess + self.write
+    }
+}
+
+impl std::fmt::Display for StageTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "read {:.2} s, preprocess {:.2} s, network {:.2} s, postprocess {:.2} s, write {:.2} s (total {:.2} s)",
+            self.read,
+            self.preprocess,
+            self.network,
+            self.postprocess,
+            self.write,
+            self.total()
+        )
+    }
+}
+
+/// A predictor that adds the wall time of its inner predictor's calls to `seconds`.
+struct TimedPredictor<'a, P: ?Sized> {
+    inner: &'a mut P,
+    seconds: f64,
+}
+
+impl<P: PatchPredictor + ?Sized> PatchPredictor for TimedPredictor<'_, P> {
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+    fn predict(
+        &mut self,
+        input: &[f32],
+        shape: &[usize],
+    ) -> std::result::Result<Vec<f32>, crate::error::PredictorError> {
+        let started = Instant::now();
+        let result = self.inner.predict(input, shape);
+        self.seconds += started.elapsed().as_secs_f64();
+        result
+    }
 }
 
 impl PredictObserver for () {}
@@ -250,6 +314,7 @@ pub fn predict_jobs(
                 if let Some(levels) = &output.levels {
                     observer.on_levels(job, levels);
                 }
+                observer.on_timings(job, &output.times);
                 observer.on_case_end(job, Ok(started.elapsed().as_secs_f64()))
             }
             Err(error) => {
@@ -275,12 +340,25 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
     job: &PredictJob,
     options: &PredictOptions,
 ) -> Result<CaseOutput, WorkflowError> {
+    let mut times = StageTimes::default();
+    let mut clock = Instant::now();
+    let lap = |clock: &mut Instant| {
+        let seconds = clock.elapsed().as_secs_f64();
+        *clock = Instant::now();
+        seconds
+    };
     let case = CaseVolumes::read(&job.id, &job.channels, None)?;
+    times.read = lap(&mut clock);
     let preprocessed = preprocess_case(&case, &model.plan, model.configuration())?;
     // The raw volumes are not needed any more; large cases would hold both in memory.
     drop(case);
-    let prediction = predict_case_with_levels(&preprocessed, &model.plan, predictor, options)?;
+    times.preprocess = lap(&mut clock);
+    let mut timed = TimedPredictor { inner: predictor, seconds: 0.0 };
+    let prediction = predict_case_with_levels(&preprocessed, &model.plan, &mut timed, options)?;
+    drop(preprocessed);
     let seg = model.labels.to_dataset_values(&prediction.labels)?;
+    times.network = timed.seconds;
+    times.postprocess = lap(&mut clock) - timed.seconds;
     if let Some(parent) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| WorkflowError::Os {
             path: parent.to_path_buf(),
@@ -311,7 +389,8 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
         remove_sidecars();
         return Err(error.into());
     }
-    Ok(CaseOutput { seg, levels: prediction.levels })
+    times.write = lap(&mut clock);
+    Ok(CaseOutput { seg, levels: prediction.levels, times })
 }
 
 /// Where the meaning of an output mask's values goes: `<output stem>.labels.json` beside it, the

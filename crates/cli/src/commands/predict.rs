@@ -33,7 +33,7 @@ use spineseg_anatomy::ontology::StructureId;
 use spineseg_infer::model_folder::LABELS_FILE;
 use spineseg_infer::workflow::{
     default_level_assignment, jobs_for_input, predict_jobs, sidecar_path, structures_to_keep, PredictJob, PredictObserver,
-    WorkflowError,
+    StageTimes, WorkflowError,
 };
 use spineseg_infer::{Connectivity, LevelAssignment, ModelFolder};
 use spineseg_io::{read_image, Label, Volume};
@@ -76,8 +76,10 @@ pub struct PredictArgs {
     /// Turn off the model folder's default post-processing (raw arg max of the network).
     #[arg(long)]
     pub no_postprocessing: bool,
-    /// Windows per network call.
-    #[arg(long, default_value_t = 1)]
+    /// Windows per network call. The result does not depend on it; 4 was about 25 % faster
+    /// than 1 for the shipped 2D model on 2 cores (docs/BENCHMARKS.md, whole-volume latency),
+    /// 8 slower again.
+    #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
     /// Segment only these structures (comma separated, matched through the anatomy ontology
     /// with its synonyms: "L4 vertebra, L4/L5 disc", "disc L4/5", "L4-L5"); everything else is
@@ -100,6 +102,10 @@ pub struct PredictArgs {
     /// with every structure coloured and named, and the level count's confidence above it.
     #[arg(long, value_name = "DIR")]
     pub preview: Option<PathBuf>,
+    /// Print, per case, where its wall time went (read, preprocess, network, postprocess,
+    /// write) and the process's peak memory so far.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 pub fn run(args: PredictArgs) -> Result<Outcome> {
@@ -165,6 +171,7 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         meaning: LabelMeaning::of_output_labels(&model.labels, &args.model.join(LABELS_FILE)),
         segmented: model.plan.labels.iter().skip(1).map(|l| StructureId(l.value)).collect(),
         preview: args.preview.clone(),
+        timings: args.timings,
         tables: Vec::new(),
         preview_errors: Vec::new(),
     };
@@ -215,6 +222,8 @@ struct CaseOutputs {
     /// The structures the model segments (a level it cannot find is never "missing").
     segmented: Vec<StructureId>,
     preview: Option<PathBuf>,
+    /// Print each case's [`StageTimes`] (`--timings`).
+    timings: bool,
     tables: Vec<CaseStructures>,
     preview_errors: Vec<String>,
 }
@@ -229,6 +238,12 @@ impl PredictObserver for CaseOutputs {
     fn on_levels(&mut self, job: &PredictJob, levels: &LevelAssignment) {
         self.bars.on_levels(job, levels);
     }
+    fn on_timings(&mut self, job: &PredictJob, times: &StageTimes) {
+        if self.timings {
+            let peak = peak_memory_mib().map_or_else(|| "unknown".to_string(), |mib| format!("{mib:.0} MiB"));
+            println!("timings {}: {times}; peak memory {peak}", job.id);
+        }
+    }
     fn on_written(&mut self, job: &PredictJob, seg: &Volume<Label>, levels: Option<&LevelAssignment>) {
         let verdict = levels.and_then(|l| serde_json::to_value(l).ok()).map(|v| LevelVerdict::from_report(&v));
         let table = case_structures(&job.id, seg, &self.meaning.structure_of, &self.segmented, verdict);
@@ -239,6 +254,15 @@ impl PredictObserver for CaseOutputs {
         }
         self.tables.push(table);
     }
+}
+
+/// The process's peak resident set so far (`VmHWM` of `/proc/self/status`), where the system
+/// reports it.
+fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Removes what a killed run left of the cases still to do: the hidden temporary files of their
