@@ -16,7 +16,11 @@ imported):
   loss.
 - optimiser: torch.optim.SGD(lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5).
 
-Usage: python bench/pytorch_unet.py [--only infer2d|infer3d|train2d|train3d|matmul]
+Also at the shapes of SSHSNet's stage-2 3D U-Net (infer3d_s2, train3d_s2; see vs_pytorch.rs):
+5 stages of 16-32-64-128-256 channels, strides 1, 2, 2, (1, 2, 2), (1, 2, 2), 22 input channels,
+21 classes, batch 2 x 24 x 64 x 80.
+
+Usage: python bench/pytorch_unet.py [--only infer2d|infer3d|train2d|train3d|infer3d_s2|train3d_s2|matmul]
        [--runs N] [--warmup N] [--matmul-size N]
 
 Prints one JSON object per workload, with the same fields as the Rust side.
@@ -44,7 +48,11 @@ SHAPE_3D = (2, 1, 64, 64, 32)
 LEARNING_RATE = 1e-2
 WEIGHT_DECAY = 3e-5
 NEGATIVE_SLOPE = 1e-2
-WORKLOADS = ["infer2d", "infer3d", "train2d", "train3d", "matmul"]
+STAGE2_CLASSES = 21
+STAGE2_WIDTHS = [16, 32, 64, 128, 256]
+STAGE2_STRIDES = [(1, 1, 1), (2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2)]
+STAGE2_SHAPE = (2, 1 + STAGE2_CLASSES, 24, 64, 80)
+WORKLOADS = ["infer2d", "infer3d", "train2d", "train3d", "infer3d_s2", "train3d_s2", "matmul"]
 THREADS = 2
 
 
@@ -127,20 +135,28 @@ def init_he(module):
             nn.init.zeros_(module.bias)
 
 
-def build(dims):
-    return PlainConvUNet(dims, 1, CLASSES, WIDTHS, [1] + [2] * (len(WIDTHS) - 1))
+class Spec:
+    """A network and its input: dims, features per stage, stride per stage and axis, classes."""
+
+    def __init__(self, dims, shape, features=WIDTHS, strides=None, classes=CLASSES):
+        self.dims, self.shape, self.features, self.classes = dims, shape, features, classes
+        self.strides = strides or [(1,) * dims] + [(2,) * dims] * (len(features) - 1)
 
 
-def forward_flops(dims, shape, deep_supervision, features=WIDTHS, strides=None, n_conv=2, n_conv_decoder=2, kernel=3):
+def build(spec):
+    return PlainConvUNet(spec.dims, spec.shape[1], spec.classes, spec.features, spec.strides)
+
+
+def forward_flops(spec, deep_supervision, n_conv=2, n_conv_decoder=2, kernel=3):
     """Analytic conv FLOPs of one forward pass, exactly as forward_flops in vs_pytorch.rs."""
-    strides = strides or [1] + [2] * (len(features) - 1)
+    dims, shape, features, strides = spec.dims, spec.shape, spec.features, spec.strides
     batch, in_channels, spatial = shape[0], shape[1], list(shape[2:])
     k = kernel**dims
     flops = 0.0
     sizes = []
     c_in = in_channels
     for stage, f in enumerate(features):
-        spatial = [s // strides[stage] for s in spatial]
+        spatial = [s // stride for s, stride in zip(spatial, strides[stage])]
         voxels = prod(spatial)
         for conv in range(n_conv):
             flops += 2.0 * (c_in if conv == 0 else f) * f * k * voxels
@@ -149,12 +165,12 @@ def forward_flops(dims, shape, deep_supervision, features=WIDTHS, strides=None, 
     n = len(features)
     for level in range(n - 1):
         below, skip = features[n - 1 - level], features[n - 2 - level]
-        flops += 2.0 * below * skip * strides[n - 1 - level] ** dims * sizes[n - 1 - level]
+        flops += 2.0 * below * skip * prod(strides[n - 1 - level]) * sizes[n - 1 - level]
         voxels = sizes[n - 2 - level]
         for conv in range(n_conv_decoder):
             flops += 2.0 * (2 * skip if conv == 0 else skip) * skip * k * voxels
         if deep_supervision or level == n - 2:
-            flops += 2.0 * skip * CLASSES * voxels
+            flops += 2.0 * skip * spec.classes * voxels
     return flops * batch
 
 
@@ -232,29 +248,30 @@ def measure(run, runs, warmup):
     return statistics.median(times), min(times), len(times)
 
 
-def inference(dims, shape, args):
-    model = build(dims).eval()
+def inference(spec, args):
+    model = build(spec).eval()
     model.deep_supervision = False
     params = sum(p.numel() for p in model.parameters())
-    x = torch.randn(shape)
+    x = torch.randn(spec.shape)
 
     def run():
         with torch.inference_mode():
             outputs = model(x)
-        assert len(outputs) == 1 and outputs[0].shape[1] == CLASSES
+        assert len(outputs) == 1 and outputs[0].shape[1] == spec.classes
 
-    return measure(run, args.runs, args.warmup), forward_flops(dims, shape, False) / 1e9, params
+    return measure(run, args.runs, args.warmup), forward_flops(spec, False) / 1e9, params
 
 
-def training_step(dims, shape, args):
-    model = build(dims).train()
+def training_step(spec, args):
+    shape = spec.shape
+    model = build(spec).train()
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.SGD(
         model.parameters(), lr=LEARNING_RATE, momentum=0.99, nesterov=True, weight_decay=WEIGHT_DECAY
     )
     weights = deep_supervision_weights(len(model.decoder))
     x = torch.randn(shape)
-    target = torch.randint(0, CLASSES, (shape[0], 1) + tuple(shape[2:]))
+    target = torch.randint(0, spec.classes, (shape[0], 1) + tuple(shape[2:]))
 
     def run():
         optimizer.zero_grad(set_to_none=True)
@@ -262,7 +279,7 @@ def training_step(dims, shape, args):
         loss.backward()
         optimizer.step()
 
-    return measure(run, args.runs, args.warmup), 3 * forward_flops(dims, shape, True) / 1e9, params
+    return measure(run, args.runs, args.warmup), 3 * forward_flops(spec, True) / 1e9, params
 
 
 def matmul(args):
@@ -307,11 +324,14 @@ def main():
         f"mkldnn={torch.backends.mkldnn.is_available()}",
         file=sys.stderr,
     )
+    stage2 = Spec(3, STAGE2_SHAPE, STAGE2_WIDTHS, STAGE2_STRIDES, STAGE2_CLASSES)
     workloads = {
-        "infer2d": lambda: inference(2, SHAPE_2D, args),
-        "infer3d": lambda: inference(3, SHAPE_3D, args),
-        "train2d": lambda: training_step(2, SHAPE_2D, args),
-        "train3d": lambda: training_step(3, SHAPE_3D, args),
+        "infer2d": lambda: inference(Spec(2, SHAPE_2D), args),
+        "infer3d": lambda: inference(Spec(3, SHAPE_3D), args),
+        "train2d": lambda: training_step(Spec(2, SHAPE_2D), args),
+        "train3d": lambda: training_step(Spec(3, SHAPE_3D), args),
+        "infer3d_s2": lambda: inference(stage2, args),
+        "train3d_s2": lambda: training_step(stage2, args),
         "matmul": lambda: matmul(args),
     }
     for name in [args.only] if args.only else WORKLOADS:

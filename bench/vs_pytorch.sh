@@ -10,7 +10,7 @@
 #    alternating sides, after waiting for the machine to be idle, and again when other processes
 #    took CPU during the run (see step 3);
 # 4. prints the table (bench/vs_pytorch_table.py). The last line is
-#    `ratios infer2d=A infer3d=B train2d=C train3d=D` (spineseg time / PyTorch time).
+#    `ratios infer2d=A infer3d=B train2d=C train3d=D infer3d_s2=E train3d_s2=F` (spineseg time / PyTorch time).
 #
 # PyTorch comes from PyPI (the only Python index reachable here), whose Linux x86_64 torch wheel is
 # a CUDA build. Installed the plain way it pulls about 3.0 GB of wheels (triton, cuSOLVER, ...).
@@ -110,7 +110,7 @@ TORCH_INFO="$("$PY" -W ignore -c 'import torch; print(torch.__version__)' 2>/dev
 # CPU other processes took during the kept runs and warns when it is too much.
 RESULTS="$(mktemp -d "${TMPDIR:-/tmp}/vs_pytorch.XXXXXX")"
 trap 'rm -rf "$RESULTS"' EXIT
-WORKLOADS=(infer2d infer3d train2d train3d matmul)
+WORKLOADS=(infer2d infer3d train2d train3d infer3d_s2 train3d_s2 matmul)
 CLK_TCK="$(getconf CLK_TCK)"
 QUIET_WAIT_S="${QUIET_WAIT_S:-30}"
 

@@ -6,7 +6,7 @@ RESULTS.jsonl holds the lines printed by crates/train/examples/vs_pytorch.rs ("s
 "spineseg") and bench/pytorch_unet.py ("side": "pytorch"), one workload per process. Fails
 (exit 1) when a workload is missing or the two sides disagree on the parameter count or the
 analytic FLOP count, i.e. when they did not measure the same network. The last line printed is
-`ratios infer2d=A infer3d=B train2d=C train3d=D` (spineseg time / PyTorch time).
+`ratios infer2d=A infer3d=B train2d=C train3d=D infer3d_s2=E train3d_s2=F` (spineseg time / PyTorch time).
 
 Standard library only, so any Python 3 runs it.
 """
@@ -14,7 +14,7 @@ Standard library only, so any Python 3 runs it.
 import json
 import sys
 
-NETWORK_WORKLOADS = ["infer2d", "infer3d", "train2d", "train3d"]
+NETWORK_WORKLOADS = ["infer2d", "infer3d", "train2d", "train3d", "infer3d_s2", "train3d_s2"]
 SIDES = ["spineseg", "pytorch"]
 # Above this, a run was disturbed by other processes (bench/vs_pytorch.sh retries such runs).
 BUSY_CORES = 0.25
@@ -121,7 +121,8 @@ def main():
     first = results[("spineseg", NETWORK_WORKLOADS[0])]
     print(
         f"median of {first['runs']} runs each; parameters 2D {first['params']}, "
-        f"3D {results[('spineseg', 'infer3d')]['params']} (equal on both sides); "
+        f"3D {results[('spineseg', 'infer3d')]['params']}, "
+        f"stage-2 3D {results[('spineseg', 'infer3d_s2')]['params']} (equal on both sides); "
         f"GFLOP per run (convolutions, a training step counted as 3 forwards): "
         + ", ".join(f"{w} {results[('spineseg', w)]['gflop']:.1f}" for w in NETWORK_WORKLOADS)
     )

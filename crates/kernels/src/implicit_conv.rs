@@ -186,10 +186,11 @@ pub fn conv_forward_implicit(x: &[f32], weight: &[f32], bias: Option<&[f32]>, ge
 /// and output gradient `dy`.
 ///
 /// Per band of output rows (as the forward), `dy` is laid out on the padded grid, position-major
-/// (`[m, out]`, zero at the thrown-away positions), and each tap is one gemm
+/// (`[m, out]`, zero at the thrown-away positions), and each tap is a product
 /// `dW_tap (out x in) += dY (out x m) * Xpad[q0 + offset ..]^T (m x in)`, both operands read in
-/// place (out-channel and position contiguous). Each thread sums its bands into its own buffer;
-/// the buffers are added at the end.
+/// place (out-channel and position contiguous); the `kw` taps along w share one gemm of
+/// `kw * out` rows (dY shifted by one position per tap). Each thread sums its bands into its own
+/// buffer; the buffers are added at the end.
 ///
 /// # Panics
 ///
@@ -205,50 +206,57 @@ pub fn conv_weight_gradient_implicit(x: &[f32], dy: &[f32], geo: &ConvGeometry) 
     assert_eq!(dy.len(), geo.batch * out_size, "conv backward: output gradient size");
     let grid = PaddedGrid::new(geo);
     let [_, hp, wp] = grid.dims;
-    let [_, kh, kw] = geo.kernel;
-    let tap_offsets: Vec<usize> = (0..taps).map(|t| ((t / (kh * kw)) * hp + (t / kw) % kh) * wp + t % kw).collect();
+    let [kd, kh, kw] = geo.kernel;
     let (out_channels, in_channels) = (geo.out_channels, geo.in_channels);
-    let tap_size = out_channels * in_channels;
+    // The taps along w are one gemm: its rows are (tap along w, out channel), `kw * out` of them,
+    // so that gemm's vectorised dimension is not just the 16 or 32 output channels.
+    let rows = kw * out_channels;
+    let group_size = rows * in_channels;
+    let groups = kd * kh;
+    let group_offsets: Vec<usize> = (0..groups).map(|g| ((g / kh) * hp + g % kh) * wp).collect();
 
     let rows_per_band = (TARGET_POSITIONS / wp).clamp(1, oh);
     let bands = oh.div_ceil(rows_per_band);
-    // Per tap, column-major `out x in` (the layout gemm accumulates into without transposing).
-    let mut by_tap = vec![0.0f32; taps * tap_size];
+    // Per (kd, kh) group, column-major `(kw * out) x in`.
+    let mut by_group = vec![0.0f32; groups * group_size];
     for b in 0..geo.batch {
         let padded = grid.fill(&x[b * in_size..(b + 1) * in_size], geo);
         let dyb = &dy[b * out_size..(b + 1) * out_size];
         let summed = (0..od * bands)
             .into_par_iter()
             .fold(
-                || (vec![0.0f32; taps * tap_size], Vec::new()),
+                || (vec![0.0f32; groups * group_size], Vec::new()),
                 |(mut acc, mut dy_tile): (Vec<f32>, Vec<f32>), task| {
                     let (z, band) = (task / bands, task % bands);
                     let y0 = band * rows_per_band;
-                    let rows = rows_per_band.min(oh - y0);
-                    let m = (rows * wp).next_multiple_of(M_MULTIPLE);
+                    let band_rows = rows_per_band.min(oh - y0);
+                    let m = (band_rows * wp).next_multiple_of(M_MULTIPLE);
                     let q0 = (z * hp + y0) * wp;
+                    // dY on the padded grid, position-major, with kw - 1 zero positions before and
+                    // after: position q at (q + kw - 1) * out. Row (kw - 1 - e, o) of the lhs at
+                    // position p is then dY[p - e, o]: tap e's product, shifted into one sum.
                     dy_tile.clear();
-                    dy_tile.resize(m * out_channels, 0.0);
+                    dy_tile.resize((m + 2 * (kw - 1)) * out_channels, 0.0);
                     for o in 0..out_channels {
-                        for r in 0..rows {
+                        for r in 0..band_rows {
                             let src = &dyb[o * out_voxels + (z * oh + y0 + r) * ow..][..ow];
                             for (x, &v) in src.iter().enumerate() {
-                                dy_tile[(r * wp + x) * out_channels + o] = v;
+                                dy_tile[(r * wp + x + kw - 1) * out_channels + o] = v;
                             }
                         }
                     }
-                    for (t, &offset) in tap_offsets.iter().enumerate() {
-                        let dst = &mut acc[t * tap_size..(t + 1) * tap_size];
-                        // SAFETY: dst is this thread's own out x in block (column-major); the
-                        // shifted input stays inside each channel thanks to the grid's slack
-                        // (gemm_raw checks the operand bounds).
+                    for (g, &offset) in group_offsets.iter().enumerate() {
+                        let dst = &mut acc[g * group_size..(g + 1) * group_size];
+                        // SAFETY: dst is this thread's own block (column-major); the shifted
+                        // input stays inside each channel thanks to the grid's slack (gemm_raw
+                        // checks the operand bounds).
                         unsafe {
                             gemm_raw(
-                                out_channels,
+                                rows,
                                 in_channels,
-                                m,
+                                m + kw - 1,
                                 dst.as_mut_ptr(),
-                                (1, out_channels),
+                                (1, rows),
                                 true,
                                 &dy_tile,
                                 (1, out_channels),
@@ -263,19 +271,22 @@ pub fn conv_weight_gradient_implicit(x: &[f32], dy: &[f32], geo: &ConvGeometry) 
             )
             .map(|(acc, _)| acc)
             .reduce(
-                || vec![0.0f32; taps * tap_size],
+                || vec![0.0f32; groups * group_size],
                 |mut a, b| {
                     a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
                     a
                 },
             );
-        by_tap.iter_mut().zip(&summed).for_each(|(a, b)| *a += b);
+        by_group.iter_mut().zip(&summed).for_each(|(a, b)| *a += b);
     }
-    let mut dw = vec![0.0f32; taps * tap_size];
-    for t in 0..taps {
-        for c in 0..in_channels {
-            for o in 0..out_channels {
-                dw[(o * in_channels + c) * taps + t] = by_tap[t * tap_size + c * out_channels + o];
+    let mut dw = vec![0.0f32; taps * out_channels * in_channels];
+    for g in 0..groups {
+        for e in 0..kw {
+            for c in 0..in_channels {
+                for o in 0..out_channels {
+                    dw[(o * in_channels + c) * taps + g * kw + e] =
+                        by_group[g * group_size + c * rows + (kw - 1 - e) * out_channels + o];
+                }
             }
         }
     }

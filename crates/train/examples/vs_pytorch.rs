@@ -13,6 +13,11 @@
 //! - `infer3d`: forward of batch 2 x 1 x 64 x 64 x 32, full-resolution output only;
 //! - `train2d`, `train3d`: forward with deep supervision, nnU-Net's Dice + CE over the outputs,
 //!   backward and one nnU-Net SGD step (lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5);
+//! - `infer3d_s2`, `train3d_s2`: the same at the shapes of SSHSNet's stage-2 3D U-Net on the
+//!   lumbar 3D plan (1.5 mm isotropic, patch 24 x 64 x 80, batch 2): 5 stages of 16-32-64-128-256
+//!   channels, strides 1, 2, 2, (1, 2, 2), (1, 2, 2), 22 input channels (the image and the
+//!   stage-1 probabilities of 21 classes), 21 classes (the hybrid's frozen 2D networks and the
+//!   tri-attention are not part of it);
 //! - `matmul`: a 2048 x 2048 by 2048 x 2048 f32 matmul, the ceiling the device reaches on plain
 //!   gemm.
 //!
@@ -39,7 +44,10 @@ const SHAPE_2D: [usize; 4] = [4, 1, 256, 256];
 const SHAPE_3D: [usize; 5] = [2, 1, 64, 64, 32];
 const LEARNING_RATE: f64 = 1e-2;
 const WEIGHT_DECAY: f32 = 3e-5;
-const WORKLOADS: [&str; 5] = ["infer2d", "infer3d", "train2d", "train3d", "matmul"];
+const STAGE2_CLASSES: usize = 21;
+const STAGE2_WIDTHS: [usize; 5] = [16, 32, 64, 128, 256];
+const STAGE2_SHAPE: [usize; 5] = [2, 1 + STAGE2_CLASSES, 24, 64, 80];
+const WORKLOADS: [&str; 7] = ["infer2d", "infer3d", "train2d", "train3d", "infer3d_s2", "train3d_s2", "matmul"];
 
 /// Command-line options.
 struct Options {
@@ -49,8 +57,8 @@ struct Options {
     matmul_size: usize,
 }
 
-const USAGE: &str = "usage: vs_pytorch [--only infer2d|infer3d|train2d|train3d|matmul] [--runs N] [--warmup N] \
-                     [--matmul-size N]";
+const USAGE: &str = "usage: vs_pytorch [--only infer2d|infer3d|train2d|train3d|infer3d_s2|train3d_s2|matmul] \
+                     [--runs N] [--warmup N] [--matmul-size N]";
 
 fn parse_options() -> Result<Options, String> {
     let mut options = Options { only: None, runs: 10, warmup: 2, matmul_size: 2048 };
@@ -108,6 +116,12 @@ fn config(spatial_dims: SpatialDims) -> PlainConvUNetConfig {
     let mut strides = vec![vec![1; axes]];
     strides.extend(std::iter::repeat_n(vec![2; axes], WIDTHS.len() - 1));
     PlainConvUNetConfig::new(spatial_dims, 1, CLASSES, WIDTHS.to_vec(), strides)
+}
+
+/// The stage-2 3D U-Net of SSHSNet on the lumbar 3D plan (see the module documentation).
+fn stage2_config() -> PlainConvUNetConfig {
+    let strides = vec![vec![1, 1, 1], vec![2, 2, 2], vec![2, 2, 2], vec![1, 2, 2], vec![1, 2, 2]];
+    PlainConvUNetConfig::new(SpatialDims::D3, STAGE2_SHAPE[1], STAGE2_CLASSES, STAGE2_WIDTHS.to_vec(), strides)
 }
 
 /// Analytic multiply-add FLOPs (2 per multiply-add) of one forward pass of the network on a
@@ -170,11 +184,10 @@ struct Report {
 fn inference<const D: usize>(
     options: &Options,
     workload: &'static str,
-    spatial_dims: SpatialDims,
+    config: PlainConvUNetConfig,
     shape: [usize; D],
 ) -> Report {
     let device = Device::flex();
-    let config = config(spatial_dims);
     let model = config.init(&device).with_deep_supervision(false);
     let params = model.num_params();
     let x = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -189,11 +202,10 @@ fn inference<const D: usize>(
 fn training_step<const D: usize>(
     options: &Options,
     workload: &'static str,
-    spatial_dims: SpatialDims,
+    config: PlainConvUNetConfig,
     shape: [usize; D],
 ) -> Report {
     let device = Device::flex().autodiff();
-    let config = config(spatial_dims);
     let mut model = Some(config.init(&device));
     let network = model.as_ref().expect("the model was just built");
     let params = network.num_params();
@@ -203,7 +215,7 @@ fn training_step<const D: usize>(
     let mut target_shape = shape;
     target_shape[1] = 1;
     let target: Tensor<D, Int> =
-        Tensor::<D>::random(target_shape, Distribution::Uniform(0.0, CLASSES as f64), &device).int();
+        Tensor::<D>::random(target_shape, Distribution::Uniform(0.0, config.num_classes as f64), &device).int();
     let timing = measure(options, || {
         let current = model.take().expect("the model is put back after each step");
         let value = loss.forward(current.forward(x.clone()), target.clone(), None);
@@ -263,10 +275,12 @@ fn main() {
     };
     for workload in selected {
         let report = match workload {
-            "infer2d" => inference(&options, "infer2d", SpatialDims::D2, SHAPE_2D),
-            "infer3d" => inference(&options, "infer3d", SpatialDims::D3, SHAPE_3D),
-            "train2d" => training_step(&options, "train2d", SpatialDims::D2, SHAPE_2D),
-            "train3d" => training_step(&options, "train3d", SpatialDims::D3, SHAPE_3D),
+            "infer2d" => inference(&options, "infer2d", config(SpatialDims::D2), SHAPE_2D),
+            "infer3d" => inference(&options, "infer3d", config(SpatialDims::D3), SHAPE_3D),
+            "train2d" => training_step(&options, "train2d", config(SpatialDims::D2), SHAPE_2D),
+            "train3d" => training_step(&options, "train3d", config(SpatialDims::D3), SHAPE_3D),
+            "infer3d_s2" => inference(&options, "infer3d_s2", stage2_config(), STAGE2_SHAPE),
+            "train3d_s2" => training_step(&options, "train3d_s2", stage2_config(), STAGE2_SHAPE),
             "matmul" => matmul(&options),
             other => unreachable!("workload {other} was checked while parsing"),
         };
