@@ -11,6 +11,7 @@ use spineseg_anatomy::StructureId;
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_preprocessing::preprocess::{revert_to_original, PreprocessedCase};
 use spineseg_io::{Label, Volume};
+use std::borrow::Cow;
 
 /// Options of [`predict_case`].
 #[derive(Debug, Clone)]
@@ -29,6 +30,12 @@ pub struct PredictOptions {
     /// before the largest-component step; `None` (the default of [`PredictOptions::for_plan`]):
     /// the network's own labels. `spineseg predict` turns it on for models with level classes.
     pub level_assignment: Option<LevelOptions>,
+    /// 2D models: predict every slice in one window covering the whole slice, padded up to a
+    /// multiple of `Some(divisor)` (the network's size divisor per in-plane axis), instead of
+    /// the plan's overlapping patches (nnU-Net's way, the default `None`). Fewer network
+    /// FLOPs on large fields of view (a 254 x 254 slice: one 256 x 256 window instead of nine
+    /// 160 x 160 ones), but the network then sees a larger field than in training.
+    pub whole_slice: Option<Vec<usize>>,
 }
 
 /// A case's segmentation and, when level assignment ran, its report.
@@ -47,8 +54,27 @@ impl PredictOptions {
             largest_component: None,
             keep_structures: None,
             level_assignment: None,
+            whole_slice: None,
         })
     }
+}
+
+/// The sliding-window options for `images`: the plan's, or with [`PredictOptions::whole_slice`]
+/// one window per slice (no Gaussian weighting: a lone window's weights cancel anyway).
+fn window_options<'a>(images: &[Volume<f32>], options: &'a PredictOptions) -> Result<Cow<'a, SlidingWindowOptions>> {
+    let Some(divisor) = &options.whole_slice else { return Ok(Cow::Borrowed(&options.sliding_window)) };
+    if options.sliding_window.patch_size.len() != 2 || divisor.len() != 2 || divisor.contains(&0) {
+        return Err(InferError::InvalidOptions(format!(
+            "whole-slice windows are for 2D models (patch {:?}, size divisor {divisor:?})",
+            options.sliding_window.patch_size
+        )));
+    }
+    let Some(first) = images.first() else { return Err(InferError::InvalidInput("no image channels".into())) };
+    let [_, nj, nk] = first.shape();
+    let mut whole = options.sliding_window.clone();
+    whole.patch_size = vec![nj.next_multiple_of(divisor[0]), nk.next_multiple_of(divisor[1])];
+    whole.use_gaussian = false;
+    Ok(Cow::Owned(whole))
 }
 
 /// Segments preprocessed `images` (class indices on their grid): sliding window, arg max,
@@ -59,7 +85,7 @@ pub fn segment_preprocessed<P: PatchPredictor + ?Sized>(
     predictor: &mut P,
     options: &PredictOptions,
 ) -> Result<Volume<u8>> {
-    let mut seg = predict_sliding_window_argmax(images, predictor, &options.sliding_window)?;
+    let mut seg = predict_sliding_window_argmax(images, predictor, &*window_options(images, options)?)?;
     if let Some(connectivity) = options.largest_component {
         keep_largest_component_per_class(&mut seg, connectivity, None);
     }
@@ -79,7 +105,7 @@ pub fn segment_preprocessed_with_levels<P: PatchPredictor + ?Sized>(
     let Some(level_options) = &options.level_assignment else {
         return Ok((segment_preprocessed(images, predictor, options)?, None));
     };
-    let mut scores = predict_sliding_window(images, predictor, &options.sliding_window)?;
+    let mut scores = predict_sliding_window(images, predictor, &*window_options(images, options)?)?;
     let mut seg = scores.argmax();
     scores.softmax_in_place();
     let report = assign_levels(&mut seg, &scores, classes, level_options)?;

@@ -107,6 +107,7 @@ fn prediction_overlays_the_rotated_anisotropic_input_exactly() {
                 largest_component: None,
                 keep_structures: None,
                 level_assignment: None,
+                whole_slice: None,
             };
             let predicted = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &options).unwrap();
             assert_eq!(predicted.shape(), labels.shape());
@@ -148,7 +149,35 @@ fn mismatched_predictor_or_patch_is_rejected() {
     let mut wrong_classes = predictor_fn(2, |_x: &[f32], _s: &[usize]| Ok(vec![]));
     let err = predict_case(&pre, &plan, &mut wrong_classes, &options).unwrap_err().to_string();
     assert!(err.contains("2 classes") && err.contains("oblique"), "{err}");
-    let three_d = PredictOptions { sliding_window: SlidingWindowOptions::new(vec![4, 4, 4]), largest_component: None, keep_structures: None, level_assignment: None };
+    let three_d = PredictOptions { sliding_window: SlidingWindowOptions::new(vec![4, 4, 4]), largest_component: None, keep_structures: None, level_assignment: None, whole_slice: None };
     let err = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &three_d).unwrap_err().to_string();
     assert!(err.contains("2d"), "{err}");
+}
+
+#[test]
+fn whole_slice_windows_cover_each_slice_once_and_overlay_the_input() {
+    let (case, labels) = oblique_case(false);
+    let plan = identity_plan(&case);
+    let pre = preprocess_case(&case, &plan, ConfigurationName::TwoD).unwrap();
+    let [ni, nj, nk] = pre.images[0].shape();
+    let mut options = PredictOptions::for_plan(&plan, ConfigurationName::TwoD).unwrap();
+    options.sliding_window = SlidingWindowOptions::new(vec![4, 4]).with_mirror_axes(vec![]).with_batch_size(1);
+    options.whole_slice = Some(vec![8, 16]);
+    // Every call is one whole slice, padded up to the divisor: ni calls in all.
+    let mut inner = one_hot_of_label_channel(&plan);
+    let mut shapes = Vec::new();
+    let mut counting = predictor_fn(plan.num_classes(), |x: &[f32], shape: &[usize]| {
+        shapes.push(shape.to_vec());
+        inner.predict(x, shape)
+    });
+    let predicted = predict_case(&pre, &plan, &mut counting, &options).unwrap();
+    assert_eq!(shapes.len(), ni, "{shapes:?}");
+    let expected = [nj.next_multiple_of(8), nk.next_multiple_of(16)];
+    assert!(shapes.iter().all(|s| s[2..] == expected), "{shapes:?} vs {expected:?}");
+    assert_eq!(predicted.data(), labels.data(), "the prediction should overlay the input exactly");
+    // A 3D patch has no slices to cover.
+    let mut three_d = options.clone();
+    three_d.sliding_window = SlidingWindowOptions::new(vec![4, 4, 4]);
+    let err = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &three_d).unwrap_err().to_string();
+    assert!(err.contains("2D") || err.contains("2d"), "{err}");
 }

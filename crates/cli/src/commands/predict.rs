@@ -37,6 +37,7 @@ use spineseg_infer::workflow::{
 };
 use spineseg_infer::{Connectivity, LevelAssignment, ModelFolder};
 use spineseg_io::{read_image, Label, Volume};
+use spineseg_preprocessing::plan::ConfigurationName;
 use spineseg_metrics::structures::{
     case_structures, format_case, format_case_line, write_structures_csv, CaseStructures, LevelVerdict,
 };
@@ -102,6 +103,12 @@ pub struct PredictArgs {
     /// with every structure coloured and named, and the level count's confidence above it.
     #[arg(long, value_name = "DIR")]
     pub preview: Option<PathBuf>,
+    /// 2D models: predict each slice in one window covering the whole slice instead of the
+    /// plan's overlapping patches (nnU-Net's way, the default). Faster on large fields of view
+    /// (a 381 x 381 mm slice: one window instead of nine); the network then sees a larger field
+    /// than in training (accuracy of both in docs/BENCHMARKS.md, "Whole-volume latency").
+    #[arg(long)]
+    pub whole_slice: bool,
     /// Print, per case, where its wall time went (read, preprocess, network, postprocess,
     /// write) and the process's peak memory so far.
     #[arg(long)]
@@ -117,6 +124,12 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
     options.sliding_window.batch_size = args.batch_size;
     if args.disable_tta {
         options.sliding_window.mirror_axes.clear();
+    }
+    if args.whole_slice {
+        if model.configuration() != ConfigurationName::TwoD {
+            bail!("--whole-slice is for 2D models; {} is a {} model", args.model.display(), model.configuration());
+        }
+        options.whole_slice = Some(model.manifest.network.size_divisor());
     }
     if args.largest_component {
         options.largest_component = Some(Connectivity::Corners);
