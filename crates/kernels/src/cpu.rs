@@ -11,8 +11,6 @@
 
 use rayon::prelude::*;
 
-use crate::implicit_conv;
-
 /// Shapes and hyper-parameters of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -294,19 +292,9 @@ pub fn col2im_tile_add(col: &[f32], geo: &ConvGeometry, start: usize, len: usize
     }
 }
 
-/// Forward convolution. `x`: `[batch, in, d, h, w]`, `weight`: `[out, in, kd, kh, kw]`, `bias`:
-/// `[out]`; returns `[batch, out, od, oh, ow]`. Stride-1 convolutions with enough input channels
-/// run without a column matrix ([`crate::implicit_conv`]), the others by im2col + gemm.
-pub fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, geo: &ConvGeometry) -> Vec<f32> {
-    if implicit_conv::applies(geo) {
-        implicit_conv::conv_forward_implicit(x, weight, bias, geo)
-    } else {
-        conv_forward_im2col(x, weight, bias, geo)
-    }
-}
-
 /// Forward convolution by im2col: `y[b] = W (out x in*K) * col(x[b]) + bias`, tile by tile, the
-/// (batch item, tile) pairs spread over the thread pool. Shapes as [`conv_forward`].
+/// (batch item, tile) pairs spread over the thread pool. `x`: `[batch, in, d, h, w]`, `weight`:
+/// `[out, in, kd, kh, kw]`, `bias`: `[out]`; returns `[batch, out, od, oh, ow]`.
 pub fn conv_forward_im2col(x: &[f32], weight: &[f32], bias: Option<&[f32]>, geo: &ConvGeometry) -> Vec<f32> {
     let in_voxels = geo.input_voxels();
     let in_size = geo.in_channels * in_voxels;
@@ -373,31 +361,10 @@ pub struct ConvGrads {
     pub bias: Option<Vec<f32>>,
 }
 
-/// Backward pass of [`conv_forward`] for the output gradient `dy` (`[batch, out, od, oh, ow]`).
-/// Only the gradients asked for (`want` = input, weight, bias) are computed. The input gradient
-/// and weight gradients of a stride-1 convolution run without a column matrix
-/// ([`crate::implicit_conv`]).
-pub fn conv_backward(x: &[f32], weight: &[f32], dy: &[f32], geo: &ConvGeometry, want: [bool; 3]) -> ConvGrads {
-    let [want_input, want_weight, want_bias] = want;
-    let implicit_input = want_input && implicit_conv::applies_to_input_gradient(geo);
-    let implicit_weight = want_weight && implicit_conv::applies(geo);
-    let rest = [want_input && !implicit_input, want_weight && !implicit_weight, want_bias];
-    let mut grads = if rest.iter().any(|&w| w) {
-        conv_backward_im2col(x, weight, dy, geo, rest)
-    } else {
-        ConvGrads { input: None, weight: None, bias: None }
-    };
-    if implicit_input {
-        grads.input = Some(implicit_conv::conv_input_gradient_implicit(weight, dy, geo));
-    }
-    if implicit_weight {
-        grads.weight = Some(implicit_conv::conv_weight_gradient_implicit(x, dy, geo));
-    }
-    grads
-}
-
-/// [`conv_backward`] by im2col: the weight gradient one gemm per tile against its column matrix,
-/// the input gradient one gemm per tile and a col2im scatter.
+/// Backward pass of [`conv_forward_im2col`] for the output gradient `dy`
+/// (`[batch, out, od, oh, ow]`), by im2col: the weight gradient one gemm per tile against its
+/// column matrix, the input gradient one gemm per tile and a col2im scatter. Only the gradients
+/// asked for (`want` = input, weight, bias) are computed.
 pub fn conv_backward_im2col(x: &[f32], weight: &[f32], dy: &[f32], geo: &ConvGeometry, want: [bool; 3]) -> ConvGrads {
     let [want_input, want_weight, want_bias] = want;
     let in_voxels = geo.input_voxels();

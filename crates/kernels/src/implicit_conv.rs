@@ -103,7 +103,7 @@ fn taps_major(weight: &[f32], out_channels: usize, in_channels: usize, taps: usi
 }
 
 /// Forward convolution with stride 1 (any padding), the same result as
-/// [`crate::cpu::conv_forward`] up to f32 rounding (sums run in another order).
+/// [`crate::cpu::conv_forward_im2col`] up to f32 rounding (sums run in another order).
 ///
 /// # Panics
 ///

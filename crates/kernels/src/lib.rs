@@ -18,6 +18,7 @@
 //! Invariant: each operation equals burn's reference composition (forward and gradients) to f32
 //! rounding; `tests/gradcheck.rs` checks it on random inputs.
 
+pub mod conv_path;
 pub mod cpu;
 pub mod implicit_conv;
 mod ops;

@@ -16,6 +16,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Flex, TensorMetadata};
 use burn::tensor::{Shape, TensorData};
 
+use crate::conv_path;
 use crate::cpu::{self, ConvGeometry, NormStats, UpGeometry};
 
 /// Stride and symmetric padding of a convolution, per spatial axis `[d, h, w]`.
@@ -129,7 +130,7 @@ fn norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, spec: Nor
 impl UNetKernels for Flex {
     fn unet_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, spec: ConvSpec) -> FlexTensor {
         let geo = conv_geometry(&x, &weight, spec);
-        let y = cpu::conv_forward(&values(&x), &values(&weight), Some(&values(&bias)), &geo);
+        let y = conv_path::conv_forward(&values(&x), &values(&weight), Some(&values(&bias)), &geo);
         tensor(y, conv_output_shape(&geo))
     }
 
@@ -165,7 +166,7 @@ impl Backward<Flex, 3> for ConvBackward {
         let (x, weight, geo) = ops.state;
         let parents = ops.parents.map(|p| p.map(|node| node.id));
         let want = parents.map(|p| p.is_some());
-        let g = cpu::conv_backward(&values(&x), &values(&weight), &values(&dy), &geo, want);
+        let g = conv_path::conv_backward(&values(&x), &values(&weight), &values(&dy), &geo, want);
         register(
             grads,
             parents,
