@@ -5,17 +5,22 @@ one line per setting with the mean and the spread (min..max) over its seeds.
     python3 bench/loso_arms.py RUNS NAME=ARM,ARM,ARM NAME=ARM,ARM,ARM ...
 
 Reads RUNS/<arm>/eval/{unseen,val}_levels_off/{metrics.csv,naming.json} (raw network labels:
-the ablation compares networks, not the level-assignment step). Per arm: pooled mean Dice of
+the ablation compares networks, not the level-assignment step); LEVELS=on reads the
+`_levels_on` scores instead (what a user gets, after level assignment). Per arm: pooled mean Dice of
 the bodies and of the discs over the structures each case labels, and the share of bodies named
 at the right level; on the left-out source and on the validation fold (training sources).
 """
 import csv
+import os
 import json
 import math
 import sys
 from pathlib import Path
 
 root = Path(sys.argv[1])
+LEVELS = os.environ.get("LEVELS", "off")
+if LEVELS not in ("on", "off"):
+    sys.exit(f"LEVELS must be on or off, not {LEVELS!r}")
 
 
 def pooled(folder, low, high):
@@ -63,5 +68,5 @@ for spec in sys.argv[2:]:
     arms = arms.split(",")
     cells = []
     for _, group, metric, percent in COLUMNS:
-        cells.append(cell([metric(root / arm / "eval" / f"{group}_levels_off") for arm in arms], percent))
+        cells.append(cell([metric(root / arm / "eval" / f"{group}_levels_{LEVELS}") for arm in arms], percent))
     print(f"| {name} ({len(arms)}) | " + " | ".join(cells) + " |")
