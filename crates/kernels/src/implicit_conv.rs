@@ -12,8 +12,8 @@
 //!
 //! The input gradient of a stride-1 convolution is itself a stride-1 convolution of the output
 //! gradient (kernel flipped, in and out swapped, padding `k - 1 - p`), so it runs here too, with
-//! no col2im scatter; the weight gradient is one gemm per tap between the output gradient and
-//! the same shifted padded input.
+//! no col2im scatter; the weight gradient is one gemm per (kd, kh) tap pair between the output
+//! gradient and the same shifted padded input.
 
 use rayon::prelude::*;
 
@@ -88,6 +88,54 @@ impl PaddedGrid {
     }
 }
 
+/// The work split of both the forward and the weight gradient: a task is a band of rows of one
+/// output plane, at most [`TARGET_POSITIONS`] positions of the padded grid.
+struct Bands {
+    rows_per_band: usize,
+    per_plane: usize,
+    /// Output rows per plane.
+    oh: usize,
+    /// Padded plane size `[Hp, Wp]`.
+    padded: [usize; 2],
+}
+
+/// One task of [`Bands`].
+struct Band {
+    /// Output plane.
+    z: usize,
+    /// First output row.
+    y0: usize,
+    /// Output rows in the band.
+    rows: usize,
+    /// Padded-grid positions of the band, rounded up to [`M_MULTIPLE`] (the extra ones read the
+    /// grid's slack and are dropped).
+    m: usize,
+    /// The band's first position on the padded grid.
+    q0: usize,
+}
+
+impl Bands {
+    fn new(geo: &ConvGeometry, grid: &PaddedGrid) -> Self {
+        let [_, hp, wp] = grid.dims;
+        let oh = geo.output()[1];
+        let rows_per_band = (TARGET_POSITIONS / wp).clamp(1, oh);
+        Bands { rows_per_band, per_plane: oh.div_ceil(rows_per_band), oh, padded: [hp, wp] }
+    }
+
+    /// Tasks over `planes` output planes.
+    fn count(&self, planes: usize) -> usize {
+        planes * self.per_plane
+    }
+
+    fn get(&self, task: usize) -> Band {
+        let [hp, wp] = self.padded;
+        let (z, band) = (task / self.per_plane, task % self.per_plane);
+        let y0 = band * self.rows_per_band;
+        let rows = self.rows_per_band.min(self.oh - y0);
+        Band { z, y0, rows, m: (rows * wp).next_multiple_of(M_MULTIPLE), q0: (z * hp + y0) * wp }
+    }
+}
+
 /// `weight` (`[out, in, taps]`) as `[taps, out, in]`: each tap's `W_tap` with the input channel
 /// contiguous, the layout gemm reads without packing.
 fn taps_major(weight: &[f32], out_channels: usize, in_channels: usize, taps: usize) -> Vec<f32> {
@@ -119,25 +167,16 @@ pub fn conv_forward_implicit(x: &[f32], weight: &[f32], bias: Option<&[f32]>, ge
     let out_size = geo.out_channels * out_voxels;
     let grid = PaddedGrid::new(geo);
     let [_, hp, wp] = grid.dims;
-    let [kd, kh, kw] = geo.kernel;
+    let [_, kh, kw] = geo.kernel;
     let w_taps = taps_major(weight, geo.out_channels, geo.in_channels, taps);
     let tap_offsets: Vec<usize> = (0..taps).map(|t| ((t / (kh * kw)) * hp + (t / kw) % kh) * wp + t % kw).collect();
-    debug_assert_eq!(tap_offsets.len(), kd * kh * kw);
-
-    let rows_per_band = (TARGET_POSITIONS / wp).clamp(1, oh);
-    let bands = oh.div_ceil(rows_per_band);
+    let bands = Bands::new(geo, &grid);
     let mut y = vec![0.0f32; geo.batch * out_size];
     let y_ptr = SharedMut(y.as_mut_ptr());
     for b in 0..geo.batch {
         let padded = grid.fill(&x[b * in_size..(b + 1) * in_size], geo);
-        (0..od * bands).into_par_iter().for_each_init(Vec::new, |tile, task| {
-            let (z, band) = (task / bands, task % bands);
-            let y0 = band * rows_per_band;
-            let rows = rows_per_band.min(oh - y0);
-            // Positions (z, y0.., 0..wp) of the padded grid, rounded up (the extra ones read the
-            // slack and are dropped).
-            let m = (rows * wp).next_multiple_of(M_MULTIPLE);
-            let q0 = (z * hp + y0) * wp;
+        (0..bands.count(od)).into_par_iter().for_each_init(Vec::new, |tile, task| {
+            let Band { z, y0, rows, m, q0 } = bands.get(task);
             tile.resize(m * geo.out_channels, 0.0);
             for (t, &offset) in tap_offsets.iter().enumerate() {
                 let lhs = &padded[q0 + offset..];
@@ -215,23 +254,18 @@ pub fn conv_weight_gradient_implicit(x: &[f32], dy: &[f32], geo: &ConvGeometry) 
     let groups = kd * kh;
     let group_offsets: Vec<usize> = (0..groups).map(|g| ((g / kh) * hp + g % kh) * wp).collect();
 
-    let rows_per_band = (TARGET_POSITIONS / wp).clamp(1, oh);
-    let bands = oh.div_ceil(rows_per_band);
+    let bands = Bands::new(geo, &grid);
     // Per (kd, kh) group, column-major `(kw * out) x in`.
     let mut by_group = vec![0.0f32; groups * group_size];
     for b in 0..geo.batch {
         let padded = grid.fill(&x[b * in_size..(b + 1) * in_size], geo);
         let dyb = &dy[b * out_size..(b + 1) * out_size];
-        let summed = (0..od * bands)
+        let summed = (0..bands.count(od))
             .into_par_iter()
             .fold(
                 || (vec![0.0f32; groups * group_size], Vec::new()),
                 |(mut acc, mut dy_tile): (Vec<f32>, Vec<f32>), task| {
-                    let (z, band) = (task / bands, task % bands);
-                    let y0 = band * rows_per_band;
-                    let band_rows = rows_per_band.min(oh - y0);
-                    let m = (band_rows * wp).next_multiple_of(M_MULTIPLE);
-                    let q0 = (z * hp + y0) * wp;
+                    let Band { z, y0, rows: band_rows, m, q0 } = bands.get(task);
                     // dY on the padded grid, position-major, with kw - 1 zero positions before and
                     // after: position q at (q + kw - 1) * out. Row (kw - 1 - e, o) of the lhs at
                     // position p is then dY[p - e, o]: tap e's product, shifted into one sum.
