@@ -3,5 +3,6 @@
 //! crate's prompts and every data stage can share it.
 
 pub mod ontology;
+pub mod prompts;
 
 pub use ontology::{Level, Ontology, Region, Structure, StructureId, StructureKind};

@@ -372,6 +372,136 @@ fn non_finite_losses_stop_the_run_or_are_skipped_and_non_finite_voxels_are_refus
 }
 
 #[test]
+fn view_prompts_change_only_the_training_text_resume_exactly_and_predict_with_class_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let encoder = dir.path().join("encoder");
+    spineseg_text::write_tiny_test_encoder(&encoder).unwrap();
+    let encoder = encoder.to_str().unwrap();
+    let text = ["--text-guided", "--text-encoder", encoder];
+    let checkpoint = |m: &Path| weights(m, &m.join("training/checkpoint_last/model.bpk"));
+
+    let class_only = dir.path().join("class_only");
+    train(&work, &class_only, &text);
+    // Every sample on per-view prompts: the table is written and training differs.
+    let a = dir.path().join("view_a");
+    let report = train(&work, &a, &[&text[..], &["--view-prompts", "--view-prompt-rate", "1"]].concat());
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    let table = spineseg_infer::model_folder::ViewPromptEmbeddings::load(&a.join("view_prompt_embeddings.json")).unwrap();
+    assert!(table.prompts.iter().all(|p| p.prompt.starts_with("sagittal MRI slice: the ")), "{:?}", table.prompts[0].prompt);
+    let manifest = load_manifest(&a.join("model.json")).unwrap();
+    assert_eq!(manifest.training["method"], "text_guided");
+    assert_ne!(checkpoint(&a), checkpoint(&class_only), "per-view prompts should change the training");
+    // Rate 0: no sample takes a per-view prompt, so the run is the class-prompt run bit for bit
+    // (the prompts are the only thing the option changes).
+    let none = dir.path().join("view_none");
+    train(&work, &none, &[&text[..], &["--view-prompts", "--view-prompt-rate", "0"]].concat());
+    assert_eq!(checkpoint(&none), checkpoint(&class_only));
+
+    // Stopped after epoch 1 and resumed from the checkpoint and the stored table: bit-identical.
+    let b = dir.path().join("view_b");
+    train(&work, &b, &[&text[..], &["--view-prompts", "--view-prompt-rate", "1", "--stop-after-epochs", "1"]].concat());
+    let report = ok(spineseg(&["train", work.to_str().unwrap(), "--out", b.to_str().unwrap(), "--resume", "--quiet"]));
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    assert_eq!(checkpoint(&a), checkpoint(&b), "resumed per-view prompt weights differ");
+
+    // Prediction uses the class prompts in the weights: the table is not needed.
+    let image = dir.path().join("phantom/imagesTr/phantom_000_0000.nii.gz");
+    let with_table = dir.path().join("with_table.nii.gz");
+    ok(spineseg(&["predict", "-i", image.to_str().unwrap(), "-o", with_table.to_str().unwrap(), "-m", a.to_str().unwrap()]));
+    std::fs::remove_file(a.join("view_prompt_embeddings.json")).unwrap();
+    let without = dir.path().join("without_table.nii.gz");
+    ok(spineseg(&["predict", "-i", image.to_str().unwrap(), "-o", without.to_str().unwrap(), "-m", a.to_str().unwrap()]));
+    assert_eq!(spineseg_io::read_labels(&with_table).unwrap().data(), spineseg_io::read_labels(&without).unwrap().data());
+
+    // Per-view prompts are a text-guided option: alone, a usage error.
+    let out = spineseg(&["train", work.to_str().unwrap(), "--out", dir.path().join("bad").to_str().unwrap(), "--view-prompts"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn report_text_is_built_from_gradings_trained_on_resumed_exactly_and_given_at_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work(dir.path());
+    let encoder = dir.path().join("encoder");
+    spineseg_text::write_tiny_test_encoder(&encoder).unwrap();
+    let encoder = encoder.to_str().unwrap();
+
+    // `text reports`: SPIDER cases (ids ending in spider_<patient>) get their gradings as text.
+    let dataset = dir.path().join("dataset");
+    std::fs::create_dir_all(dataset.join("imagesTr")).unwrap();
+    for name in ["merged_spider_7_0000.nii.gz", "merged_spider_8_0000.nii.gz", "other_0000.nii.gz"] {
+        std::fs::write(dataset.join("imagesTr").join(name), b"").unwrap();
+    }
+    let gradings = dir.path().join("gradings.csv");
+    std::fs::write(
+        &gradings,
+        "patient,ivd_label,level,modic,upper_endplate_change,lower_endplate_change,spondylolisthesis,disc_herniation,disc_narrowing,disc_bulging,pfirrmann_grade,level_note\n\
+         7,1,L5S1,0,0,0,0,0,0,0,2,\n7,2,L4L5,0,0,0,0,1,0,1,4,\n",
+    )
+    .unwrap();
+    let built = dir.path().join("built.json");
+    let (g, d, o) = (gradings.to_str().unwrap(), dataset.to_str().unwrap(), built.to_str().unwrap());
+    let report = ok(spineseg(&["text", "reports", "--gradings", g, "--dataset", d, "--out", o]));
+    assert!(report.contains("1 reports of 2 SPIDER cases (3 cases in the dataset)"), "{report}");
+    let built: std::collections::BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(&built).unwrap()).unwrap();
+    let text = &built["merged_spider_7"];
+    assert!(text.starts_with("L4/L5 intervertebral disc: disc herniation") && text.contains("Pfirrmann grade 2."), "{text}");
+
+    // Training with reports for two of the three phantom cases.
+    let reports = dir.path().join("reports.json");
+    std::fs::write(&reports, r#"{"phantom_000": "L4/L5 intervertebral disc: disc herniation, Pfirrmann grade 4.", "phantom_001": "No abnormality."}"#).unwrap();
+    let flags = ["--text-guided", "--text-encoder", encoder, "--reports", reports.to_str().unwrap()];
+    let a = dir.path().join("report_a");
+    let report = train(&work, &a, &flags);
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    let stored = spineseg_infer::model_folder::ReportEmbeddings::load(&a.join("report_embeddings.json")).unwrap();
+    assert_eq!(stored.cases.len(), 2);
+    let manifest = load_manifest(&a.join("model.json")).unwrap();
+    assert!(manifest.network.plain_conv_unet().unwrap().text_guidance.as_ref().unwrap().report, "model.json records the report token");
+    let b = dir.path().join("report_b");
+    train(&work, &b, &[&flags[..], &["--stop-after-epochs", "1"]].concat());
+    ok(spineseg(&["train", work.to_str().unwrap(), "--out", b.to_str().unwrap(), "--resume", "--quiet"]));
+    assert_eq!(
+        weights(&a, &a.join("training/checkpoint_last/model.bpk")),
+        weights(&b, &b.join("training/checkpoint_last/model.bpk")),
+        "resumed report-text weights differ"
+    );
+
+    // Prediction without a report needs no encoder (the "no report" token is in the weights);
+    // with one, the report is embedded first.
+    let image = dir.path().join("phantom/imagesTr/phantom_002_0000.nii.gz");
+    let predict = |model: &Path, out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let args = ["predict", "-i", image.to_str().unwrap(), "-o", out.to_str().unwrap(), "-m", model.to_str().unwrap()];
+        (spineseg(&[&args[..], extra].concat()), out)
+    };
+    let (output, plain) = predict(&a, "plain.nii.gz", &[]);
+    ok(output);
+    let case_report = dir.path().join("case_report.txt");
+    std::fs::write(&case_report, "L5/S1 intervertebral disc: disc narrowing, Pfirrmann grade 5.").unwrap();
+    let (output, with_report) = predict(&a, "with_report.nii.gz", &["--report", case_report.to_str().unwrap(), "--text-encoder", encoder]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    ok(output);
+    assert!(stderr.contains("report: "), "{stderr}");
+    assert_eq!(spineseg_io::read_labels(&plain).unwrap().shape(), spineseg_io::read_labels(&with_report).unwrap().shape());
+
+    // An empty report, or a report for a model trained without reports: exit 1, nothing written.
+    std::fs::write(&case_report, " \n").unwrap();
+    let (output, out) = predict(&a, "empty.nii.gz", &["--report", case_report.to_str().unwrap(), "--text-encoder", encoder]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!out.exists());
+    std::fs::write(&case_report, "No abnormality.").unwrap();
+    let class_only = dir.path().join("class_only");
+    train(&work, &class_only, &["--text-guided", "--text-encoder", encoder]);
+    let (output, out) = predict(&class_only, "no_slot.nii.gz", &["--report", case_report.to_str().unwrap(), "--text-encoder", encoder]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not trained with report text"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
 fn tmca_training_resumes_exactly_and_predicts_without_an_encoder() {
     // TMCA with HASF on the tiny 3-stage network (decoder levels 0 and 1).
     let dir = tempfile::tempdir().unwrap();

@@ -43,6 +43,15 @@ pub use spineseg_preprocessing::plan::{LABELS_FILE, PLAN_FILE};
 pub const WEIGHTS_FILE: &str = "weights.bpk";
 /// Optional: class prompts and their embeddings (`spineseg text cache`).
 pub const PROMPT_EMBEDDINGS_FILE: &str = "prompt_embeddings.json";
+/// The report texts of a text-guided model trained with reports ([`ReportEmbeddings`]); training
+/// reads it (also on resume), prediction never does.
+pub const REPORT_EMBEDDINGS_FILE: &str = "report_embeddings.json";
+/// The sentence a case without a report gets as its report (embedded like any report; its
+/// embedding travels in the weights, so prediction without a report needs no encoder).
+pub const NULL_REPORT_TEXT: &str = "No radiology report is available for this scan.";
+/// The per-view prompt table of a text-guided model trained with per-view prompts
+/// ([`ViewPromptEmbeddings`]); training reads it (also on resume), prediction never does.
+pub const VIEW_PROMPT_EMBEDDINGS_FILE: &str = "view_prompt_embeddings.json";
 
 /// `model.json`.
 ///
@@ -170,6 +179,100 @@ impl PromptEmbeddings {
     /// The embeddings as a row-major `[classes, dim]` matrix.
     pub fn matrix(&self) -> (Vec<f32>, [usize; 2]) {
         (self.classes.iter().flat_map(|c| c.embedding.iter().copied()).collect(), [self.classes.len(), self.dim])
+    }
+
+    /// Writes the file atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+}
+
+/// `view_prompt_embeddings.json`: every per-view prompt (ATM-Net's annotation-derived prompts)
+/// a text-guided model's classes can get in training, embedded once with the encoder, so that a
+/// training step looks its prompts up instead of running the encoder. Only training reads it;
+/// prediction uses the class prompts of [`PromptEmbeddings`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewPromptEmbeddings {
+    /// Name of the encoder folder.
+    pub encoder: Option<String>,
+    /// Embedding size.
+    pub dim: usize,
+    pub prompts: Vec<ViewPrompt>,
+}
+
+/// One prompt of [`ViewPromptEmbeddings`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewPrompt {
+    /// The structure it describes (ontology id).
+    pub structure_id: Label,
+    pub prompt: String,
+    pub embedding: Vec<f32>,
+}
+
+impl ViewPromptEmbeddings {
+    /// Reads the file and checks that every embedding is `dim` finite values and no prompt is
+    /// listed twice.
+    pub fn load(path: &Path) -> Result<ViewPromptEmbeddings> {
+        let table: ViewPromptEmbeddings = read_json(path)?;
+        let mut seen = std::collections::HashSet::new();
+        for (n, entry) in table.prompts.iter().enumerate() {
+            if entry.embedding.len() != table.dim || entry.embedding.iter().any(|v| !v.is_finite()) {
+                return Err(model_err(
+                    path,
+                    format!("prompt {n}: the embedding should hold {} finite values, got {}", table.dim, entry.embedding.len()),
+                ));
+            }
+            if !seen.insert(entry.prompt.as_str()) {
+                return Err(model_err(path, format!("prompt {n} is listed twice: {:?}", entry.prompt)));
+            }
+        }
+        Ok(table)
+    }
+
+    /// Writes the file atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+}
+
+/// `report_embeddings.json`: the free-text report of each training case that has one (issue
+/// 16's report text, e.g. the findings sentences built from SPIDER's gradings) and the "no
+/// report" sentence ([`NULL_REPORT_TEXT`]), each with its sentence embedding, so that training
+/// and its resume need no encoder. Only training reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportEmbeddings {
+    /// Name of the encoder folder.
+    pub encoder: Option<String>,
+    /// Embedding size.
+    pub dim: usize,
+    /// The "no report" sentence and its embedding.
+    pub null_report: ReportText,
+    /// Case id -> its report.
+    pub cases: std::collections::BTreeMap<String, ReportText>,
+}
+
+/// A report and its sentence embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportText {
+    pub text: String,
+    pub embedding: Vec<f32>,
+}
+
+impl ReportEmbeddings {
+    /// Reads the file and checks that every embedding is `dim` finite values.
+    pub fn load(path: &Path) -> Result<ReportEmbeddings> {
+        let reports: ReportEmbeddings = read_json(path)?;
+        let entries = std::iter::once(("the null report", &reports.null_report))
+            .chain(reports.cases.iter().map(|(case, r)| (case.as_str(), r)));
+        for (name, report) in entries {
+            if report.embedding.len() != reports.dim || report.embedding.iter().any(|v| !v.is_finite()) {
+                return Err(model_err(
+                    path,
+                    format!("{name}: the embedding should hold {} finite values, got {}", reports.dim, report.embedding.len()),
+                ));
+            }
+        }
+        Ok(reports)
     }
 
     /// Writes the file atomically.

@@ -63,6 +63,8 @@ pub struct NetworkPredictor {
     device: Device,
     in_channels: usize,
     num_classes: usize,
+    /// A report's embedding for the network's report token (`predict --report`).
+    report: Option<Vec<f32>>,
 }
 
 impl NetworkPredictor {
@@ -72,7 +74,23 @@ impl NetworkPredictor {
         let device = device.without_autodiff();
         let network = network.into().valid().to_device(&device).with_deep_supervision(false);
         let (in_channels, num_classes) = (network.in_channels(), network.num_classes());
-        NetworkPredictor { network, device, in_channels, num_classes }
+        NetworkPredictor { network, device, in_channels, num_classes, report: None }
+    }
+
+    /// Predicts with `embedding` (a report's sentence embedding) in the report token of a
+    /// text-guided network trained with reports, instead of its "no report" token. An error
+    /// when the network has no report token or the size differs from its text size.
+    pub fn with_report(mut self, embedding: Vec<f32>) -> std::result::Result<Self, String> {
+        let fusion = self.network.plain_conv_unet().and_then(|n| n.text_fusion.as_ref());
+        let Some(null_report) = fusion.and_then(|f| f.null_report.as_ref()) else {
+            return Err("the model was not trained with report text (spineseg train --text-guided --reports)".into());
+        };
+        let dim = null_report.val().dims()[1];
+        if embedding.len() != dim {
+            return Err(format!("the report embedding has {} values; the model's text size is {dim}", embedding.len()));
+        }
+        self.report = Some(embedding);
+        Ok(self)
     }
 
     /// A network with fresh (Kaiming) weights from `config` on `device`, seeded with `seed`
@@ -124,7 +142,14 @@ impl NetworkPredictor {
     fn forward<const D: usize>(&self, input: &[f32], shape: &[usize]) -> std::result::Result<Vec<f32>, PredictorError> {
         let dims: [usize; D] = shape.try_into().expect("the shape length was checked against the network's rank");
         let x = Tensor::<D>::from_data(TensorData::new(input.to_vec(), dims), &self.device);
-        let logits = self.network.forward_logits(x);
+        let logits = match &self.report {
+            Some(report) => {
+                let reports: Vec<f32> = (0..dims[0]).flat_map(|_| report.iter().copied()).collect();
+                let reports = Tensor::<2>::from_data(TensorData::new(reports, [dims[0], report.len()]), &self.device);
+                self.network.forward_logits_with_reports(x, reports)
+            }
+            None => self.network.forward_logits(x),
+        };
         let out_dims = logits.dims();
         if out_dims[0] != dims[0] || out_dims[1] != self.num_classes || out_dims[2..] != dims[2..] {
             return Err(format!(

@@ -303,12 +303,22 @@ pub fn predict_jobs(
     options: &PredictOptions,
     observer: &mut dyn PredictObserver,
 ) -> Vec<CaseFailure> {
-    let mut predictor = model.predictor();
+    predict_jobs_with(model, &mut model.predictor(), jobs, options, observer)
+}
+
+/// [`predict_jobs`] with a given predictor of the model's network (one holding a report, say).
+pub fn predict_jobs_with<P: PatchPredictor + ?Sized>(
+    model: &ModelFolder,
+    predictor: &mut P,
+    jobs: &[PredictJob],
+    options: &PredictOptions,
+    observer: &mut dyn PredictObserver,
+) -> Vec<CaseFailure> {
     let mut failures = Vec::new();
     for job in jobs {
         observer.on_case_start(job);
         let started = Instant::now();
-        match predict_job(model, &mut predictor, job, options) {
+        match predict_job(model, predictor, job, options) {
             Ok(output) => {
                 observer.on_written(job, &output.seg, output.levels.as_ref());
                 if let Some(levels) = &output.levels {

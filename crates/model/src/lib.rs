@@ -34,7 +34,7 @@ pub use blocks::{
 pub use decoders::UNetDecoder;
 pub use decoders::UNetDecoderSpec;
 pub use encoders::{ConvNeXtV2Encoder, ConvNeXtV2EncoderConfig, PlainConvEncoder};
-pub use fusion::{region_features, TargetAlignment, TargetAlignmentConfig, TextFusion, TextGuidanceConfig};
+pub use fusion::{region_features, TargetAlignment, TargetAlignmentConfig, TextFusion, TextGuidanceConfig, TextInputs};
 pub use network::{Network, NetworkConfig, NetworkConfigError, WeightPrecision};
 pub use networks::{
     ConvNeXtUNet, ConvNeXtUNetConfig, DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError, SshsHybrid, SshsHybridConfig, SshsHybridConfigError, FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder,

@@ -20,6 +20,7 @@ use burn::store::{ModuleRecord, RecordError};
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::blocks::SpatialDims;
+use crate::fusion::TextInputs;
 use crate::precision::CastFloats;
 pub use crate::precision::WeightPrecision;
 use crate::networks::{
@@ -368,6 +369,34 @@ impl Network {
             Network::ConvNeXtUNet(network) => network.forward_detailed(x),
             Network::DeepLabV3Plus(network) => network.forward_detailed(x),
             Network::SshsHybrid(network) => network.forward_detailed(x),
+        }
+    }
+
+    /// [`forward_detailed`](Self::forward_detailed) with text inputs for a text-guided U-Net
+    /// ([`PlainConvUNet::forward_with_text`]); other kinds take no text and ignore them.
+    pub fn forward_with_text(&self, x: Tensor<5>, inputs: TextInputs) -> UNetOutput {
+        match self {
+            Network::PlainConvUNet(network) => network.forward_with_text(x, inputs),
+            other => other.forward_detailed(x),
+        }
+    }
+
+    /// Whether the network has a report token (a text-guided U-Net trained with reports).
+    pub fn takes_reports(&self) -> bool {
+        self.plain_conv_unet().and_then(|n| n.text_fusion.as_ref()).is_some_and(|f| f.takes_reports())
+    }
+
+    /// [`forward_logits`](Self::forward_logits) with a report embedding (`[batch, text_dim]`)
+    /// for the report token.
+    ///
+    /// # Panics
+    /// Panics if the network has no report token ([`takes_reports`](Self::takes_reports)), or
+    /// as [`forward_logits`](Self::forward_logits).
+    pub fn forward_logits_with_reports<const D: usize>(&self, x: Tensor<D>, reports: Tensor<2>) -> Tensor<D> {
+        assert!(self.takes_reports(), "the network has no report token");
+        match self {
+            Network::PlainConvUNet(network) => network.forward_with_reports(x, reports),
+            _ => unreachable!("only a text-guided U-Net takes reports"),
         }
     }
 

@@ -60,6 +60,14 @@ pub fn report_sentence(level: StructureId, present: &[bool; NUM_FINDINGS], pfirr
     format!("{}: {}, Pfirrmann grade {pfirrmann}.", disc_name(level), parts.join(", "))
 }
 
+/// A patient's report: the [`report_sentence`] of each graded disc, from the highest level down
+/// (ontology order), joined by spaces.
+pub fn patient_report(discs: &[(StructureId, [bool; NUM_FINDINGS], u8)]) -> String {
+    let mut discs = discs.to_vec();
+    discs.sort_by_key(|d| d.0);
+    discs.iter().map(|(level, present, grade)| report_sentence(*level, present, *grade)).collect::<Vec<_>>().join(" ")
+}
+
 /// The prompts of every level and their embeddings, `[levels, PROMPTS_PER_LEVEL, dim]` row major
 /// (what `DiscFindingsNet::with_prompt_embeddings` takes).
 pub fn embed_finding_prompts(
@@ -75,6 +83,16 @@ pub fn embed_finding_prompts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_patient_report_lists_the_discs_from_top_to_bottom() {
+        let l4_l5 = (StructureId(123), [false, false, false, true, false], 4);
+        let l5_s1 = (StructureId(124), [false; NUM_FINDINGS], 2);
+        let report = patient_report(&[l5_s1, l4_l5]);
+        let first = report_sentence(l4_l5.0, &l4_l5.1, l4_l5.2);
+        assert!(report.starts_with(&first), "{report}");
+        assert!(report.ends_with("no abnormality, Pfirrmann grade 2."), "{report}");
+    }
 
     #[test]
     fn prompts_name_the_level_and_sit_where_the_network_reads_them() {

@@ -23,7 +23,10 @@ pub mod bert;
 pub mod class_embeddings;
 pub mod config;
 pub mod findings_prompts;
-pub mod prompts;
+pub mod reports;
+/// The anatomy-aware prompts (they live in the anatomy crate, so training can build per-view
+/// prompts without the encoder).
+pub use spineseg_anatomy::prompts;
 mod error;
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]

@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use spineseg_anatomy::ontology::StructureId;
 use spineseg_infer::model_folder::LABELS_FILE;
 use spineseg_infer::workflow::{
-    default_level_assignment, jobs_for_input, predict_jobs, sidecar_path, structures_to_keep, PredictJob, PredictObserver,
+    default_level_assignment, jobs_for_input, predict_jobs, predict_jobs_with, sidecar_path, structures_to_keep, PredictJob, PredictObserver,
     StageTimes, WorkflowError,
 };
 use spineseg_infer::{Connectivity, LevelAssignment, ModelFolder};
@@ -113,6 +113,16 @@ pub struct PredictArgs {
     /// write) and the process's peak memory so far.
     #[arg(long)]
     pub timings: bool,
+    /// A report about the case(s), as plain text in FILE (e.g. "L4/L5 intervertebral disc: disc
+    /// herniation, Pfirrmann grade 4."), fed to a text-guided model trained with reports
+    /// (`train --reports`); embedded with the text encoder. Without it such a model uses its
+    /// "no report" token. Every input case gets the same report.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Text encoder folder for --report (default: $SPINESEG_TEXT_ENCODER, else
+    /// ~/.cache/spineseg/text/all-MiniLM-L6-v2).
+    #[arg(long, value_name = "DIR", requires = "report")]
+    pub text_encoder: Option<PathBuf>,
 }
 
 pub fn run(args: PredictArgs) -> Result<Outcome> {
@@ -177,6 +187,19 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         if options.level_assignment.is_some() { "on" } else { "off" },
         jobs.len()
     );
+    // A report is read and embedded before any case is predicted, so a bad one writes nothing.
+    let mut predictor = match &args.report {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the report", path.display()))?;
+            let encoder = crate::text_encoder::load_encoder(args.text_encoder.clone())?;
+            let embedding =
+                spineseg_text::reports::embed_report(&text, &encoder).with_context(|| format!("{}: the report", path.display()))?;
+            let predictor = model.predictor().with_report(embedding).map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
+            eprintln!("report: {} ({} characters)", path.display(), text.trim().len());
+            Some(predictor)
+        }
+        None => None,
+    };
     let bars = PredictionBars::new(jobs.len());
     options.sliding_window.progress = Some(bars.window_callback());
     let mut outputs = CaseOutputs {
@@ -191,7 +214,10 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
     for job in &done {
         outputs.tables.push(table_of_written_case(job, &outputs.meaning, &outputs.segmented)?);
     }
-    let failures = predict_jobs(&model, &jobs, &options, &mut outputs);
+    let failures = match &mut predictor {
+        Some(predictor) => predict_jobs_with(&model, predictor, &jobs, &options, &mut outputs),
+        None => predict_jobs(&model, &jobs, &options, &mut outputs),
+    };
     outputs.bars.finish();
 
     // The structure table of the written cases: printed, and written as CSV beside them.

@@ -21,6 +21,24 @@ pub enum TextCommand {
     /// Embed the class prompts of a model folder's structures once and store them in
     /// MODEL/prompt_embeddings.json, so prediction needs no text encoder.
     Cache(CacheArgs),
+    /// Build report texts from SPIDER's gradings for a dataset's SPIDER cases (a case whose id
+    /// ends in `spider_<patient>`): each graded disc's findings and Pfirrmann grade as one
+    /// sentence, top level first. Writes a JSON object of case id -> report, the input of
+    /// `train --reports`.
+    Reports(ReportsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ReportsArgs {
+    /// SPIDER's radiological gradings (gradings.csv / radiological_gradings.csv).
+    #[arg(long, value_name = "CSV")]
+    pub gradings: PathBuf,
+    /// nnU-Net raw dataset folder whose imagesTr names the cases.
+    #[arg(long, value_name = "DIR")]
+    pub dataset: PathBuf,
+    /// Output JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -72,7 +90,56 @@ pub fn run(command: TextCommand) -> Result<Outcome> {
         TextCommand::Embed(args) => embed(args),
         TextCommand::Prompts(args) => prompts(args),
         TextCommand::Cache(args) => cache(args),
+        TextCommand::Reports(args) => reports(args),
     }
+}
+
+/// The SPIDER patient number of a case id ending in `spider_<digits>`.
+fn spider_patient(case: &str) -> Option<&str> {
+    let (_, number) = case.rsplit_once("spider_")?;
+    (!number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())).then_some(number)
+}
+
+fn reports(args: ReportsArgs) -> Result<Outcome> {
+    let gradings = spineseg_findings::gradings::read_spider_gradings(&args.gradings)?;
+    let images = args.dataset.join("imagesTr");
+    let mut cases: Vec<String> = std::fs::read_dir(&images)
+        .with_context(|| format!("{}: cannot list the dataset's images", images.display()))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| name.strip_suffix("_0000.nii.gz").or_else(|| name.strip_suffix("_0000.mha")).map(str::to_string))
+        .collect();
+    cases.sort();
+    let mut reports = std::collections::BTreeMap::new();
+    let mut spider_cases = 0;
+    for case in &cases {
+        let Some(patient) = spider_patient(case) else { continue };
+        spider_cases += 1;
+        let discs: Vec<_> = gradings
+            .discs
+            .iter()
+            .filter(|d| d.patient == patient)
+            .map(|d| (d.level, d.findings.present, d.findings.pfirrmann))
+            .collect();
+        if !discs.is_empty() {
+            reports.insert(case.clone(), spineseg_text::findings_prompts::patient_report(&discs));
+        }
+    }
+    if reports.is_empty() {
+        anyhow::bail!(
+            "{}: none of the {} cases in {} has gradings (SPIDER cases are named ..spider_<patient>; {spider_cases} found)",
+            args.gradings.display(),
+            cases.len(),
+            images.display()
+        );
+    }
+    spineseg_io::json::write_json(&args.out, &reports).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{} reports of {spider_cases} SPIDER cases ({} cases in the dataset) -> {}",
+        reports.len(),
+        cases.len(),
+        args.out.display()
+    );
+    Ok(Outcome::Success)
 }
 
 fn cache(args: CacheArgs) -> Result<Outcome> {

@@ -106,6 +106,23 @@ pub struct TrainArgs {
     /// Temperature of the CCAE InfoNCE (--text-guided).
     #[arg(long, default_value_t = TextGuidedSettings::default().ccae_temperature, requires = "text_guided")]
     pub ccae_temperature: f64,
+    /// ATM-Net's per-view prompts in training (--text-guided, 2d): a training sample's prompt
+    /// for each structure it shows says where it lies in the patch, whether the edge cuts it and
+    /// which neighbours are visible (every such prompt is embedded once into
+    /// OUT/view_prompt_embeddings.json). Prediction keeps the class prompts.
+    #[arg(long, requires = "text_guided", conflicts_with = "tmca")]
+    pub view_prompts: bool,
+    /// Share of labelled training samples that take their per-view prompts; the rest keep the
+    /// class prompts prediction uses (--view-prompts).
+    #[arg(long, default_value_t = TextGuidedSettings::default().view_prompt_rate, requires = "view_prompts")]
+    pub view_prompt_rate: f64,
+    /// Report text (--text-guided): a JSON object of case id -> free-text report (`spineseg text
+    /// reports` builds one from SPIDER's gradings). The network gets a report token; each
+    /// training sample carries its case's report, a case without one a fixed "no report"
+    /// sentence. The reports are embedded once into OUT/report_embeddings.json;
+    /// `predict --report` gives one at prediction.
+    #[arg(long, value_name = "REPORTS.json", requires = "text_guided", conflicts_with = "tmca")]
+    pub reports: Option<PathBuf>,
     /// Skip a training step whose loss or gradient norm is not finite (counted in log.csv's
     /// `skipped_steps` and the epoch line) instead of stopping the run with an error naming the
     /// epoch and step. Stored in the checkpoint.
@@ -210,6 +227,9 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         fused_stages: args.text_fused_stages,
         ccae_weight: args.ccae_weight,
         ccae_temperature: args.ccae_temperature,
+        view_prompts: args.view_prompts,
+        view_prompt_rate: args.view_prompt_rate,
+        reports: args.reports.is_some(),
     };
     let method = if let Some(stage1) = &args.stage1 {
         MethodConfig::SshsnetStage2(SshsnetStage2Settings {
@@ -279,6 +299,15 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         let embeddings = spineseg_text::class_embeddings::write_class_prompt_embeddings(&paths.plans(), &args.out, &encoder)?;
         let path = args.out.join(spineseg_infer::model_folder::PROMPT_EMBEDDINGS_FILE);
         eprintln!("text guidance: {} class prompts embedded ({} dimensions) into {}", embeddings.classes.len(), embeddings.dim, path.display());
+        if let Some(reports) = &args.reports {
+            let written = spineseg_text::reports::write_report_embeddings(reports, &args.out, &encoder)?;
+            eprintln!("reports: {written} case reports embedded into {}", args.out.join(spineseg_infer::model_folder::REPORT_EMBEDDINGS_FILE).display());
+        }
+        if args.view_prompts {
+            let count = spineseg_text::class_embeddings::write_view_prompt_embeddings(&paths.plans(), &args.out, &encoder)?;
+            let path = args.out.join(spineseg_infer::model_folder::VIEW_PROMPT_EMBEDDINGS_FILE);
+            eprintln!("per-view prompts: {count} embedded into {}", path.display());
+        }
     }
     let options = RunOptions { resume: args.resume, stop_after_epochs: args.stop_after_epochs, device: None };
     let mut observer = CliObserver::new(args.quiet);

@@ -29,9 +29,9 @@
 //! residuals, so the text-guided network contains the visual-only baseline exactly (the ablation
 //! compares like with like, and text can only be learned in, not forced). Attention runs only at
 //! the lowest resolutions, because attention over a 160 x 160 slice costs more than the whole
-//! U-Net on a CPU. Training uses the class-level prompts, the same ones inference uses (ATM-Net
-//! feeds annotation-derived prompts in training), so nothing differs between training and
-//! prediction.
+//! U-Net on a CPU. Inference always uses the class-level prompts; training may replace them
+//! per sample by prompts derived from the sample's annotation (ATM-Net's per-view prompts,
+//! [`PlainConvUNet::forward_with_text`](crate::PlainConvUNet::forward_with_text)).
 
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -53,6 +53,10 @@ pub struct TextGuidanceConfig {
     /// How many of the deepest encoder stages get bidirectional cross-attention.
     #[config(default = 2)]
     pub fused_stages: usize,
+    /// One more text token per sample: the embedding of a free-text report about the case
+    /// (issue 16's report text), or of a fixed "no report" sentence when there is none.
+    #[config(default = false)]
+    pub report: bool,
 }
 
 impl TextGuidanceConfig {
@@ -95,8 +99,11 @@ impl TextGuidanceConfig {
         // Decoder level l (full resolution first) has the channels of encoder stage l.
         let class_queries = stage_features[..n - 1].iter().map(|&c| zero_linear(self.embed_dim, c)).collect();
         let embeddings = Tensor::<2>::zeros([num_classes, self.text_dim], device);
+        let null_report =
+            self.report.then(|| Param::from_tensor(Tensor::<2>::zeros([1, self.text_dim], device)).set_require_grad(false));
         TextFusion {
             class_embeddings: Param::from_tensor(embeddings).set_require_grad(false),
+            null_report,
             text_in: linear(self.text_dim, self.embed_dim),
             text_in_norm: LayerNormConfig::new(self.embed_dim).init(device),
             fusion,
@@ -171,11 +178,25 @@ impl CrossAttentionFusion {
     }
 }
 
+/// What a text-guided forward pass may take besides the image; the default is what prediction
+/// uses without a report (class prompts, the "no report" token where the network has one).
+#[derive(Debug, Clone, Default)]
+pub struct TextInputs {
+    /// Per-sample prompt embeddings `[batch, classes, text_dim]` instead of the class prompts
+    /// (per-view prompts in training).
+    pub prompts: Option<Tensor<3>>,
+    /// Per-sample report embeddings `[batch, text_dim]` for a network with a report token.
+    pub reports: Option<Tensor<2>>,
+}
+
 /// The text-guidance part of a text-guided U-Net (see the module documentation).
 #[derive(Module, Debug)]
 pub struct TextFusion {
     /// Frozen class-prompt embeddings `[classes, text_dim]`, row `k` = class index `k`.
     pub class_embeddings: Param<Tensor<2>>,
+    /// With report text: the frozen embedding of the "no report" sentence `[1, text_dim]`, the
+    /// report token of a case without a report.
+    pub null_report: Option<Param<Tensor<2>>>,
     pub text_in: Linear,
     pub text_in_norm: LayerNorm,
     /// One fusion per fused stage, shallowest first.
@@ -200,10 +221,69 @@ impl TextFusion {
         self
     }
 
+    /// Sets the frozen "no report" embedding (`[1, text_dim]`) of a fusion with a report token.
+    ///
+    /// # Panics
+    /// Panics if the fusion has no report token or the shape is not `[1, text_dim]`.
+    pub fn with_null_report(mut self, embedding: Tensor<2>) -> Self {
+        let slot = self.null_report.as_ref().expect("a fusion configured with a report token");
+        assert_eq!(embedding.dims(), slot.val().dims(), "the null report should be [1, text_dim]");
+        self.null_report = Some(Param::from_tensor(embedding).set_require_grad(false));
+        self
+    }
+
+    /// Whether the fusion takes a report token.
+    pub fn takes_reports(&self) -> bool {
+        self.null_report.is_some()
+    }
+
+    /// The text tokens a forward pass starts from, `[batch, classes (+ 1 report token),
+    /// embed_dim]`: the class prompts (or `inputs.prompts`, per sample) and, with a report
+    /// token, `inputs.reports` (per sample) or the "no report" embedding. Reports given to a
+    /// fusion without a report token are ignored.
+    pub fn initial_tokens(&self, batch: usize, inputs: TextInputs) -> Tensor<3> {
+        let tokens = match inputs.prompts {
+            Some(embeddings) => self.sample_tokens(embeddings),
+            None => {
+                let class_tokens = self.class_tokens();
+                let [classes, embed_dim] = class_tokens.dims();
+                class_tokens.unsqueeze::<3>().expand([batch, classes, embed_dim])
+            }
+        };
+        let Some(null_report) = &self.null_report else { return tokens };
+        let reports = match inputs.reports {
+            Some(reports) => reports,
+            None => {
+                let [_, text_dim] = null_report.val().dims();
+                null_report.val().expand([batch, text_dim])
+            }
+        };
+        let report_token = self.sample_tokens(reports.unsqueeze_dim::<3>(1));
+        Tensor::cat(vec![tokens, report_token], 1)
+    }
+
+    /// The class tokens of `text` (drops the report token, which has no class).
+    pub fn class_part(&self, text: Tensor<3>) -> Tensor<3> {
+        if self.null_report.is_none() {
+            return text;
+        }
+        let [batch, tokens, embed_dim] = text.dims();
+        text.slice([0..batch, 0..tokens - 1, 0..embed_dim])
+    }
+
     /// The text tokens before any fusion, `[classes, embed_dim]` (what CCAE aligns to).
     pub fn class_tokens(&self) -> Tensor<2> {
         // Detached: the embeddings are frozen whatever the parameter's flag says after loading.
         self.text_in_norm.forward(self.text_in.forward(self.class_embeddings.val().detach()))
+    }
+
+    /// Text tokens of per-sample prompt embeddings (ATM-Net's per-view prompts in training),
+    /// through the same frozen-input projection as [`class_tokens`](Self::class_tokens).
+    ///
+    /// # Shapes
+    /// - embeddings: `[batch, classes, text_dim]`; output `[batch, classes, embed_dim]`
+    pub fn sample_tokens(&self, embeddings: Tensor<3>) -> Tensor<3> {
+        self.text_in_norm.forward(self.text_in.forward(embeddings.detach()))
     }
 
     /// Fuses the output of encoder `stage` with the text tokens, if that stage is fused.
@@ -323,6 +403,41 @@ mod tests {
         assert!(fusion.class_embeddings.val().grad(&grads).is_none(), "the frozen text must not be trained");
         let text_in = fusion.text_in.weight.val().grad(&grads);
         assert!(text_in.is_none() || text_in.unwrap().abs().sum().into_scalar::<f32>().is_finite());
+    }
+
+    #[test]
+    fn a_report_token_enters_only_through_the_fusion_and_starts_as_the_identity() {
+        let device = device();
+        let visual = tiny_unet(false).init(&device);
+        let config = tiny_unet(true).text_guidance.unwrap().with_report(true);
+        let embeddings = Tensor::<2>::random([3, 6], Distribution::Normal(0.0, 1.0), &device);
+        let null = Tensor::<2>::random([1, 6], Distribution::Normal(0.0, 1.0), &device);
+        let fusion = config.init(&[4, 8, 16], 3, &device).with_class_embeddings(embeddings).with_null_report(null);
+        assert!(fusion.takes_reports());
+        let text = crate::PlainConvUNet { text_fusion: Some(fusion), ..visual.clone() };
+        let x = Tensor::<5>::random([2, 1, 1, 8, 12], Distribution::Normal(0.0, 1.0), &device);
+        let report = Tensor::<2>::random([2, 6], Distribution::Normal(0.0, 1.0), &device);
+        let with_report = |net: &crate::PlainConvUNet, report: Option<Tensor<2>>| {
+            net.forward_with_text(x.clone(), TextInputs { prompts: None, reports: report }).logits[0].clone()
+        };
+        // Fresh: the zero-initialised outputs make the network the visual U-Net, with or without
+        // a report.
+        let plain = visual.forward_detailed(x.clone()).logits[0].clone();
+        with_report(&text, Some(report.clone())).into_data().assert_approx_eq::<f32>(&plain.clone().into_data(), Default::default());
+        // Once the fusion writes into the image features, the report changes the output, and
+        // only through the fusion: the visual network is unchanged by construction (no report
+        // input), and the output keeps one map per class (the report token has no class).
+        let mut fusion = text.text_fusion.clone().unwrap();
+        fusion.fusion[1].image_out.weight = fusion.fusion[1].image_out.weight.clone().map(|w| w.ones_like().mul_scalar(0.1));
+        let trained = crate::PlainConvUNet { text_fusion: Some(fusion), ..visual.clone() };
+        let a = with_report(&trained, Some(report.clone()));
+        let b = with_report(&trained, None);
+        assert_eq!(a.dims(), [2, 3, 1, 8, 12]);
+        let gap: f32 = (a - b).abs().max().into_scalar();
+        assert!(gap > 1e-6, "a report should change a trained fusion's output ({gap})");
+        // A network without a report token ignores reports.
+        let no_slot = tiny_unet(true).text_guidance.unwrap().init(&[4, 8, 16], 3, &device);
+        assert!(!no_slot.takes_reports() && no_slot.null_report.is_none());
     }
 
     #[test]

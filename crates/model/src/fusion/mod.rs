@@ -12,5 +12,5 @@ pub mod hasf;
 pub mod tmca;
 
 pub use cross_tri_attention::{CrossTriAttention, CrossTriAttentionConfig};
-pub use hasf::{TextFusion, TextGuidanceConfig};
+pub use hasf::{TextFusion, TextGuidanceConfig, TextInputs};
 pub use tmca::{region_features, TargetAlignment, TargetAlignmentConfig};

@@ -38,7 +38,7 @@ use crate::blocks::spatial::{forward_checked, stride_product};
 use crate::blocks::{SpatialDims, StackedConvBlocksConfig};
 use crate::decoders::{UNetDecoder, UNetDecoderSpec};
 use crate::encoders::PlainConvEncoder;
-use crate::fusion::hasf::{TextFusion, TextGuidanceConfig};
+use crate::fusion::hasf::{TextFusion, TextGuidanceConfig, TextInputs};
 use crate::fusion::tmca::{TargetAlignment, TargetAlignmentConfig};
 
 // ---------------------------------------------------------------------------------------------
@@ -348,6 +348,24 @@ impl PlainConvUNet {
     /// [`forward_canonical`](Self::forward_canonical), also returning what the training losses
     /// beyond Dice + CE need (the pixel embeddings for CCAE).
     pub fn forward_detailed(&self, x: Tensor<5>) -> UNetOutput {
+        self.forward_with_text(x, TextInputs::default())
+    }
+
+    /// [`forward`](Self::forward) with a report embedding (`[batch, text_dim]`) for the report
+    /// token of a text-guided network; full-resolution logits.
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward).
+    pub fn forward_with_reports<const D: usize>(&self, x: Tensor<D>, reports: Tensor<2>) -> Tensor<D> {
+        let inputs = TextInputs { prompts: None, reports: Some(reports) };
+        let outputs = forward_checked(self.spatial_dims, &self.size_divisor(), x, |x| self.forward_with_text(x, inputs).logits);
+        outputs.into_iter().next().expect("a U-Net returns at least one output")
+    }
+
+    /// [`forward_detailed`](Self::forward_detailed) with text inputs beyond the frozen class
+    /// prompts (per-sample prompts in training, a report); the default inputs are what
+    /// prediction uses. Ignored by a network without text guidance.
+    pub fn forward_with_text(&self, x: Tensor<5>, inputs: TextInputs) -> UNetOutput {
         let enhance = |level: usize, f: Tensor<5>| match &self.target_alignment {
             Some(alignment) => alignment.enhance(level, f),
             None => f,
@@ -360,17 +378,16 @@ impl PlainConvUNet {
             return UNetOutput { logits, features: level_features[0].clone(), level_features };
         };
         let batch = x.dims()[0];
-        let class_tokens = text_fusion.class_tokens();
-        let [classes, embed_dim] = class_tokens.dims();
-        let mut text: Tensor<3> = class_tokens.unsqueeze::<3>().expand([batch, classes, embed_dim]);
+        let mut text = text_fusion.initial_tokens(batch, inputs);
         let mut skips = Vec::with_capacity(self.encoder.stages.len());
         let mut x = x;
         for (stage, block) in self.encoder.stages.iter().enumerate() {
             (x, text) = text_fusion.fuse_stage(stage, block.forward(x), text);
             skips.push(x.clone());
         }
+        let class_text = text_fusion.class_part(text);
         let (logits, level_features) = self.decoder.forward_levels(skips, self.deep_supervision, enhance, |level, f| {
-            self.decoder.head(level).forward(f.clone()) + text_fusion.class_query_logits(level, f, text.clone())
+            self.decoder.head(level).forward(f.clone()) + text_fusion.class_query_logits(level, f, class_text.clone())
         });
         UNetOutput { logits, features: level_features[0].clone(), level_features }
     }

@@ -25,7 +25,9 @@ pub mod single_network;
 pub mod supervised;
 pub mod text_guided;
 pub mod sshsnet_stage2;
+pub mod reports;
 pub mod tmca;
+pub mod view_prompts;
 
 pub use cps::{CpsMethod, CpsSettings};
 pub use fcmae::{FcmaeMethod, FcmaeSettings};

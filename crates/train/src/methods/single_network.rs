@@ -18,7 +18,9 @@ use spineseg_dataloading::partial_labels::{annotated_classes, PartialLabelRule};
 use spineseg_preprocessing::plan::Plan;
 use spineseg_preprocessing::preprocess::PreprocessedCase;
 use spineseg_dataloading::sampling::Batch;
-use spineseg_model::{DeepLabV3PlusConfig, Network, NetworkConfig, PlainConvUNet, PlainConvUNetConfig, UNetOutput, WeightPrecision};
+use spineseg_model::{
+    DeepLabV3PlusConfig, Network, NetworkConfig, PlainConvUNet, PlainConvUNetConfig, TextInputs, UNetOutput, WeightPrecision,
+};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -268,10 +270,22 @@ impl SingleNetwork {
         lr: f64,
         extra_loss: impl FnOnce(&Network, Vec<Tensor<5>>, Tensor<5, Int>, Option<Tensor<2, Bool>>) -> Option<Tensor<1>>,
     ) -> Result<StepStats> {
+        self.train_step_with_text(batch, TextInputs::default(), lr, extra_loss)
+    }
+
+    /// [`train_step`](Self::train_step) with text inputs for a text-guided network (per-sample
+    /// prompt embeddings, reports; on the training device).
+    pub fn train_step_with_text(
+        &mut self,
+        batch: &Batch,
+        text: TextInputs,
+        lr: f64,
+        extra_loss: impl FnOnce(&Network, Vec<Tensor<5>>, Tensor<5, Int>, Option<Tensor<2, Bool>>) -> Option<Tensor<1>>,
+    ) -> Result<StepStats> {
         let model = self.model.take().expect("the network is only taken during an optimiser step");
         let (images, target) = batch_tensors(batch, &self.device);
         let label_mask = self.train_annotated.as_deref().and_then(|a| batch_label_mask(batch, a, &self.device));
-        let UNetOutput { logits, level_features, .. } = model.forward_detailed(images);
+        let UNetOutput { logits, level_features, .. } = model.forward_with_text(images, text);
         let mut loss = self.loss.forward(logits, target.clone(), label_mask.clone());
         if let Some(extra) = extra_loss(&model, level_features, target, label_mask) {
             loss = loss + extra;

@@ -3,9 +3,15 @@
 //! `MODEL/prompt_embeddings.json`, trained with Dice + cross-entropy plus `ccae_weight` x the
 //! CCAE contrastive loss ([`crate::losses::ccae`]). The logged training loss includes CCAE, the
 //! validation loss does not. The weights hold the embeddings, so resume and prediction need no
-//! text encoder.
+//! text encoder. With `view_prompts`, training samples take ATM-Net's per-view prompts
+//! ([`super::view_prompts`]) in place of the class prompts; CCAE still aligns to the class
+//! prompts, and validation and prediction use the class prompts. With `reports`, the network
+//! has a report token and each sample carries its case's report ([`super::reports`]);
+//! validation uses the "no report" token.
 
 use super::single_network::{SingleNetwork, SingleNetworkState};
+use super::reports::ReportLookup;
+use super::view_prompts::ViewPromptLookup;
 use crate::error::{Result, TrainError};
 use crate::losses::ccae::ccae_loss;
 use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
@@ -15,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use spineseg_dataloading::partial_labels::PartialLabelRule;
 use spineseg_dataloading::sampling::Batch;
 use spineseg_infer::model_folder::{PromptEmbeddings, PROMPT_EMBEDDINGS_FILE};
-use spineseg_model::TextGuidanceConfig;
+use spineseg_model::{TextGuidanceConfig, TextInputs};
 use std::path::Path;
 
 /// Settings of [`TextGuidedMethod`]: the fusion's shape and the CCAE loss (missing fields take
@@ -39,14 +45,40 @@ pub struct TextGuidedSettings {
     pub ccae_weight: f64,
     /// Temperature of the CCAE InfoNCE.
     pub ccae_temperature: f64,
+    /// ATM-Net's per-view prompts in training (2D only; needs `MODEL/view_prompt_embeddings.json`).
+    #[serde(default)]
+    pub view_prompts: bool,
+    /// Share of labelled training samples that take their per-view prompts (the others keep the
+    /// class prompts), with `view_prompts`.
+    #[serde(default = "default_view_prompt_rate")]
+    pub view_prompt_rate: f64,
+    /// A report token fed with each case's report (needs `MODEL/report_embeddings.json`).
+    #[serde(default)]
+    pub reports: bool,
+}
+
+fn default_view_prompt_rate() -> f64 {
+    0.5
 }
 
 impl Default for TextGuidedSettings {
     /// Width 64, 4 heads, the 2 deepest stages (0.19 M parameters on the lumbar 2D plan; a CPU
     /// training step took about 1.3x the visual-only one in the ablation); CCAE weight 0.1 and
-    /// temperature 0.07 (CLIP's initial temperature).
+    /// temperature 0.07 (CLIP's initial temperature); class prompts only (per-view prompts at
+    /// rate 0.5 when switched on: half the samples keep the prompts inference uses).
     fn default() -> Self {
-        TextGuidedSettings { partial_labels: false, partial_label_rule: None, embed_dim: 64, heads: 4, fused_stages: 2, ccae_weight: 0.1, ccae_temperature: 0.07 }
+        TextGuidedSettings {
+            partial_labels: false,
+            partial_label_rule: None,
+            embed_dim: 64,
+            heads: 4,
+            fused_stages: 2,
+            ccae_weight: 0.1,
+            ccae_temperature: 0.07,
+            view_prompts: false,
+            view_prompt_rate: default_view_prompt_rate(),
+            reports: false,
+        }
     }
 }
 
@@ -68,6 +100,9 @@ impl TextGuidedSettings {
         if !(self.ccae_temperature.is_finite() && self.ccae_temperature > 0.0) {
             return bad(format!("text guidance: ccae_temperature {} must be positive", self.ccae_temperature));
         }
+        if !(0.0..=1.0).contains(&self.view_prompt_rate) {
+            return bad(format!("text guidance: view_prompt_rate {} must be between 0 and 1", self.view_prompt_rate));
+        }
         Ok(())
     }
 }
@@ -76,6 +111,10 @@ impl TextGuidedSettings {
 pub struct TextGuidedMethod {
     network: SingleNetwork,
     settings: TextGuidedSettings,
+    /// With `view_prompts`: the per-sample prompt embeddings.
+    view_prompts: Option<ViewPromptLookup>,
+    /// With `reports`: the per-sample report embeddings.
+    reports: Option<ReportLookup>,
 }
 
 /// `MODEL/prompt_embeddings.json`, checked against the plan's classes.
@@ -97,6 +136,7 @@ impl TextGuidedMethod {
     /// parameter; a resumed run takes both from its checkpoint (the network config in
     /// `method_state`, the embeddings in the weights).
     pub fn build(settings: &TextGuidedSettings, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Self> {
+        let reports = settings.reports.then(|| ReportLookup::load(ctx.model_dir, ctx.train_cases)).transpose()?;
         let network = match saved {
             Some(saved) => SingleNetwork::new(SingleNetworkState::unet_from_saved(saved, ctx)?, ctx, settings.partial_labels(), |m| m)?,
             None => {
@@ -105,7 +145,8 @@ impl TextGuidedMethod {
                     TextGuidanceConfig::new(prompts.dim)
                         .with_embed_dim(settings.embed_dim)
                         .with_heads(settings.heads)
-                        .with_fused_stages(settings.fused_stages),
+                        .with_fused_stages(settings.fused_stages)
+                        .with_report(settings.reports),
                 ));
                 config
                     .validate()
@@ -115,12 +156,30 @@ impl TextGuidedMethod {
                     let fusion = model.text_fusion.take().expect("a text-guided network has a text fusion");
                     let (values, shape) = prompts.matrix();
                     let embeddings = Tensor::<2>::from_data(TensorData::new(values, shape), &device);
-                    model.text_fusion = Some(fusion.with_class_embeddings(embeddings));
+                    let mut fusion = fusion.with_class_embeddings(embeddings);
+                    if let Some(reports) = &reports {
+                        let null = reports.null_report().to_vec();
+                        let dim = null.len();
+                        fusion = fusion.with_null_report(Tensor::<2>::from_data(TensorData::new(null, [1, dim]), &device));
+                    }
+                    model.text_fusion = Some(fusion);
                     model
                 })?
             }
         };
-        Ok(TextGuidedMethod { network, settings: settings.clone() })
+        let view_prompts = if settings.view_prompts {
+            if ctx.plan_network.spatial_dims != spineseg_model::SpatialDims::D2 {
+                return Err(TrainError::Invalid(format!(
+                    "per-view prompts describe 2D sagittal patches; configuration {} is 3D (train the 2d configuration)",
+                    ctx.configuration
+                )));
+            }
+            let class_prompts = load_prompt_embeddings(ctx)?;
+            Some(ViewPromptLookup::load(ctx.model_dir, ctx.plan, &class_prompts, settings.view_prompt_rate)?)
+        } else {
+            None
+        };
+        Ok(TextGuidedMethod { network, settings: settings.clone(), view_prompts, reports })
     }
 }
 
@@ -131,7 +190,15 @@ impl TrainingMethod for TextGuidedMethod {
 
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
         let settings = &self.settings;
-        self.network.train_step(batch, lr, |model, mut level_features, target, label_mask| {
+        let device = self.network.devices().1;
+        let text = TextInputs {
+            prompts: match &self.view_prompts {
+                Some(lookup) => lookup.batch_embeddings(batch, device)?,
+                None => None,
+            },
+            reports: self.reports.as_ref().map(|lookup| lookup.batch_reports(batch, device)),
+        };
+        self.network.train_step_with_text(batch, text, lr, |model, mut level_features, target, label_mask| {
             let fusion = model.plain_conv_unet()?.text_fusion.as_ref().filter(|_| settings.ccae_weight > 0.0)?;
             let features = level_features.swap_remove(0);
             let contrastive = ccae_loss(fusion, features, target, label_mask, settings.ccae_temperature);

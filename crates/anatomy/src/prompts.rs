@@ -12,7 +12,7 @@
 //! Label volumes are in canonical RAS (`i` towards the patient's right, `j` anterior, `k`
 //! superior, `i` fastest), as everywhere in spineseg; label values are ontology ids.
 
-use spineseg_anatomy::ontology::{Ontology, Region, Structure, StructureId, StructureKind};
+use crate::ontology::{Ontology, Region, Structure, StructureId, StructureKind};
 
 /// The view a prompt describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +209,49 @@ pub fn view_prompts(labels: &[u16], shape: [usize; 3], view: View) -> Vec<(Struc
     observations.iter().filter_map(|o| observed_prompt(o, view, &visible).map(|p| (o.id, p))).collect()
 }
 
+/// Every prompt [`observed_prompt`] can give structure `id` in a sagittal slice: each third of
+/// the field of view up-down and front-back, fully visible or cut by the edge, each neighbour
+/// visible or not (at most 72). Empty for an id the ontology does not know. Training embeds
+/// these once, so a per-view prompt never needs the encoder during a step.
+pub fn sagittal_prompt_variants(id: StructureId) -> Vec<String> {
+    let Some(s) = structure(id) else { return Vec::new() };
+    let thirds = [1.0 / 6.0, 0.5, 5.0 / 6.0];
+    let neighbour_sets: Vec<Vec<StructureId>> = {
+        let above: Vec<Option<StructureId>> = s.above.map_or(vec![None], |a| vec![None, Some(a)]);
+        let below: Vec<Option<StructureId>> = s.below.map_or(vec![None], |b| vec![None, Some(b)]);
+        above.iter().flat_map(|a| below.iter().map(move |b| a.iter().chain(b).copied().collect())).collect()
+    };
+    let mut variants = Vec::new();
+    for superior in thirds {
+        for anterior in thirds {
+            for cut_by_edge in [false, true] {
+                let observation = Observation { id, voxels: 1, centre: [0.5, anterior, superior], cut_by_edge };
+                for visible in &neighbour_sets {
+                    variants.extend(observed_prompt(&observation, View::Sagittal(0), visible));
+                }
+            }
+        }
+    }
+    variants
+}
+
+/// [`view_prompts`] of a 2D sagittal patch stored `[j, k]` in C order (`k` fastest, as a 2D
+/// training batch holds it) with ontology ids as values.
+///
+/// # Panics
+/// When `labels.len()` is not `nj * nk`.
+pub fn sagittal_patch_prompts(labels_jk: &[u16], nj: usize, nk: usize) -> Vec<(StructureId, String)> {
+    assert_eq!(labels_jk.len(), nj * nk, "labels should hold nj * nk values");
+    // To the i-fastest order of a one-slice volume: flat index j + nj * k.
+    let mut volume = vec![0u16; nj * nk];
+    for j in 0..nj {
+        for k in 0..nk {
+            volume[j + nj * k] = labels_jk[j * nk + k];
+        }
+    }
+    view_prompts(&volume, [1, nj, nk], View::Sagittal(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +328,54 @@ mod tests {
         centred[2 + 5 * (2 + 5 * 2)] = L4;
         let p = view_prompts(&centred, [5, 5, 5], View::Axial(2));
         assert!(p[0].1.starts_with("axial MRI slice") && p[0].1.contains("fully visible") && p[0].1.contains("central"), "{}", p[0].1);
+    }
+
+    #[test]
+    fn every_sagittal_patch_prompt_is_among_the_variants() {
+        // L4 has two neighbours: 3 x 3 positions x 2 edge states x 4 neighbour states.
+        let l4 = sagittal_prompt_variants(StructureId(L4));
+        assert_eq!(l4.len(), 72);
+        assert_eq!(l4.iter().collect::<std::collections::BTreeSet<_>>().len(), 72, "variants are distinct");
+        assert!(sagittal_prompt_variants(StructureId(999)).is_empty());
+        // Patches of random blocks of L3, the L3/L4 disc, L4 and the L4/L5 disc, at random
+        // places (a fixed linear congruential sequence): every prompt they give is a variant.
+        let ids = [L3, 122, L4, L4_L5];
+        let variants: std::collections::BTreeSet<String> =
+            ids.iter().flat_map(|&id| sagittal_prompt_variants(StructureId(id))).collect();
+        let mut state = 12345u64;
+        let mut next = |n: usize| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) % n as u64) as usize
+        };
+        let (nj, nk) = (12, 15);
+        let mut seen = 0;
+        for _ in 0..200 {
+            let mut labels = vec![0u16; nj * nk];
+            for &id in &ids[..1 + next(4)] {
+                let (j0, k0) = (next(nj), next(nk));
+                for j in j0..(j0 + 1 + next(5)).min(nj) {
+                    for k in k0..(k0 + 1 + next(5)).min(nk) {
+                        labels[j * nk + k] = id;
+                    }
+                }
+            }
+            for (_, prompt) in sagittal_patch_prompts(&labels, nj, nk) {
+                assert!(variants.contains(&prompt), "{prompt}");
+                seen += 1;
+            }
+        }
+        assert!(seen > 200);
+    }
+
+    #[test]
+    fn a_patch_is_read_with_k_fastest_and_k_superior() {
+        // 6 x 6 patch ([j, k], k fastest): L4 at j = 1 (back), k = 4 (superior), off the edges.
+        let (nj, nk) = (6, 6);
+        let mut labels = vec![0u16; nj * nk];
+        labels[nk + 4] = L4;
+        let prompts = sagittal_patch_prompts(&labels, nj, nk);
+        assert_eq!(prompts.len(), 1);
+        let p = &prompts[0].1;
+        assert!(p.contains("upper part of the field of view") && p.contains("towards the back") && p.contains("fully visible"), "{p}");
     }
 }
