@@ -16,7 +16,8 @@
 # AdamW 2e-3, batch 4, 2D at 1.5 mm, partial labels (default rule: by-range-neighbours), SEED
 # (default 0). EVAL_GROUPS (default "unseen val") and EVAL_LEVELS (default "on off") narrow the
 # evaluation (an ablation arm needs only the raw labels: EVAL_LEVELS=off); EVAL_EVERY=N scores
-# every Nth case of the left-out site.
+# every Nth case of the left-out site. REPORTS=FILE (case id -> report text, `spineseg text
+# reports`) predicts the cases it lists with `--report` (models trained with `--reports`).
 # Needs a release build (`cargo build --release -p spineseg-cli`; SPINESEG overrides the binary)
 # and, for the naming score, python3 with nibabel and numpy (PYTHON overrides the interpreter).
 set -euo pipefail
@@ -82,7 +83,19 @@ elif [ "$stage" = eval ]; then
     for levels in ${EVAL_LEVELS:-on off}; do
       pred=$out/$group/pred_levels_$levels
       extra=(); [ "$levels" = off ] && extra=(--no-level-assignment)
-      [ -d "$pred" ] || "$bin" predict -i "$out/$group/images" -o "$pred" -m "$out/model" "${extra[@]}" > "$pred.log" 2>&1
+      if [ ! -d "$pred" ]; then
+        "$bin" predict -i "$out/$group/images" -o "$pred" -m "$out/model" "${extra[@]}" > "$pred.log" 2>&1
+        # REPORTS=FILE (a JSON object case id -> report, `spineseg text reports`): a model
+        # trained with --reports predicts each case that has a report again, with it.
+        if [ -n "${REPORTS:-}" ]; then
+          for case in ${ids//,/ }; do
+            "$python" -c "import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if sys.argv[2] in r else 1)" "$REPORTS" "$case" || continue
+            "$python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$REPORTS" "$case" > "$out/$group/$case.report.txt"
+            "$bin" predict -i "$out/$group/images/${case}_0000.nii.gz" -o "$pred/$case.nii.gz" -m "$out/model" "${extra[@]}" \
+              --report "$out/$group/$case.report.txt" >> "$pred.log" 2>&1
+          done
+        fi
+      fi
       "$bin" evaluate --pred "$pred" --ref "$out/$group/labels" --dataset-json "$merged/dataset.json" \
         --out "$out/eval/${group}_levels_$levels" > /dev/null
       "$python" "$here/level_naming.py" "$pred" "$out/$group/labels" --json "$out/eval/${group}_levels_$levels/naming.json" > /dev/null

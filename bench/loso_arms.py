@@ -9,6 +9,8 @@ the ablation compares networks, not the level-assignment step); LEVELS=on reads 
 `_levels_on` scores instead (what a user gets, after level assignment). Per arm: pooled mean Dice of
 the bodies and of the discs over the structures each case labels, and the share of bodies named
 at the right level; on the left-out source and on the validation fold (training sources).
+PER_LEVEL=1 also prints the left-out source's body Dice per level (mean over each arm's cases,
+then over its seeds).
 """
 import csv
 import os
@@ -70,3 +72,32 @@ for spec in sys.argv[2:]:
     for _, group, metric, percent in COLUMNS:
         cells.append(cell([metric(root / arm / "eval" / f"{group}_levels_{LEVELS}") for arm in arms], percent))
     print(f"| {name} ({len(arms)}) | " + " | ".join(cells) + " |")
+
+
+LEVEL_NAMES = {18: "T11", 19: "T12", 20: "L1", 21: "L2", 22: "L3", 23: "L4", 24: "L5"}
+
+
+def per_level(folder):
+    path = folder / "metrics.csv"
+    if not path.exists():
+        return {}
+    by_label = {}
+    for r in csv.DictReader(open(path)):
+        label = int(r["label"])
+        if label in LEVEL_NAMES and int(r["ref_voxels"]) > 0 and not math.isnan(float(r["dice"])):
+            by_label.setdefault(label, []).append(float(r["dice"]))
+    return {label: sum(v) / len(v) for label, v in by_label.items()}
+
+
+if os.environ.get("PER_LEVEL") == "1":
+    print()
+    print("| setting | " + " | ".join(LEVEL_NAMES.values()) + " |")
+    print("|---|" + "---|" * len(LEVEL_NAMES))
+    for spec in sys.argv[2:]:
+        name, arms = spec.split("=", 1)
+        levels = [per_level(root / arm / "eval" / f"unseen_levels_{LEVELS}") for arm in arms.split(",")]
+        cells = []
+        for label in LEVEL_NAMES:
+            values = [l[label] for l in levels if label in l]
+            cells.append(f"{sum(values) / len(values):.2f}" if values else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
