@@ -156,12 +156,7 @@ impl PromptEmbeddings {
             if class.class != k {
                 return Err(model_err(path, format!("entry {k} is class {}; classes must be listed 0, 1, 2, ...", class.class)));
             }
-            if class.embedding.len() != embeddings.dim || class.embedding.iter().any(|v| !v.is_finite()) {
-                return Err(model_err(
-                    path,
-                    format!("class {k}: the embedding should hold {} finite values, got {}", embeddings.dim, class.embedding.len()),
-                ));
-            }
+            check_embedding(path, &format!("class {k}"), &class.embedding, embeddings.dim)?;
         }
         Ok(embeddings)
     }
@@ -185,6 +180,15 @@ impl PromptEmbeddings {
     pub fn save(&self, path: &Path) -> Result<()> {
         write_json(path, self)
     }
+}
+
+/// An embedding of an embeddings file must be `dim` finite values; the error names the file
+/// and the entry (`what`).
+fn check_embedding(path: &Path, what: &str, embedding: &[f32], dim: usize) -> Result<()> {
+    if embedding.len() != dim || embedding.iter().any(|v| !v.is_finite()) {
+        return Err(model_err(path, format!("{what}: the embedding should hold {dim} finite values, got {}", embedding.len())));
+    }
+    Ok(())
 }
 
 /// `view_prompt_embeddings.json`: every per-view prompt (ATM-Net's annotation-derived prompts)
@@ -216,12 +220,7 @@ impl ViewPromptEmbeddings {
         let table: ViewPromptEmbeddings = read_json(path)?;
         let mut seen = std::collections::HashSet::new();
         for (n, entry) in table.prompts.iter().enumerate() {
-            if entry.embedding.len() != table.dim || entry.embedding.iter().any(|v| !v.is_finite()) {
-                return Err(model_err(
-                    path,
-                    format!("prompt {n}: the embedding should hold {} finite values, got {}", table.dim, entry.embedding.len()),
-                ));
-            }
+            check_embedding(path, &format!("prompt {n}"), &entry.embedding, table.dim)?;
             if !seen.insert(entry.prompt.as_str()) {
                 return Err(model_err(path, format!("prompt {n} is listed twice: {:?}", entry.prompt)));
             }
@@ -265,12 +264,7 @@ impl ReportEmbeddings {
         let entries = std::iter::once(("the null report", &reports.null_report))
             .chain(reports.cases.iter().map(|(case, r)| (case.as_str(), r)));
         for (name, report) in entries {
-            if report.embedding.len() != reports.dim || report.embedding.iter().any(|v| !v.is_finite()) {
-                return Err(model_err(
-                    path,
-                    format!("{name}: the embedding should hold {} finite values, got {}", reports.dim, report.embedding.len()),
-                ));
-            }
+            check_embedding(path, name, &report.embedding, reports.dim)?;
         }
         Ok(reports)
     }

@@ -372,14 +372,8 @@ fn resample_in_box<T: Sync>(
         }
     }
     // The passes of resample_separable, in its order (by the axes' whole-volume ratios).
-    let mut order: Vec<usize> = (0..3).filter(|&a| old[a] != new[a]).collect();
-    order.sort_by(|&x, &y| {
-        let rx = new[x] as f64 / old[x] as f64;
-        let ry = new[y] as f64 / old[y] as f64;
-        rx.partial_cmp(&ry).expect("ratios of positive sizes are comparable")
-    });
     let mut shape = in_shape;
-    for axis in order {
+    for axis in pass_order(old, new) {
         values = resample_axis_with_taps(&values, shape, axis, &box_taps[axis], Interpolation::Linear);
         shape[axis] = box_taps[axis].len();
     }
@@ -535,19 +529,25 @@ fn resample_axis_with_taps(data: &[f32], shape: [usize; 3], axis: usize, taps: &
     out
 }
 
-/// Separable resampling with one interpolation kind per axis; axes whose size does not change
-/// are left alone (exact for every kind: the sample points are the voxel centres). Axes that
-/// shrink are done first, so later passes have less to do.
-pub(crate) fn resample_separable(data: &[f32], old: [usize; 3], new: [usize; 3], kinds: [Interpolation; 3]) -> Vec<f32> {
+/// The axes a separable resampling passes over, in order: those whose size changes, the one
+/// shrinking most first. [`resample_in_box`] must follow the same order to stay bit-identical.
+fn pass_order(old: [usize; 3], new: [usize; 3]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..3).filter(|&a| old[a] != new[a]).collect();
     order.sort_by(|&x, &y| {
         let rx = new[x] as f64 / old[x] as f64;
         let ry = new[y] as f64 / old[y] as f64;
         rx.partial_cmp(&ry).expect("ratios of positive sizes are comparable")
     });
+    order
+}
+
+/// Separable resampling with one interpolation kind per axis; axes whose size does not change
+/// are left alone (exact for every kind: the sample points are the voxel centres). Axes that
+/// shrink are done first, so later passes have less to do.
+pub(crate) fn resample_separable(data: &[f32], old: [usize; 3], new: [usize; 3], kinds: [Interpolation; 3]) -> Vec<f32> {
     let mut shape = old;
     let mut current: Option<Vec<f32>> = None;
-    for axis in order {
+    for axis in pass_order(old, new) {
         let src = current.as_deref().unwrap_or(data);
         let next = resample_axis(src, shape, axis, new[axis], kinds[axis]);
         shape[axis] = new[axis];

@@ -17,6 +17,11 @@ use std::path::Path;
 /// `scripts/fetch_text_encoder.sh`), copied into the embeddings file when present.
 const ENCODER_SOURCE_FILE: &str = "spineseg_source.json";
 
+/// The encoder folder's name, which embeddings files record.
+pub(crate) fn encoder_name(encoder: &TextEncoder) -> Option<String> {
+    encoder.dir().file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
 /// The class prompts of `plan`'s classes (class 0 = background, then one class prompt per
 /// ontology structure) embedded with `encoder`. `plan_path` names the plan in errors (a class
 /// whose value is not an ontology structure has no prompt).
@@ -42,7 +47,7 @@ pub fn class_prompt_embeddings(plan: &Plan, plan_path: &Path, encoder: &TextEnco
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .unwrap_or(serde_json::Value::Null);
     Ok(PromptEmbeddings {
-        encoder: encoder.dir().file_name().map(|n| n.to_string_lossy().into_owned()),
+        encoder: encoder_name(encoder),
         encoder_source,
         dim: encoder.embedding_dim(),
         classes: entries
@@ -78,7 +83,7 @@ pub fn view_prompt_embeddings(plan: &Plan, plan_path: &Path, encoder: &TextEncod
     let texts: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
     let embeddings = encoder.embed(&texts)?;
     Ok(ViewPromptEmbeddings {
-        encoder: encoder.dir().file_name().map(|n| n.to_string_lossy().into_owned()),
+        encoder: encoder_name(encoder),
         dim: encoder.embedding_dim(),
         prompts: entries
             .into_iter()

@@ -40,7 +40,7 @@ pub fn report_embeddings(reports: &BTreeMap<String, String>, encoder: &TextEncod
         .map(|((case, text), embedding)| (case.clone(), ReportText { text: text.clone(), embedding }))
         .collect();
     Ok(ReportEmbeddings {
-        encoder: encoder.dir().file_name().map(|n| n.to_string_lossy().into_owned()),
+        encoder: crate::class_embeddings::encoder_name(encoder),
         dim: encoder.embedding_dim(),
         null_report,
         cases,

@@ -137,10 +137,13 @@ impl TextGuidedMethod {
     /// `method_state`, the embeddings in the weights).
     pub fn build(settings: &TextGuidedSettings, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Self> {
         let reports = settings.reports.then(|| ReportLookup::load(ctx.model_dir, ctx.train_cases)).transpose()?;
+        // Read once: a new run's network and the per-view lookup both need them.
+        let class_prompts =
+            (saved.is_none() || settings.view_prompts).then(|| load_prompt_embeddings(ctx)).transpose()?;
         let network = match saved {
             Some(saved) => SingleNetwork::new(SingleNetworkState::unet_from_saved(saved, ctx)?, ctx, settings.partial_labels(), |m| m)?,
             None => {
-                let prompts = load_prompt_embeddings(ctx)?;
+                let prompts = class_prompts.as_ref().expect("a new run reads the class prompts");
                 let config = ctx.plan_network.clone().with_text_guidance(Some(
                     TextGuidanceConfig::new(prompts.dim)
                         .with_embed_dim(settings.embed_dim)
@@ -174,8 +177,8 @@ impl TextGuidedMethod {
                     ctx.configuration
                 )));
             }
-            let class_prompts = load_prompt_embeddings(ctx)?;
-            Some(ViewPromptLookup::load(ctx.model_dir, ctx.plan, &class_prompts, settings.view_prompt_rate)?)
+            let class_prompts = class_prompts.as_ref().expect("per-view prompt runs read the class prompts");
+            Some(ViewPromptLookup::load(ctx.model_dir, ctx.plan, class_prompts, settings.view_prompt_rate)?)
         } else {
             None
         };

@@ -98,15 +98,16 @@ impl ViewPromptLookup {
                 ))
             }
         };
-        if !batch.samples.iter().any(|sample| self.chosen(sample)) {
+        let chosen: Vec<bool> = batch.samples.iter().map(|sample| self.chosen(sample)).collect();
+        if !chosen.contains(&true) {
             return Ok(None);
         }
         let classes = self.class_embeddings.len();
         let voxels = nj * nk;
         let mut values = Vec::with_capacity(batch.batch_size * classes * self.dim);
-        for (b, sample) in batch.samples.iter().enumerate() {
+        for (b, chosen) in chosen.into_iter().enumerate() {
             let mut rows: Vec<&[f32]> = self.class_embeddings.iter().map(Vec::as_slice).collect();
-            if self.chosen(sample) {
+            if chosen {
                 let ids: Vec<u16> = batch.seg[b * voxels..(b + 1) * voxels]
                     .iter()
                     .map(|&class| self.structure_of_class.get(class as usize).copied().unwrap_or(0))
