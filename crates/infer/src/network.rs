@@ -11,7 +11,7 @@ use crate::sliding_window::PatchPredictor;
 pub use burn::tensor::Device;
 use burn::tensor::{Tensor, TensorData};
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
-use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig, SpatialDims};
+use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig, SpatialDims, Stage1SliceCache, STAGE1_CACHE_BYTES};
 
 /// The network configuration a plan's configuration describes: its stage widths, strides and
 /// kernels, the plan's channel and class counts, with deep supervision (as trained).
@@ -65,6 +65,9 @@ pub struct NetworkPredictor {
     num_classes: usize,
     /// A report's embedding for the network's report token (`predict --report`).
     report: Option<Vec<f32>>,
+    /// An SSHSNet hybrid's stage-1 outputs per slice: mirrored and overlapping windows show the
+    /// frozen 2D networks the same slices again.
+    stage1_cache: Option<Stage1SliceCache>,
 }
 
 impl NetworkPredictor {
@@ -74,7 +77,22 @@ impl NetworkPredictor {
         let device = device.without_autodiff();
         let network = network.into().valid().to_device(&device).with_deep_supervision(false);
         let (in_channels, num_classes) = (network.in_channels(), network.num_classes());
-        NetworkPredictor { network, device, in_channels, num_classes, report: None }
+        let stage1_cache = matches!(network, Network::SshsHybrid(_)).then(|| Stage1SliceCache::new(STAGE1_CACHE_BYTES));
+        NetworkPredictor { network, device, in_channels, num_classes, report: None, stage1_cache }
+    }
+
+    /// The same predictor with an SSHSNet hybrid's stage-1 cache of at most `bytes` (0: none).
+    /// Other networks have no stage 1; for them this changes nothing.
+    pub fn with_stage1_cache_bytes(mut self, bytes: usize) -> Self {
+        if self.stage1_cache.is_some() {
+            self.stage1_cache = (bytes > 0).then(|| Stage1SliceCache::new(bytes));
+        }
+        self
+    }
+
+    /// The hybrid's stage-1 cache (`None` for other networks, or when turned off).
+    pub fn stage1_cache(&self) -> Option<&Stage1SliceCache> {
+        self.stage1_cache.as_ref()
     }
 
     /// Predicts with `embedding` (a report's sentence embedding) in the report token of a
@@ -139,7 +157,7 @@ impl NetworkPredictor {
         Ok(())
     }
 
-    fn forward<const D: usize>(&self, input: &[f32], shape: &[usize]) -> std::result::Result<Vec<f32>, PredictorError> {
+    fn forward<const D: usize>(&mut self, input: &[f32], shape: &[usize]) -> std::result::Result<Vec<f32>, PredictorError> {
         let dims: [usize; D] = shape.try_into().expect("the shape length was checked against the network's rank");
         let x = Tensor::<D>::from_data(TensorData::new(input.to_vec(), dims), &self.device);
         let logits = match &self.report {
@@ -148,7 +166,10 @@ impl NetworkPredictor {
                 let reports = Tensor::<2>::from_data(TensorData::new(reports, [dims[0], report.len()]), &self.device);
                 self.network.forward_logits_with_reports(x, reports)
             }
-            None => self.network.forward_logits(x),
+            None => match &mut self.stage1_cache {
+                Some(cache) => self.network.forward_logits_cached(x, cache),
+                None => self.network.forward_logits(x),
+            },
         };
         let out_dims = logits.dims();
         if out_dims[0] != dims[0] || out_dims[1] != self.num_classes || out_dims[2..] != dims[2..] {

@@ -28,12 +28,14 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::ops::PadMode;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::blocks::spatial::{forward_checked, stride_product};
 use crate::blocks::{SpatialDims, StackedConvBlocks, StackedConvBlocksConfig};
 use crate::fusion::cross_tri_attention::{CrossTriAttention, CrossTriAttentionConfig};
 use crate::networks::plain_conv_unet::{PlainConvUNet, PlainConvUNetConfig, UNetOutput};
+use crate::networks::stage1_cache::Stage1SliceCache;
 
 /// Configuration of an [`SshsHybrid`].
 #[derive(Config, Debug)]
@@ -279,12 +281,45 @@ impl SshsHybrid {
     /// level's stride (the 3D U-Net's divisor is).
     pub fn stage1(&self, x: Tensor<5>) -> Stage1Output {
         let [b, c, d, h, w] = x.dims();
+        let (probabilities, features) = self.stage1_slices(x.swap_dims(1, 2).reshape([b * d, c, 1, h, w]));
+        Self::stage1_output(b, d, probabilities, features)
+    }
+
+    /// [`stage1`](Self::stage1) that takes each slice's outputs from `cache` when it holds
+    /// them, runs the networks on the other slices only and stores their outputs. The result
+    /// is what [`stage1`](Self::stage1) gives: a slice's outputs depend on its values only.
+    pub fn stage1_cached(&self, x: Tensor<5>, cache: &mut Stage1SliceCache) -> Stage1Output {
+        let [b, c, d, h, w] = x.dims();
+        let device = x.device();
+        let slices = x.swap_dims(1, 2).reshape([b * d, c, 1, h, w]);
+        let values = slices.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 slice values");
+        let len = c * h * w;
+        let slice_values = |i: usize| &values[i * len..(i + 1) * len];
+        let mut outputs: Vec<Option<(Tensor<5>, Tensor<5>)>> = (0..b * d).map(|i| cache.get(slice_values(i))).collect();
+        let missing: Vec<usize> = (0..b * d).filter(|&i| outputs[i].is_none()).collect();
+        if !missing.is_empty() {
+            let rows: Vec<i64> = missing.iter().map(|&i| i as i64).collect();
+            let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [missing.len()]), &device);
+            let (probabilities, features) = self.stage1_slices(slices.select(0, rows));
+            for (n, &i) in missing.iter().enumerate() {
+                let (p, f) = (probabilities.clone().narrow(0, n, 1), features.clone().narrow(0, n, 1));
+                cache.insert(slice_values(i).to_vec(), p.clone(), f.clone());
+                outputs[i] = Some((p, f));
+            }
+        }
+        let (probabilities, features): (Vec<_>, Vec<_>) = outputs.into_iter().map(|o| o.expect("every slice")).unzip();
+        Self::stage1_output(b, d, Tensor::cat(probabilities, 0), Tensor::cat(features, 0))
+    }
+
+    /// The stage-1 networks on `n` single slices `[n, c, 1, h, w]`: the mean probabilities
+    /// `[n, classes, 1, h, w]` and the concatenated fusion-level features
+    /// `[n, features, 1, h / s, w / s]`, detached.
+    fn stage1_slices(&self, slices: Tensor<5>) -> (Tensor<5>, Tensor<5>) {
+        let [_, _, _, h, w] = slices.dims();
         let up = |n: usize, m: usize| n.div_ceil(m) * m;
         let (hp, wp) = (up(h, self.stage1_divisor[0]), up(w, self.stage1_divisor[1]));
-        let mut slices = x.swap_dims(1, 2).reshape([b * d, c, 1, h, w]);
-        if (hp, wp) != (h, w) {
-            slices = slices.pad([(0, hp - h), (0, wp - w)], burn::tensor::ops::PadMode::Constant(0.0));
-        }
+        let slices =
+            if (hp, wp) != (h, w) { slices.pad([(0, hp - h), (0, wp - w)], PadMode::Constant(0.0)) } else { slices };
         let s = self.stage1_fusion_stride;
         let crop = |t: Tensor<5>, hh: usize, ww: usize| {
             if t.dims()[3] == hh && t.dims()[4] == ww {
@@ -305,9 +340,13 @@ impl SshsHybrid {
             features.push(crop(level_features[self.stage1_fusion_level].clone().detach(), h / s, w / s));
         }
         let probabilities = probabilities.expect("at least one stage-1 network").div_scalar(self.stage1.len() as f64);
-        let k = probabilities.dims()[1];
+        (probabilities, Tensor::cat(features, 1))
+    }
+
+    /// Slice-major stage-1 outputs (`[b * d, ., 1, ., .]`) on the canonical `[b, ., d, ., .]`.
+    fn stage1_output(b: usize, d: usize, probabilities: Tensor<5>, features: Tensor<5>) -> Stage1Output {
+        let [_, k, _, h, w] = probabilities.dims();
         let probabilities = probabilities.reshape([b, d, k, h, w]).swap_dims(1, 2);
-        let features = Tensor::cat(features, 1);
         let [_, f, _, hs, ws] = features.dims();
         let features = features.reshape([b, d, f, hs, ws]).swap_dims(1, 2);
         Stage1Output { probabilities, features }
@@ -317,7 +356,13 @@ impl SshsHybrid {
     /// resolution first, on the canonical layout; `x` is the image, `[b, c, d, h, w]`, each side
     /// a multiple of [`size_divisor`](Self::size_divisor).
     pub fn forward_detailed(&self, x: Tensor<5>) -> UNetOutput {
-        let Stage1Output { probabilities, features } = self.stage1(x.clone());
+        let stage1 = self.stage1(x.clone());
+        self.forward_with_stage1(x, stage1)
+    }
+
+    /// [`forward_detailed`](Self::forward_detailed) with the stage-1 outputs given.
+    fn forward_with_stage1(&self, x: Tensor<5>, stage1: Stage1Output) -> UNetOutput {
+        let Stage1Output { probabilities, features } = stage1;
         let skips = self.unet.encoder.forward(Tensor::cat(vec![x, probabilities], 1));
         let fuse = |level: usize, f3: Tensor<5>| {
             if level != self.fusion_level {
@@ -344,6 +389,21 @@ impl SshsHybrid {
     /// Panics if `D` is not 5, or the channels or sizes do not fit.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Vec<Tensor<D>> {
         forward_checked(SpatialDims::D3, &self.divisor, x, |x| self.forward_canonical(x))
+    }
+
+    /// Full-resolution logits of a 3D input `[b, c, d, h, w]` (as [`forward`](Self::forward)
+    /// without deep supervision), the stage-1 outputs of slices `cache` holds taken from it
+    /// ([`stage1_cached`](Self::stage1_cached)). For prediction.
+    ///
+    /// # Panics
+    ///
+    /// As [`forward`](Self::forward).
+    pub fn forward_logits_cached<const D: usize>(&self, x: Tensor<D>, cache: &mut Stage1SliceCache) -> Tensor<D> {
+        let mut logits = forward_checked(SpatialDims::D3, &self.divisor, x, |x| {
+            let stage1 = self.stage1_cached(x.clone(), cache);
+            self.forward_with_stage1(x, stage1).logits
+        });
+        logits.swap_remove(0)
     }
 
     /// [`forward_detailed`](Self::forward_detailed)'s logits.
@@ -479,6 +539,34 @@ mod tests {
             .unwrap()
             .div_scalar(2.0);
         probabilities.narrow(2, 1, 1).into_data().assert_approx_eq::<f32>(&by_hand.into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn the_stage1_cache_gives_the_uncached_outputs_and_serves_mirrored_slices() {
+        let device = device();
+        let config = SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4).unwrap();
+        let network = config.init(&device).with_deep_supervision(false);
+        let x = Tensor::<5>::random([2, 1, 4, 8, 16], Distribution::Normal(0.0, 1.0), &device);
+        let mut cache = Stage1SliceCache::new(64 << 20);
+        let cached = network.stage1_cached(x.clone(), &mut cache);
+        let plain = network.stage1(x.clone());
+        assert_eq!((cache.hits(), cache.misses(), cache.len()), (0, 8, 8));
+        cached.probabilities.into_data().assert_approx_eq::<f32>(&plain.probabilities.into_data(), Tolerance::default());
+        cached.features.into_data().assert_approx_eq::<f32>(&plain.features.into_data(), Tolerance::default());
+
+        // Test-time mirroring along the slice axis: every slice is found, and the logits are
+        // those of the uncached network on the mirrored input.
+        let mirrored = x.clone().flip([2]);
+        let logits = network.forward_logits_cached(mirrored.clone(), &mut cache);
+        assert_eq!((cache.hits(), cache.misses()), (8, 8));
+        let expected = network.forward(mirrored).remove(0);
+        logits.into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::default());
+
+        // A window sharing two slices with the first: only its two new slices run.
+        let shifted = Tensor::cat(vec![x.clone().narrow(2, 2, 2), x.narrow(2, 0, 2).add_scalar(1.0)], 2);
+        let logits = network.forward_logits_cached(shifted.clone(), &mut cache);
+        assert_eq!((cache.hits(), cache.misses()), (8 + 4, 8 + 4));
+        logits.into_data().assert_approx_eq::<f32>(&network.forward(shifted).remove(0).into_data(), Tolerance::default());
     }
 
     #[test]
