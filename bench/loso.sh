@@ -80,9 +80,15 @@ elif [ "$stage" = eval ]; then
       cp -n "$merged/imagesTr/${case}_0000.nii.gz" "$out/$group/images/"
       cp -n "$merged/labelsTr/$case.nii.gz" "$out/$group/labels/"
     done
-    for levels in ${EVAL_LEVELS:-on off}; do
+    levels_wanted=${EVAL_LEVELS:-on off}
+    for levels in $levels_wanted; do
       pred=$out/$group/pred_levels_$levels
       extra=(); [ "$levels" = off ] && extra=(--no-level-assignment)
+      # Both wanted: one prediction writes both (`--network-labels`: the labels before level
+      # assignment, the same as a run with --no-level-assignment).
+      if [ "$levels" = on ] && [[ " $levels_wanted " == *" off "* ]] && [ ! -d "$out/$group/pred_levels_off" ]; then
+        extra=(--network-labels "$out/$group/pred_levels_off")
+      fi
       if [ ! -d "$pred" ]; then
         "$bin" predict -i "$out/$group/images" -o "$pred" -m "$out/model" "${extra[@]}" > "$pred.log" 2>&1
         # REPORTS=FILE (a JSON object case id -> report, `spineseg text reports`): a model

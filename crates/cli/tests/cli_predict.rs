@@ -353,6 +353,20 @@ fn level_assignment_report_beside_the_mask() {
     assert!(foreground * 50 <= total && kind * 50 <= total, "{foreground} / {kind} of {total} voxels changed extent / kind");
     let relabelled = instances.iter().any(|i| i["relabelled"] == true);
     assert_eq!(changed > foreground + kind, relabelled, "{changed} voxels renamed; {report}");
+
+    // `--network-labels DIR`: one prediction gives both masks, each equal to its own run's.
+    let (both, network) = (dir.path().join("both.nii.gz"), dir.path().join("network"));
+    ok(spineseg(&[
+        "predict", "-i", s(&image), "-o", s(&both), "-m", s(&model), "--no-postprocessing", "--network-labels", s(&network),
+    ]));
+    let read = |path: &Path| read_volume(path).unwrap().to_labels(path).unwrap();
+    assert_eq!(read(&both).data(), levelled.data());
+    assert_eq!(read(&network.join("both.nii.gz")).data(), raw.data());
+    // Asking for the network's labels without level assignment is a usage error (clap: 2).
+    let out = spineseg(&["predict", "-i", s(&image), "-o", s(&both), "-m", s(&model), "--no-level-assignment", "--network-labels", s(&network)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--network-labels") && err.contains("--no-level-assignment"), "{err}");
 }
 
 #[test]

@@ -51,7 +51,7 @@ pub use postprocess::{
 };
 pub use levels::{assign_levels, Anchor, LevelAssignment, LevelOptions};
 pub use predict::{
-    predict_case, predict_case_with_levels, segment_preprocessed, segment_preprocessed_with_levels, CasePrediction,
+    predict_case, predict_case_with_levels, segment_preprocessed, segment_preprocessed_with_levels, CasePrediction, PreprocessedSegmentation,
     PredictOptions,
 };
 pub use sliding_window::{

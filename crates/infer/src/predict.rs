@@ -36,6 +36,10 @@ pub struct PredictOptions {
     /// FLOPs on large fields of view (a 254 x 254 slice: one 256 x 256 window instead of nine
     /// 160 x 160 ones), but the network then sees a larger field than in training.
     pub whole_slice: Option<Vec<usize>>,
+    /// With level assignment: also return the network's own labels from the same prediction
+    /// ([`CasePrediction::network_labels`], what the case gives without level assignment), so
+    /// both need one network pass (`predict --network-labels`).
+    pub keep_network_labels: bool,
 }
 
 /// A case's segmentation and, when level assignment ran, its report.
@@ -43,6 +47,19 @@ pub struct PredictOptions {
 pub struct CasePrediction {
     pub labels: Volume<Label>,
     pub levels: Option<LevelAssignment>,
+    /// The labels before level assignment, when [`PredictOptions::keep_network_labels`] asked
+    /// for them and level assignment ran.
+    pub network_labels: Option<Volume<Label>>,
+}
+
+/// Segmentation on the preprocessed grid ([`segment_preprocessed_with_levels`]).
+#[derive(Debug, Clone)]
+pub struct PreprocessedSegmentation {
+    /// Class indices (after level assignment when it ran).
+    pub classes: Volume<u8>,
+    pub levels: Option<LevelAssignment>,
+    /// Class indices before level assignment (see [`PredictOptions::keep_network_labels`]).
+    pub network_classes: Option<Volume<u8>>,
 }
 
 impl PredictOptions {
@@ -55,6 +72,7 @@ impl PredictOptions {
             keep_structures: None,
             level_assignment: None,
             whole_slice: None,
+            keep_network_labels: false,
         })
     }
 }
@@ -94,26 +112,32 @@ pub fn segment_preprocessed<P: PatchPredictor + ?Sized>(
 
 /// [`segment_preprocessed`] with level assignment when [`PredictOptions::level_assignment`] is
 /// set: the class scores are kept, their arg max (the same labels as without) relabelled by
-/// [`assign_levels`] with the softmax as evidence, then the largest component per class.
+/// [`assign_levels`] with the softmax as evidence, then the largest component per class (also
+/// on the labels before assignment, when [`PredictOptions::keep_network_labels`] keeps them).
 /// `classes`: the ontology id of each class index.
 pub fn segment_preprocessed_with_levels<P: PatchPredictor + ?Sized>(
     images: &[Volume<f32>],
     predictor: &mut P,
     options: &PredictOptions,
     classes: &[StructureId],
-) -> Result<(Volume<u8>, Option<LevelAssignment>)> {
+) -> Result<PreprocessedSegmentation> {
     let Some(level_options) = &options.level_assignment else {
-        return Ok((segment_preprocessed(images, predictor, options)?, None));
+        let classes = segment_preprocessed(images, predictor, options)?;
+        return Ok(PreprocessedSegmentation { classes, levels: None, network_classes: None });
     };
     let mut scores = predict_sliding_window(images, predictor, &*window_options(images, options)?)?;
     let mut seg = scores.argmax();
+    let mut network_classes = options.keep_network_labels.then(|| seg.clone());
     scores.softmax_in_place();
     let report = assign_levels(&mut seg, &scores, classes, level_options)?;
     drop(scores);
     if let Some(connectivity) = options.largest_component {
         keep_largest_component_per_class(&mut seg, connectivity, None);
+        if let Some(network) = &mut network_classes {
+            keep_largest_component_per_class(network, connectivity, None);
+        }
     }
-    Ok((seg, Some(report)))
+    Ok(PreprocessedSegmentation { classes: seg, levels: Some(report), network_classes })
 }
 
 /// Predicts one preprocessed case (from [`spineseg_preprocessing::preprocess::preprocess_case`]) and
@@ -154,16 +178,21 @@ pub fn predict_case_with_levels<P: PatchPredictor + ?Sized>(
         ));
     }
     let classes: Vec<StructureId> = plan.labels.iter().map(|l| StructureId(l.value)).collect();
-    let (seg, levels) = segment_preprocessed_with_levels(&case.images, predictor, options, &classes)?;
-    let mut seg = revert_to_original(&seg, properties, plan)?;
-    if let Some(keep) = &options.keep_structures {
-        // On the output grid, so a kept structure's voxels are exactly those of the full
-        // prediction (filtering before the resampling back would move its boundary).
-        for v in seg.data_mut() {
-            if !keep.contains(v) {
-                *v = 0;
+    let segmentation = segment_preprocessed_with_levels(&case.images, predictor, options, &classes)?;
+    let to_output = |classes: &Volume<u8>| -> Result<Volume<Label>> {
+        let mut seg = revert_to_original(classes, properties, plan)?;
+        if let Some(keep) = &options.keep_structures {
+            // On the output grid, so a kept structure's voxels are exactly those of the full
+            // prediction (filtering before the resampling back would move its boundary).
+            for v in seg.data_mut() {
+                if !keep.contains(v) {
+                    *v = 0;
+                }
             }
         }
-    }
-    Ok(CasePrediction { labels: seg, levels })
+        Ok(seg)
+    };
+    let labels = to_output(&segmentation.classes)?;
+    let network_labels = segmentation.network_classes.as_ref().map(to_output).transpose()?;
+    Ok(CasePrediction { labels, levels: segmentation.levels, network_labels })
 }

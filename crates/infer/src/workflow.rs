@@ -103,6 +103,9 @@ pub struct PredictJob {
     pub channels: Vec<PathBuf>,
     /// The segmentation file to write (its extension picks the format).
     pub output: PathBuf,
+    /// Where the network's own labels go (before level assignment), when the options keep
+    /// them ([`PredictOptions::keep_network_labels`]); written before the mask.
+    pub network_labels_output: Option<PathBuf>,
 }
 
 /// A case that could not be predicted.
@@ -242,7 +245,7 @@ pub fn job_for_file(input: &Path, output: &Path, channels: usize) -> Result<Pred
     if output == input {
         return Err(WorkflowError::OverwritesInput { path: output });
     }
-    Ok(PredictJob { id, channels: files, output })
+    Ok(PredictJob { id, channels: files, output, network_labels_output: None })
 }
 
 /// The jobs for an input folder: every `{id}_0000{ext}` file is a case (hidden files and other
@@ -281,7 +284,7 @@ pub fn jobs_for_folder(input: &Path, output: &Path, channels: usize) -> Result<V
             return Err(WorkflowError::ChannelMismatch { case: id, folder: input.to_path_buf(), found, channels });
         }
         let output = output.join(format!("{id}{}", format.extension()));
-        jobs.push(PredictJob { id, channels: files.into_values().collect(), output });
+        jobs.push(PredictJob { id, channels: files.into_values().collect(), output, network_labels_output: None });
     }
     Ok(jobs)
 }
@@ -378,9 +381,16 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
     }
     let sidecar = labels_sidecar_path(&job.output);
     let report = levels_report_path(&job.output);
+    let network_labels = match (&job.network_labels_output, &prediction.network_labels) {
+        (Some(path), Some(labels)) => Some((path, model.labels.to_dataset_values(labels)?)),
+        _ => None,
+    };
     let remove_sidecars = || {
         let _ = std::fs::remove_file(&sidecar);
         let _ = std::fs::remove_file(&report);
+        if let Some((path, _)) = &network_labels {
+            let _ = std::fs::remove_file(path);
+        }
     };
     let written = spineseg_io::json::write_json(&sidecar, &model.labels).and_then(|()| match &prediction.levels {
         Some(levels) => spineseg_io::json::write_json(&report, levels),
@@ -390,10 +400,14 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
             Ok(())
         }
     });
+    let written = written.map_err(WorkflowError::from).and_then(|()| match &network_labels {
+        Some((path, labels)) => write_network_labels(path, labels),
+        None => Ok(()),
+    });
     if let Err(error) = written {
         // A failed case writes nothing.
         remove_sidecars();
-        return Err(error.into());
+        return Err(error);
     }
     if let Err(error) = spineseg_io::write_volume(&job.output, &AnyVolume::from(seg.clone())) {
         remove_sidecars();
@@ -401,6 +415,18 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
     }
     times.write = lap(&mut clock);
     Ok(CaseOutput { seg, levels: prediction.levels, times })
+}
+
+/// Writes the network's own labels (creating their folder).
+fn write_network_labels(path: &Path, labels: &Volume<Label>) -> Result<(), WorkflowError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| WorkflowError::Os {
+            path: parent.to_path_buf(),
+            action: "cannot create folder",
+            source,
+        })?;
+    }
+    Ok(spineseg_io::write_volume(path, &AnyVolume::from(labels.clone()))?)
 }
 
 /// Where the meaning of an output mask's values goes: `<output stem>.labels.json` beside it, the

@@ -108,6 +108,7 @@ fn prediction_overlays_the_rotated_anisotropic_input_exactly() {
                 keep_structures: None,
                 level_assignment: None,
                 whole_slice: None,
+                keep_network_labels: false,
             };
             let predicted = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &options).unwrap();
             assert_eq!(predicted.shape(), labels.shape());
@@ -149,7 +150,7 @@ fn mismatched_predictor_or_patch_is_rejected() {
     let mut wrong_classes = predictor_fn(2, |_x: &[f32], _s: &[usize]| Ok(vec![]));
     let err = predict_case(&pre, &plan, &mut wrong_classes, &options).unwrap_err().to_string();
     assert!(err.contains("2 classes") && err.contains("oblique"), "{err}");
-    let three_d = PredictOptions { sliding_window: SlidingWindowOptions::new(vec![4, 4, 4]), largest_component: None, keep_structures: None, level_assignment: None, whole_slice: None };
+    let three_d = PredictOptions { sliding_window: SlidingWindowOptions::new(vec![4, 4, 4]), largest_component: None, keep_structures: None, level_assignment: None, whole_slice: None, keep_network_labels: false };
     let err = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &three_d).unwrap_err().to_string();
     assert!(err.contains("2d"), "{err}");
 }

@@ -94,6 +94,11 @@ pub struct PredictArgs {
     /// `<output stem>.levels.json` and logged.
     #[arg(long)]
     pub no_level_assignment: bool,
+    /// Also write, per case, DIR/{output file name}: the network's own labels from the same
+    /// prediction, before level assignment (what --no-level-assignment writes), to see what the
+    /// counting changed or to score both without predicting twice.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_level_assignment")]
+    pub network_labels: Option<PathBuf>,
     /// Skip the cases whose output mask already exists (a mask is written last, after its
     /// sidecars, so an existing one is complete): finishes a folder run that was interrupted or
     /// killed. Their rows are still in the structure table.
@@ -167,6 +172,19 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
     }
     if !args.no_level_assignment {
         options.level_assignment = default_level_assignment(&model);
+    }
+    if let Some(dir) = &args.network_labels {
+        if options.level_assignment.is_none() {
+            bail!("--network-labels: {} has no vertebra or disc levels to assign, so its labels are the network's", args.model.display());
+        }
+        if dir == &args.output {
+            bail!("--network-labels: {} is the output folder; give another folder", dir.display());
+        }
+        options.keep_network_labels = true;
+        for job in &mut jobs {
+            let name = job.output.file_name().expect("an output file name");
+            job.network_labels_output = Some(dir.join(name));
+        }
     }
     if let Some(list) = &args.structures {
         options.keep_structures = Some(structures_to_keep(&model, list).context("--structures")?);
