@@ -503,13 +503,16 @@ fn report_text_is_built_from_gradings_trained_on_resumed_exactly_and_given_at_pr
 
 #[test]
 fn tmca_training_resumes_exactly_and_predicts_without_an_encoder() {
-    // TMCA with HASF on the tiny 3-stage network (decoder levels 0 and 1).
+    // TMCA with HASF on the tiny 3-stage network (decoder levels 0 and 1), HASF with a report
+    // token fed with two of the three phantom cases' reports.
     let dir = tempfile::tempdir().unwrap();
     let work = tiny_work(dir.path());
     let encoder = dir.path().join("encoder");
     spineseg_text::write_tiny_test_encoder(&encoder).unwrap();
     let encoder = encoder.to_str().unwrap();
-    let flags = ["--tmca", "--tmca-levels", "0,1", "--text-guided", "--text-encoder", encoder];
+    let reports = dir.path().join("reports.json");
+    std::fs::write(&reports, r#"{"phantom_000": "L4/L5 intervertebral disc: disc herniation.", "phantom_002": "No abnormality."}"#).unwrap();
+    let flags = ["--tmca", "--tmca-levels", "0,1", "--text-guided", "--text-encoder", encoder, "--reports", reports.to_str().unwrap()];
 
     let a = dir.path().join("tmca_a");
     let report = train(&work, &a, &flags);
@@ -519,7 +522,7 @@ fn tmca_training_resumes_exactly_and_predicts_without_an_encoder() {
     let unet = manifest.network.plain_conv_unet().expect("the trainer trains a plain U-Net");
     let alignment = unet.target_alignment.clone().expect("model.json records the target alignment");
     assert_eq!(alignment.levels, [0, 1]);
-    assert!(unet.text_guidance.is_some(), "TMCA + HASF");
+    assert!(unet.text_guidance.as_ref().is_some_and(|t| t.report), "TMCA + HASF with a report token");
     let prompts = spineseg_infer::model_folder::PromptEmbeddings::load(&a.join("prompt_embeddings.json")).unwrap();
     let network = load_network(unet, &a.join("weights.bpk")).unwrap();
     let module = network.target_alignment.as_ref().unwrap();
@@ -539,12 +542,24 @@ fn tmca_training_resumes_exactly_and_predicts_without_an_encoder() {
         "resumed TMCA weights differ"
     );
 
-    // Prediction loads the TMCA network from the folder alone.
+    // Prediction loads the TMCA network from the folder alone; with a report, the encoder
+    // embeds it first.
     let image = dir.path().join("phantom/imagesTr/phantom_000_0000.nii.gz");
     let out = dir.path().join("tmca.nii.gz");
     ok(spineseg(&["predict", "-i", image.to_str().unwrap(), "-o", out.to_str().unwrap(), "-m", a.to_str().unwrap()]));
     let labels = spineseg_io::read_labels(&out).unwrap();
     assert_eq!(labels.shape(), spineseg_io::read_image(&image).unwrap().shape());
+    let case_report = dir.path().join("case_report.txt");
+    std::fs::write(&case_report, "L5/S1 intervertebral disc: disc narrowing, Pfirrmann grade 5.").unwrap();
+    let with_report = dir.path().join("tmca_report.nii.gz");
+    let output = spineseg(&[
+        "predict", "-i", image.to_str().unwrap(), "-o", with_report.to_str().unwrap(), "-m", a.to_str().unwrap(),
+        "--report", case_report.to_str().unwrap(), "--text-encoder", encoder,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    ok(output);
+    assert!(stderr.contains("report: "), "{stderr}");
+    assert_eq!(spineseg_io::read_labels(&with_report).unwrap().shape(), labels.shape());
 
     // A level the network does not have is a clear error before training.
     let out = spineseg(&[

@@ -120,8 +120,8 @@ pub struct TrainArgs {
     /// reports` builds one from SPIDER's gradings). The network gets a report token; each
     /// training sample carries its case's report, a case without one a fixed "no report"
     /// sentence. The reports are embedded once into OUT/report_embeddings.json;
-    /// `predict --report` gives one at prediction.
-    #[arg(long, value_name = "REPORTS.json", requires = "text_guided", conflicts_with = "tmca")]
+    /// `predict --report` gives one at prediction. With --tmca too: TMCA + HASF with the token.
+    #[arg(long, value_name = "REPORTS.json", requires = "text_guided")]
     pub reports: Option<PathBuf>,
     /// Skip a training step whose loss or gradient norm is not finite (counted in log.csv's
     /// `skipped_steps` and the epoch line) instead of stopping the run with an error naming the

@@ -16,12 +16,12 @@ use crate::error::{Result, TrainError};
 use crate::losses::ccae::ccae_loss;
 use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
 use crate::pseudo_dice::PseudoDice;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use spineseg_dataloading::partial_labels::PartialLabelRule;
 use spineseg_dataloading::sampling::Batch;
 use spineseg_infer::model_folder::{PromptEmbeddings, PROMPT_EMBEDDINGS_FILE};
-use spineseg_model::{TextGuidanceConfig, TextInputs};
+use spineseg_model::{TextFusion, TextGuidanceConfig, TextInputs};
 use std::path::Path;
 
 /// Settings of [`TextGuidedMethod`]: the fusion's shape and the CCAE loss (missing fields take
@@ -89,6 +89,16 @@ impl TextGuidedSettings {
     }
 
     /// Checks the values; the message names the field.
+    /// HASF's network configuration for prompts of `text_dim` values (with a report token when
+    /// `reports`).
+    pub fn fusion_config(&self, text_dim: usize) -> TextGuidanceConfig {
+        TextGuidanceConfig::new(text_dim)
+            .with_embed_dim(self.embed_dim)
+            .with_heads(self.heads)
+            .with_fused_stages(self.fused_stages)
+            .with_report(self.reports)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
         if self.embed_dim == 0 || self.heads == 0 || !self.embed_dim.is_multiple_of(self.heads) {
@@ -118,6 +128,25 @@ pub struct TextGuidedMethod {
 }
 
 /// `MODEL/prompt_embeddings.json`, checked against the plan's classes.
+/// A new fusion with the frozen class prompts `embeddings` and, with `reports`, the frozen
+/// "no report" embedding of its report token.
+pub(super) fn init_fusion(
+    fusion: TextFusion,
+    embeddings: Tensor<2>,
+    reports: Option<&ReportLookup>,
+    device: &Device,
+) -> TextFusion {
+    let fusion = fusion.with_class_embeddings(embeddings);
+    match reports {
+        Some(reports) => {
+            let null = reports.null_report().to_vec();
+            let dim = null.len();
+            fusion.with_null_report(Tensor::<2>::from_data(TensorData::new(null, [1, dim]), device))
+        }
+        None => fusion,
+    }
+}
+
 pub(super) fn load_prompt_embeddings(ctx: &MethodContext<'_>) -> Result<PromptEmbeddings> {
     let path = ctx.model_dir.join(PROMPT_EMBEDDINGS_FILE);
     if !path.is_file() {
@@ -144,13 +173,7 @@ impl TextGuidedMethod {
             Some(saved) => SingleNetwork::new(SingleNetworkState::unet_from_saved(saved, ctx)?, ctx, settings.partial_labels(), |m| m)?,
             None => {
                 let prompts = class_prompts.as_ref().expect("a new run reads the class prompts");
-                let config = ctx.plan_network.clone().with_text_guidance(Some(
-                    TextGuidanceConfig::new(prompts.dim)
-                        .with_embed_dim(settings.embed_dim)
-                        .with_heads(settings.heads)
-                        .with_fused_stages(settings.fused_stages)
-                        .with_report(settings.reports),
-                ));
+                let config = ctx.plan_network.clone().with_text_guidance(Some(settings.fusion_config(prompts.dim)));
                 config
                     .validate()
                     .map_err(|e| TrainError::Invalid(format!("{}: text guidance: {e}", ctx.plans_path.display())))?;
@@ -159,13 +182,7 @@ impl TextGuidedMethod {
                     let fusion = model.text_fusion.take().expect("a text-guided network has a text fusion");
                     let (values, shape) = prompts.matrix();
                     let embeddings = Tensor::<2>::from_data(TensorData::new(values, shape), &device);
-                    let mut fusion = fusion.with_class_embeddings(embeddings);
-                    if let Some(reports) = &reports {
-                        let null = reports.null_report().to_vec();
-                        let dim = null.len();
-                        fusion = fusion.with_null_report(Tensor::<2>::from_data(TensorData::new(null, [1, dim]), &device));
-                    }
-                    model.text_fusion = Some(fusion);
+                    model.text_fusion = Some(init_fusion(fusion, embeddings, reports.as_ref(), &device));
                     model
                 })?
             }

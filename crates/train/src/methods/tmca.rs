@@ -3,12 +3,14 @@
 //! class-prompt embeddings of `MODEL/prompt_embeddings.json`, trained with Dice + cross-entropy
 //! plus `tmca_weight` x the multi-level region-to-text InfoNCE ([`crate::losses::tmca`]),
 //! neighbouring levels weighted as hard negatives. Optionally with ATM-Net's HASF fusion and its
-//! CCAE loss as well (`hasf`), the "TMCA + HASF" arm. The logged training loss includes the
+//! CCAE loss as well (`hasf`), the "TMCA + HASF" arm, with HASF's report token when its
+//! settings ask for reports. The logged training loss includes the
 //! contrastive terms, the validation loss does not. The weights hold the embeddings, so resume
 //! and prediction need no text encoder.
 
 use super::single_network::{SingleNetwork, SingleNetworkState};
-use super::text_guided::{load_prompt_embeddings, TextGuidedSettings};
+use super::reports::ReportLookup;
+use super::text_guided::{init_fusion, load_prompt_embeddings, TextGuidedSettings};
 use crate::error::{Result, TrainError};
 use crate::losses::ccae::ccae_loss;
 use crate::losses::tmca::{hard_negative_log_weights, tmca_loss};
@@ -18,7 +20,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use spineseg_dataloading::partial_labels::PartialLabelRule;
 use spineseg_dataloading::sampling::Batch;
-use spineseg_model::{TargetAlignmentConfig, TextGuidanceConfig};
+use spineseg_model::{TargetAlignmentConfig, TextInputs};
 use std::path::Path;
 
 /// Settings of [`TmcaMethod`] (missing fields take the defaults).
@@ -99,12 +101,20 @@ pub struct TmcaMethod {
     /// `[classes, classes]` log-weights of the negatives, row-major.
     log_weights: Vec<f32>,
     classes: usize,
+    /// With HASF's report token: the per-sample report embeddings.
+    reports: Option<ReportLookup>,
 }
 
 impl TmcaMethod {
     /// A new run reads the class embeddings once (network text width and frozen parameters); a
     /// resumed run takes both from its checkpoint.
     pub fn build(settings: &TmcaSettings, ctx: &MethodContext<'_>, saved: Option<&serde_json::Value>) -> Result<Self> {
+        let reports = settings
+            .hasf
+            .as_ref()
+            .filter(|hasf| hasf.reports)
+            .map(|_| ReportLookup::load(ctx.model_dir, ctx.train_cases))
+            .transpose()?;
         let network = match saved {
             Some(saved) => SingleNetwork::new(
                 SingleNetworkState::unet_from_saved(saved, ctx)?,
@@ -121,12 +131,7 @@ impl TmcaMethod {
                         .with_temperature(settings.enhance_temperature),
                 ));
                 if let Some(hasf) = &settings.hasf {
-                    config = config.with_text_guidance(Some(
-                        TextGuidanceConfig::new(prompts.dim)
-                            .with_embed_dim(hasf.embed_dim)
-                            .with_heads(hasf.heads)
-                            .with_fused_stages(hasf.fused_stages),
-                    ));
+                    config = config.with_text_guidance(Some(hasf.fusion_config(prompts.dim)));
                 }
                 config
                     .validate()
@@ -138,7 +143,7 @@ impl TmcaMethod {
                     let alignment = model.target_alignment.take().expect("a TMCA network has a target alignment");
                     model.target_alignment = Some(alignment.with_class_embeddings(embeddings.clone()));
                     if let Some(fusion) = model.text_fusion.take() {
-                        model.text_fusion = Some(fusion.with_class_embeddings(embeddings));
+                        model.text_fusion = Some(init_fusion(fusion, embeddings, reports.as_ref(), &device));
                     }
                     model
                 })?
@@ -146,7 +151,7 @@ impl TmcaMethod {
         };
         let class_ids: Vec<u16> = ctx.plan.labels.iter().map(|l| l.value).collect();
         let log_weights = hard_negative_log_weights(&class_ids, settings.hard_negative_weight);
-        Ok(TmcaMethod { network, settings: settings.clone(), log_weights, classes: class_ids.len() })
+        Ok(TmcaMethod { network, settings: settings.clone(), log_weights, classes: class_ids.len(), reports })
     }
 }
 
@@ -157,7 +162,9 @@ impl TrainingMethod for TmcaMethod {
 
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
         let (settings, log_weights, classes) = (&self.settings, &self.log_weights, self.classes);
-        self.network.train_step(batch, lr, |model, mut level_features, target, label_mask| {
+        let device = self.network.devices().1;
+        let text = TextInputs { prompts: None, reports: self.reports.as_ref().map(|lookup| lookup.batch_reports(batch, device)) };
+        self.network.train_step_with_text(batch, text, lr, |model, mut level_features, target, label_mask| {
             let model = model.plain_conv_unet()?;
             let alignment = model.target_alignment.as_ref()?;
             let device = target.device();
