@@ -156,7 +156,7 @@ mod tests {
         cache.insert(vec![0.0, 0.0, 0.0, 0.0], p, f);
         assert_eq!(cache.len(), 2);
         let (p, _) = cache.get(&[1.0, 2.0, 3.0, 4.0]).expect("stored");
-        assert_eq!(p.into_data().to_vec::<f32>().unwrap()[0], 1.0);
+        assert_eq!(p.into_data().try_to_vec::<f32>().unwrap()[0], 1.0);
         // -0.0 is not 0.0 here: the network could tell them apart only through a sign, but a
         // cache must never guess.
         assert!(cache.get(&[-0.0, 0.0, 0.0, 0.0]).is_none());
