@@ -15,7 +15,8 @@
 # SITE is one of vb3 vb2 ivd spider. Budget and settings: EPOCHS (default 10) x 100 iterations,
 # AdamW 2e-3, batch 4, 2D at 1.5 mm, partial labels (default rule: by-range-neighbours), SEED
 # (default 0). EVAL_GROUPS (default "unseen val") and EVAL_LEVELS (default "on off") narrow the
-# evaluation (an ablation arm needs only the raw labels: EVAL_LEVELS=off); EVAL_EVERY=N scores
+# evaluation (an ablation arm needs only the raw labels: EVAL_LEVELS=off; with both, each case is
+# predicted once, the raw labels written by `predict --network-labels`); EVAL_EVERY=N scores
 # every Nth case of the left-out site. REPORTS=FILE (case id -> report text, `spineseg text
 # reports`) predicts the cases it lists with `--report` (models trained with `--reports`).
 # Needs a release build (`cargo build --release -p spineseg-cli`; SPINESEG overrides the binary)
