@@ -81,20 +81,6 @@ impl NetworkPredictor {
         NetworkPredictor { network, device, in_channels, num_classes, report: None, stage1_cache }
     }
 
-    /// The same predictor with an SSHSNet hybrid's stage-1 cache of at most `bytes` (0: none).
-    /// Other networks have no stage 1; for them this changes nothing.
-    pub fn with_stage1_cache_bytes(mut self, bytes: usize) -> Self {
-        if self.stage1_cache.is_some() {
-            self.stage1_cache = (bytes > 0).then(|| Stage1SliceCache::new(bytes));
-        }
-        self
-    }
-
-    /// The hybrid's stage-1 cache (`None` for other networks, or when turned off).
-    pub fn stage1_cache(&self) -> Option<&Stage1SliceCache> {
-        self.stage1_cache.as_ref()
-    }
-
     /// Predicts with `embedding` (a report's sentence embedding) in the report token of a
     /// text-guided network trained with reports, instead of its "no report" token. An error
     /// when the network has no report token or the size differs from its text size.

@@ -372,13 +372,7 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
     let seg = model.labels.to_dataset_values(&prediction.labels)?;
     times.network = timed.seconds;
     times.postprocess = lap(&mut clock) - timed.seconds;
-    if let Some(parent) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| WorkflowError::Os {
-            path: parent.to_path_buf(),
-            action: "cannot create folder",
-            source,
-        })?;
-    }
+    create_parent_folder(&job.output)?;
     let sidecar = labels_sidecar_path(&job.output);
     let report = levels_report_path(&job.output);
     let network_labels = match (&job.network_labels_output, &prediction.network_labels) {
@@ -419,6 +413,12 @@ pub fn predict_job<P: PatchPredictor + ?Sized>(
 
 /// Writes the network's own labels (creating their folder).
 fn write_network_labels(path: &Path, labels: &Volume<Label>) -> Result<(), WorkflowError> {
+    create_parent_folder(path)?;
+    Ok(spineseg_io::write_volume(path, &AnyVolume::from(labels.clone()))?)
+}
+
+/// Creates the folder an output file goes into (nothing for a bare file name).
+fn create_parent_folder(path: &Path) -> Result<(), WorkflowError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| WorkflowError::Os {
             path: parent.to_path_buf(),
@@ -426,7 +426,7 @@ fn write_network_labels(path: &Path, labels: &Volume<Label>) -> Result<(), Workf
             source,
         })?;
     }
-    Ok(spineseg_io::write_volume(path, &AnyVolume::from(labels.clone()))?)
+    Ok(())
 }
 
 /// Where the meaning of an output mask's values goes: `<output stem>.labels.json` beside it, the

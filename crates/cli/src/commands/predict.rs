@@ -177,13 +177,14 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         if options.level_assignment.is_none() {
             bail!("--network-labels: {} has no vertebra or disc levels to assign, so its labels are the network's", args.model.display());
         }
-        if dir == &args.output {
-            bail!("--network-labels: {} is the output folder; give another folder", dir.display());
-        }
         options.keep_network_labels = true;
         for job in &mut jobs {
-            let name = job.output.file_name().expect("an output file name");
-            job.network_labels_output = Some(dir.join(name));
+            let path = dir.join(job.output.file_name().expect("an output file name"));
+            // Compared per case: `-o out/seg.nii.gz --network-labels out` would hit the mask too.
+            if path == job.output {
+                bail!("--network-labels: {} is the output folder; give another folder", dir.display());
+            }
+            job.network_labels_output = Some(path);
         }
     }
     if let Some(list) = &args.structures {
