@@ -10,6 +10,7 @@
 #
 # Stage 2 (SSHSNet's hybrid, 3d_fullres at the same 1.5 mm):
 #   bench/cps_ablation.sh plan3d RUNS                      # RUNS/vb2-3d/work (3d_fullres, same cases and fold)
+#                                                          # and RUNS/vb2q-3d/work (the quarter's split)
 #   bench/cps_ablation.sh stage2 RUNS ARM SEED STAGE1_ARM  # ARM: hybrid or concat, on RUNS/<STAGE1_ARM>/model
 #     -> RUNS/<ARM>-<STAGE1_ARM>-s<SEED>; STAGE2_EPOCHS (default 10) x 100 steps, same optimiser.
 #
@@ -46,6 +47,13 @@ PY
       --max-features 256 --exclude-cases "$left_out"
     # The same fold as the 2D arms (the stage-1 networks never saw its validation cases).
     cp "$runs/vb2/work/splits_final.json" "$runs/vb2-3d/work/"
+    # The quarter regime's 3D work folder: the same preprocessed data, the quarter's split (stage 2
+    # learns from the same 11 labelled cases as its stage 1).
+    mkdir -p "$runs/vb2q-3d/work"
+    for name in fingerprint.json labels.json plans.json preprocessed; do
+      [ -e "$runs/vb2q-3d/work/$name" ] || ln -s "../../vb2-3d/work/$name" "$runs/vb2q-3d/work/$name"
+    done
+    cp "$runs/vb2q/work/splits_final.json" "$runs/vb2q-3d/work/"
     ;;
   stage2)
     arm=${3:?arm: hybrid or concat}
@@ -56,13 +64,18 @@ PY
       concat) extra=(--no-tri-attention) ;;
       *) echo "unknown stage-2 arm $arm: expected hybrid or concat" >&2; exit 2 ;;
     esac
+    # A stage 1 of the quarter regime (sup-q-*, cps-q-*) gets the quarter's 3D split.
+    case "$stage1" in
+      *-q-*) work3d=vb2q-3d ;;
+      *) work3d=vb2-3d ;;
+    esac
     out=$runs/$arm-$stage1-s$seed
     mkdir -p "$out"
-    [ -e "$out/work" ] || ln -s ../vb2-3d/work "$out/work"
+    [ -e "$out/work" ] || ln -s "../$work3d/work" "$out/work"
     "$bin" train "$out/work" --out "$out/model" --configuration 3d_fullres --fold 0 --epochs "${STAGE2_EPOCHS:-10}" \
       --iterations-per-epoch 100 --validation-batches 4 --optimizer adamw --lr 0.002 --seed "$seed" \
       --partial-labels --quiet --stage1 "$runs/$stage1/model" "${extra[@]}"
-    ARM=$arm-$stage1-s$seed EVAL_LEVELS=off "$here/loso.sh" eval "$runs" vb2
+    ARM=$arm-$stage1-s$seed EVAL_LEVELS=${EVAL_LEVELS:-off} "$here/loso.sh" eval "$runs" vb2
     ;;
   quarter)
     "$python" - "$runs" <<'PY'
@@ -125,7 +138,7 @@ PY
     "$bin" train "$out/work" --out "$out/model" --configuration 2d --fold 0 --epochs "$epochs" \
       --iterations-per-epoch 100 --validation-batches 4 --optimizer adamw --lr 0.002 --seed "$seed" \
       --partial-labels --quiet "${extra[@]}"
-    ARM=$arm-s$seed EVAL_LEVELS=off "$here/loso.sh" eval "$runs" vb2
+    ARM=$arm-s$seed EVAL_LEVELS=${EVAL_LEVELS:-off} "$here/loso.sh" eval "$runs" vb2
     ;;
   *) echo "unknown stage $stage: expected quarter, arm, plan3d or stage2" >&2; exit 2 ;;
 esac

@@ -10,7 +10,10 @@ the ablation compares networks, not the level-assignment step); LEVELS=on reads 
 the bodies and of the discs over the structures each case labels, and the share of bodies named
 at the right level; on the left-out source and on the validation fold (training sources).
 PER_LEVEL=1 also prints the left-out source's body Dice per level (mean over each arm's cases,
-then over its seeds).
+then over its seeds). HD95=1 also prints the boundary table: per group and structure kind, the
+mean HD95 (mm) over the structures an arm found (reference and prediction both non-empty) and
+the share of labelled structures it found (an arm that misses a structure has no distance for
+it, so the two columns are read together).
 """
 import csv
 import os
@@ -45,12 +48,13 @@ def named(folder, kind):
     return float("nan") if not totals else totals["right"] / totals["n"]
 
 
-def cell(values, percent=False):
+def cell(values, percent=False, digits=None):
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "-"
     scale = 100 if percent else 1
-    digits = 0 if percent else 3
+    if digits is None:
+        digits = 0 if percent else 3
     mean = sum(values) / len(values) * scale
     spread = f" ({min(values) * scale:.{digits}f}..{max(values) * scale:.{digits}f})" if len(values) > 1 else ""
     return f"{mean:.{digits}f}{' %' if percent else ''}{spread}"
@@ -101,3 +105,36 @@ if os.environ.get("PER_LEVEL") == "1":
             values = [l[label] for l in levels if label in l]
             cells.append(f"{sum(values) / len(values):.2f}" if values else "-")
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def boundary(folder, low, high):
+    """(mean HD95 mm over found structures, share of labelled structures found)."""
+    path = folder / "metrics.csv"
+    if not path.exists():
+        return float("nan"), float("nan")
+    distances, labelled, found = [], 0, 0
+    for r in csv.DictReader(open(path)):
+        if int(r["ref_voxels"]) == 0 or not low <= int(r["label"]) <= high:
+            continue
+        labelled += 1
+        if int(r["pred_voxels"]) > 0:
+            found += 1
+            distances.append(float(r["hd95_mm"]))
+    hd95 = sum(distances) / len(distances) if distances else float("nan")
+    return hd95, (found / labelled if labelled else float("nan"))
+
+
+if os.environ.get("HD95") == "1":
+    KINDS = [("unseen", "bodies", 1, 26), ("val", "bodies", 1, 26), ("val", "discs", 101, 125)]
+    print()
+    header = " | ".join(f"{g} {k} HD95 mm | {g} {k} found" for g, k, _, _ in KINDS)
+    print(f"| setting (seeds) | {header} |")
+    print("|---|" + "---|---|" * len(KINDS))
+    for spec in sys.argv[2:]:
+        name, arms = spec.split("=", 1)
+        arms = arms.split(",")
+        cells = []
+        for group, _, low, high in KINDS:
+            pairs = [boundary(root / arm / "eval" / f"{group}_levels_{LEVELS}", low, high) for arm in arms]
+            cells += [cell([p[0] for p in pairs], digits=1), cell([p[1] for p in pairs], percent=True)]
+        print(f"| {name} ({len(arms)}) | " + " | ".join(cells) + " |")
