@@ -75,7 +75,9 @@ PY
     "$bin" train "$out/work" --out "$out/model" --configuration 3d_fullres --fold 0 --epochs "${STAGE2_EPOCHS:-10}" \
       --iterations-per-epoch 100 --validation-batches 4 --optimizer adamw --lr 0.002 --seed "$seed" \
       --partial-labels --quiet --stage1 "$runs/$stage1/model" "${extra[@]}"
-    ARM=$arm-$stage1-s$seed EVAL_LEVELS=${EVAL_LEVELS:-off} "$here/loso.sh" eval "$runs" vb2
+    # Scored without test-time mirroring, as the 2D arms are (a 2D model has no mirror axis);
+    # mirroring would double the 3D network's share of the evaluation.
+    PREDICT_FLAGS=--disable-tta ARM=$arm-$stage1-s$seed EVAL_LEVELS=${EVAL_LEVELS:-off} "$here/loso.sh" eval "$runs" vb2
     ;;
   quarter)
     "$python" - "$runs" <<'PY'

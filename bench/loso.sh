@@ -19,6 +19,7 @@
 # predicted once, the raw labels written by `predict --network-labels`); EVAL_EVERY=N scores
 # every Nth case of the left-out site. REPORTS=FILE (case id -> report text, `spineseg text
 # reports`) predicts the cases it lists with `--report` (models trained with `--reports`).
+# PREDICT_FLAGS adds flags to every `spineseg predict` (e.g. --disable-tta).
 # Needs a release build (`cargo build --release -p spineseg-cli`; SPINESEG overrides the binary)
 # and, for the naming score, python3 with nibabel and numpy (PYTHON overrides the interpreter).
 set -euo pipefail
@@ -84,11 +85,11 @@ elif [ "$stage" = eval ]; then
     levels_wanted=${EVAL_LEVELS:-on off}
     for levels in $levels_wanted; do
       pred=$out/$group/pred_levels_$levels
-      extra=(); [ "$levels" = off ] && extra=(--no-level-assignment)
+      extra=(${PREDICT_FLAGS:-}); [ "$levels" = off ] && extra+=(--no-level-assignment)
       # Both wanted: one prediction writes both (`--network-labels`: the labels before level
       # assignment, the same as a run with --no-level-assignment).
       if [ "$levels" = on ] && [[ " $levels_wanted " == *" off "* ]] && [ ! -d "$out/$group/pred_levels_off" ]; then
-        extra=(--network-labels "$out/$group/pred_levels_off")
+        extra+=(--network-labels "$out/$group/pred_levels_off")
       fi
       if [ ! -d "$pred" ]; then
         "$bin" predict -i "$out/$group/images" -o "$pred" -m "$out/model" "${extra[@]}" > "$pred.log" 2>&1
