@@ -9,8 +9,10 @@ the surface distances in both directions, computed in the reference image's voxe
 Reads RUNS/<arm>/{unseen,val}/pred_levels_off (raw network labels) and RUNS/<arm>/{unseen,val}/labels.
 A reference structure no predicted structure touches is "missed" (no distance). Per arm and
 group: mean matched Dice (a miss counts 0), mean HD95 over the matched structures, share matched;
-then mean (min..max) over the arms of a setting. Needs nibabel, numpy and scipy.
+then mean (min..max) over the arms of a setting. Each arm's scores are cached in
+RUNS/<arm>/eval/matched_boundary_<group>.json. Needs nibabel, numpy and scipy.
 """
+import json
 import sys
 from pathlib import Path
 
@@ -67,6 +69,17 @@ def score_case(pred_path, ref_path):
 
 
 def score_arm(folder, group):
+    # Cached beside the arm's other scores: the predictions of a finished arm do not change.
+    cache = folder / "eval" / f"matched_boundary_{group}.json"
+    if cache.exists():
+        return {kind: tuple(v) for kind, v in json.load(open(cache)).items()}
+    out = score_predictions(folder, group)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    json.dump(out, open(cache, "w"), indent=1)
+    return out
+
+
+def score_predictions(folder, group):
     rows = {kind: [] for kind in KINDS}
     pred_dir, ref_dir = folder / group / "pred_levels_off", folder / group / "labels"
     for ref_path in sorted(ref_dir.glob("*.nii.gz")):
