@@ -67,11 +67,16 @@ COLUMNS = [
     ("val discs Dice", "val", lambda f: pooled(f, 101, 125), False),
     ("val bodies named right", "val", lambda f: named(f, "body"), True),
 ]
+def settings():
+    """(name, [arm, ...]) per NAME=ARM,ARM,... argument."""
+    for spec in sys.argv[2:]:
+        name, arms = spec.split("=", 1)
+        yield name, arms.split(",")
+
+
 print("| setting (seeds) | " + " | ".join(c[0] for c in COLUMNS) + " |")
 print("|---|" + "---|" * len(COLUMNS))
-for spec in sys.argv[2:]:
-    name, arms = spec.split("=", 1)
-    arms = arms.split(",")
+for name, arms in settings():
     cells = []
     for _, group, metric, percent in COLUMNS:
         cells.append(cell([metric(root / arm / "eval" / f"{group}_levels_{LEVELS}") for arm in arms], percent))
@@ -97,9 +102,8 @@ if os.environ.get("PER_LEVEL") == "1":
     print()
     print("| setting | " + " | ".join(LEVEL_NAMES.values()) + " |")
     print("|---|" + "---|" * len(LEVEL_NAMES))
-    for spec in sys.argv[2:]:
-        name, arms = spec.split("=", 1)
-        levels = [per_level(root / arm / "eval" / f"unseen_levels_{LEVELS}") for arm in arms.split(",")]
+    for name, arms in settings():
+        levels = [per_level(root / arm / "eval" / f"unseen_levels_{LEVELS}") for arm in arms]
         cells = []
         for label in LEVEL_NAMES:
             values = [l[label] for l in levels if label in l]
@@ -130,9 +134,7 @@ if os.environ.get("HD95") == "1":
     header = " | ".join(f"{g} {k} HD95 mm | {g} {k} found" for g, k, _, _ in KINDS)
     print(f"| setting (seeds) | {header} |")
     print("|---|" + "---|---|" * len(KINDS))
-    for spec in sys.argv[2:]:
-        name, arms = spec.split("=", 1)
-        arms = arms.split(",")
+    for name, arms in settings():
         cells = []
         for group, _, low, high in KINDS:
             pairs = [boundary(root / arm / "eval" / f"{group}_levels_{LEVELS}", low, high) for arm in arms]
