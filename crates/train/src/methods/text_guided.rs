@@ -88,7 +88,6 @@ impl TextGuidedSettings {
         super::supervised::effective_rule(self.partial_labels, self.partial_label_rule)
     }
 
-    /// Checks the values; the message names the field.
     /// HASF's network configuration for prompts of `text_dim` values (with a report token when
     /// `reports`).
     pub fn fusion_config(&self, text_dim: usize) -> TextGuidanceConfig {
@@ -99,6 +98,7 @@ impl TextGuidedSettings {
             .with_report(self.reports)
     }
 
+    /// Checks the values; the message names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
         if self.embed_dim == 0 || self.heads == 0 || !self.embed_dim.is_multiple_of(self.heads) {
@@ -127,7 +127,6 @@ pub struct TextGuidedMethod {
     reports: Option<ReportLookup>,
 }
 
-/// `MODEL/prompt_embeddings.json`, checked against the plan's classes.
 /// A new fusion with the frozen class prompts `embeddings` and, with `reports`, the frozen
 /// "no report" embedding of its report token.
 pub(super) fn init_fusion(
@@ -147,6 +146,7 @@ pub(super) fn init_fusion(
     }
 }
 
+/// `MODEL/prompt_embeddings.json`, checked against the plan's classes.
 pub(super) fn load_prompt_embeddings(ctx: &MethodContext<'_>) -> Result<PromptEmbeddings> {
     let path = ctx.model_dir.join(PROMPT_EMBEDDINGS_FILE);
     if !path.is_file() {
