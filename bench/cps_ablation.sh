@@ -12,7 +12,7 @@
 #   bench/cps_ablation.sh plan3d RUNS                      # RUNS/vb2-3d/work (3d_fullres, same cases and fold)
 #                                                          # and RUNS/vb2q-3d/work (the quarter's split)
 #   bench/cps_ablation.sh stage2 RUNS ARM SEED STAGE1_ARM  # ARM: hybrid or concat, on RUNS/<STAGE1_ARM>/model
-#     -> RUNS/<ARM>-<STAGE1_ARM>-s<SEED>; STAGE2_EPOCHS (default 10) x 100 steps, same optimiser.
+#     -> RUNS/<ARM><STAGE2_TAG>-<STAGE1_ARM>-s<SEED>; STAGE2_EPOCHS (default 10) x 100 steps, same optimiser.
 #
 # Budget: the same CPU per arm. A supervised arm trains SUP_EPOCHS (default 10) x 100 steps; a
 # CPS step costs CPS_COST (default 2.14, measured: docs/BENCHMARKS.md) supervised steps (two
@@ -69,7 +69,8 @@ PY
       *-q-*) work3d=vb2q-3d ;;
       *) work3d=vb2-3d ;;
     esac
-    out=$runs/$arm-$stage1-s$seed
+    # STAGE2_TAG names a variant of the arm (its folder is $arm$STAGE2_TAG-$stage1-s$seed).
+    out=$runs/$arm${STAGE2_TAG:-}-$stage1-s$seed
     mkdir -p "$out"
     [ -e "$out/work" ] || ln -s "../$work3d/work" "$out/work"
     "$bin" train "$out/work" --out "$out/model" --configuration 3d_fullres --fold 0 --epochs "${STAGE2_EPOCHS:-10}" \
@@ -77,7 +78,7 @@ PY
       --partial-labels --quiet --stage1 "$runs/$stage1/model" "${extra[@]}"
     # Scored without test-time mirroring, as the 2D arms are (a 2D model has no mirror axis);
     # mirroring would double the 3D network's share of the evaluation.
-    PREDICT_FLAGS=--disable-tta ARM=$arm-$stage1-s$seed EVAL_LEVELS=${EVAL_LEVELS:-off} "$here/loso.sh" eval "$runs" vb2
+    PREDICT_FLAGS=--disable-tta ARM=$arm${STAGE2_TAG:-}-$stage1-s$seed EVAL_LEVELS=${EVAL_LEVELS:-off} "$here/loso.sh" eval "$runs" vb2
     ;;
   quarter)
     "$python" - "$runs" <<'PY'

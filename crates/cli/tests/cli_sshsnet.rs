@@ -3,8 +3,10 @@
 //! `train --configuration 3d_fullres --stage1 S1` (the 3D U-Net with the frozen 2D networks
 //! inside, cross tri-attention or concatenation); its model folder is the cascade, which
 //! `predict` runs end to end (sliding windows and mirroring as for any model). Both stages
-//! resume bit-identically.
+//! resume bit-identically. The 3D patch is smaller in plane than the 2D one, so stage 2 trains
+//! with stage-1 context and predicts with stage 1 on whole slices.
 
+use spineseg_model::NetworkConfig;
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_preprocessing::test_support::shrink_2d_network;
 use spineseg_train::checkpoint::{load_network_of_kind, parameter_values};
@@ -32,7 +34,8 @@ fn tiny_work_2d_3d(dir: &Path) -> PathBuf {
     let mut plan = Plan::load(&path).unwrap();
     shrink_2d_network(&mut plan);
     let c = plan.configurations.get_mut(&ConfigurationName::ThreeDFullres).unwrap();
-    c.patch_size = vec![4, 32, 32];
+    // Smaller in plane than the 2D patch (32 x 32): stage 2 trains with stage-1 context.
+    c.patch_size = vec![4, 16, 16];
     c.batch_size = 2;
     let n = &mut c.network;
     n.n_stages = 3;
@@ -86,6 +89,8 @@ fn stage1_cps_then_stage2_hybrid_resume_exactly_and_the_cascade_predicts() {
     let manifest = load_manifest(&stage2.join("model.json")).unwrap();
     assert_eq!(manifest.network.kind(), "sshsnet_hybrid");
     assert_eq!(training_record(&manifest).unwrap().method, "sshsnet_stage2");
+    let NetworkConfig::SshsHybrid(hybrid) = &manifest.network else { unreachable!("the kind was checked") };
+    assert_eq!(hybrid.context_margin, vec![8, 8], "stage 1 sees its own 32 x 32 patch around the 16 x 16 one");
 
     // Stopped after one epoch and resumed: bit-identical.
     let resumed = dir.path().join("stage2_resumed");

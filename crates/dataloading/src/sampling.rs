@@ -244,6 +244,48 @@ impl Batch {
     pub fn seg_shape(&self) -> Vec<usize> {
         std::iter::once(self.batch_size).chain(self.patch_shape.iter().copied()).collect()
     }
+    /// The centre `patch` (sides as [`patch_shape`](Self::patch_shape), none larger) of every
+    /// element, images and labels: for a method whose network sees more context than it
+    /// predicts. Where a side's surplus is odd, the extra voxel is cut from the end.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `patch` has another number of sides or a larger side.
+    pub fn centre_crop(&self, patch: &[usize]) -> Batch {
+        assert_eq!(patch.len(), self.patch_shape.len(), "a crop of {patch:?} from a {:?} batch", self.patch_shape);
+        assert!(patch.iter().zip(&self.patch_shape).all(|(p, s)| p <= s), "a crop of {patch:?} from {:?}", self.patch_shape);
+        let from = to_3d(&self.patch_shape);
+        let to = to_3d(patch);
+        let start: [usize; 3] = std::array::from_fn(|a| (from[a] - to[a]) / 2);
+        let (n_from, n_to) = (from.iter().product::<usize>(), to.iter().product::<usize>());
+        fn crop<T: Copy>(src: &[T], from: [usize; 3], to: [usize; 3], start: [usize; 3], dst: &mut Vec<T>) {
+            for i in 0..to[0] {
+                for j in 0..to[1] {
+                    let row = ((i + start[0]) * from[1] + j + start[1]) * from[2] + start[2];
+                    dst.extend_from_slice(&src[row..row + to[2]]);
+                }
+            }
+        }
+        let mut images = Vec::with_capacity(self.batch_size * self.channels * n_to);
+        for block in self.images.chunks_exact(n_from) {
+            crop(block, from, to, start, &mut images);
+        }
+        let mut seg = Vec::with_capacity(self.batch_size * n_to);
+        for block in self.seg.chunks_exact(n_from) {
+            crop(block, from, to, start, &mut seg);
+        }
+        let samples = self
+            .samples
+            .iter()
+            .map(|info| SampleInfo {
+                origin: std::array::from_fn(|a| info.origin[a] + start[a] as isize),
+                valid: std::array::from_fn(|a| info.valid[a].saturating_sub(start[a]).min(to[a])),
+                ..info.clone()
+            })
+            .collect();
+        Batch { images, seg, batch_size: self.batch_size, channels: self.channels, patch_shape: patch.to_vec(), samples }
+    }
+
     fn from_patches(patches: Vec<(Patch, SampleInfo)>, channels: usize, patch_shape: Vec<usize>) -> Batch {
         let n: usize = patch_shape.iter().product();
         let mut images = Vec::with_capacity(patches.len() * channels * n);
@@ -678,6 +720,29 @@ mod tests {
         for b in 1..=150 {
             assert_eq!(num_forced_foreground(b, 0.33), (b as f64 * 0.33).round_ties_even() as usize, "batch {b}");
         }
+    }
+
+    #[test]
+    fn centre_crop_cuts_every_element_and_channel_at_the_centre() {
+        // Two elements, two channels, 3 x 4 x 5: a value names its element, channel and voxel.
+        let shape = [3, 4, 5];
+        let value = |b: usize, c: usize, [i, j, k]: [usize; 3]| (1000 * b + 100 * c + 20 * i + 5 * j + k) as f32;
+        let voxels = || (0..3).flat_map(|i| (0..4).flat_map(move |j| (0..5).map(move |k| [i, j, k])));
+        let images: Vec<f32> = (0..2).flat_map(|b| (0..2).flat_map(move |c| voxels().map(move |v| value(b, c, v)))).collect();
+        let seg: Vec<u8> = (0..2).flat_map(|b| voxels().map(move |[i, j, k]| (b + i + j + k) as u8)).collect();
+        let info =
+            SampleInfo { case: 0, origin: [0, -1, 2], valid: [3, 4, 3], forced_foreground: false, class: None, labelled: true };
+        let batch = Batch { images, seg, batch_size: 2, channels: 2, patch_shape: shape.to_vec(), samples: vec![info; 2] };
+        let crop = batch.centre_crop(&[3, 2, 2]);
+        assert_eq!((crop.patch_shape.clone(), crop.images.len(), crop.seg.len()), (vec![3, 2, 2], 2 * 2 * 12, 2 * 12));
+        // Start (0, 1, 1): the odd surplus of k (3) leaves 1 before and 2 after.
+        let at = |b: usize, c: usize, [i, j, k]: [usize; 3]| crop.images[((b * 2 + c) * 3 + i) * 4 + j * 2 + k];
+        assert_eq!(at(0, 0, [0, 0, 0]), value(0, 0, [0, 1, 1]));
+        assert_eq!(at(1, 1, [2, 1, 1]), value(1, 1, [2, 2, 2]));
+        assert_eq!(crop.seg[12 + 2 * 4 + 1 * 2 + 1], (1 + 2 + 2 + 2) as u8);
+        // The samples' origin and valid extent follow the crop.
+        assert_eq!((crop.samples[1].origin, crop.samples[1].valid), ([0, 0, 3], [3, 2, 2]));
+        assert_eq!(batch.centre_crop(&shape), batch);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use crate::sliding_window::PatchPredictor;
 pub use burn::tensor::Device;
 use burn::tensor::{Tensor, TensorData};
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
-use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig, SpatialDims, Stage1SliceCache, STAGE1_CACHE_BYTES};
+use spineseg_io::Volume;
+use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig, SpatialDims};
 
 /// The network configuration a plan's configuration describes: its stage widths, strides and
 /// kernels, the plan's channel and class counts, with deep supervision (as trained).
@@ -65,10 +66,11 @@ pub struct NetworkPredictor {
     num_classes: usize,
     /// A report's embedding for the network's report token (`predict --report`).
     report: Option<Vec<f32>>,
-    /// An SSHSNet hybrid's stage-1 outputs per slice: mirrored and overlapping windows show the
-    /// frozen 2D networks the same slices again.
-    stage1_cache: Option<Stage1SliceCache>,
 }
+
+/// Slices an SSHSNet hybrid's stage 1 takes per call on a whole volume (bounds the memory of
+/// the 2D networks' activations).
+const STAGE1_SLICES_PER_CALL: usize = 8;
 
 impl NetworkPredictor {
     /// Wraps a network (its weights loaded or not). The network is moved to `device` without
@@ -76,9 +78,13 @@ impl NetworkPredictor {
     pub fn new(network: impl Into<Network>, device: Device) -> Self {
         let device = device.without_autodiff();
         let network = network.into().valid().to_device(&device).with_deep_supervision(false);
-        let (in_channels, num_classes) = (network.in_channels(), network.num_classes());
-        let stage1_cache = matches!(network, Network::SshsHybrid(_)).then(|| Stage1SliceCache::new(STAGE1_CACHE_BYTES));
-        NetworkPredictor { network, device, in_channels, num_classes, report: None, stage1_cache }
+        // A hybrid's windows carry its stage-1 channels after the image (`volume_channels`).
+        let in_channels = match &network {
+            Network::SshsHybrid(hybrid) => hybrid.in_channels() + hybrid.stage1_channels(),
+            other => other.in_channels(),
+        };
+        let num_classes = network.num_classes();
+        NetworkPredictor { network, device, in_channels, num_classes, report: None }
     }
 
     /// Predicts with `embedding` (a report's sentence embedding) in the report token of a
@@ -152,9 +158,9 @@ impl NetworkPredictor {
                 let reports = Tensor::<2>::from_data(TensorData::new(reports, [dims[0], report.len()]), &self.device);
                 self.network.forward_logits_with_reports(x, reports)
             }
-            None => match &mut self.stage1_cache {
-                Some(cache) => self.network.forward_logits_cached(x, cache),
-                None => self.network.forward_logits(x),
+            None => match &self.network {
+                Network::SshsHybrid(hybrid) => hybrid.forward_precomputed(x),
+                network => network.forward_logits(x),
             },
         };
         let out_dims = logits.dims();
@@ -181,6 +187,33 @@ impl PatchPredictor for NetworkPredictor {
             5 => self.forward::<5>(input, shape),
             _ => unreachable!("check_shape allows ranks 4 and 5 only"),
         }
+    }
+
+    /// An SSHSNet hybrid's stage 1 on the volume's whole slices (see
+    /// [`spineseg_model::SshsHybrid::stage1_volume`]); nothing for other networks.
+    fn volume_channels(&mut self, images: &[Volume<f32>]) -> std::result::Result<Vec<Volume<f32>>, PredictorError> {
+        let Network::SshsHybrid(hybrid) = &self.network else { return Ok(Vec::new()) };
+        if images.len() != hybrid.in_channels() {
+            return Err(format!("the network takes {} image channels, got {}", hybrid.in_channels(), images.len()).into());
+        }
+        let Some(first) = images.first() else { return Ok(Vec::new()) };
+        let [ni, nj, nk] = first.shape();
+        let geometry = first.geometry;
+        // Volume order is `i` fastest: as C order that is `[k, j, i]`.
+        let data: Vec<f32> = images.iter().flat_map(|v| v.data().iter().copied()).collect();
+        let image = Tensor::<4>::from_data(TensorData::new(data, [images.len(), nk, nj, ni]), &self.device)
+            .permute([0, 3, 2, 1])
+            .unsqueeze_dim::<5>(0);
+        let channels = hybrid.stage1_volume(image, STAGE1_SLICES_PER_CALL).squeeze_dim::<4>(0).permute([0, 3, 2, 1]);
+        let count = channels.dims()[0];
+        let values = channels.try_into_vec_as::<f32>().map_err(|e| format!("reading stage 1 back: {e:?}"))?;
+        let voxels = ni * nj * nk;
+        Ok((0..count)
+            .map(|c| {
+                Volume::new([ni, nj, nk], values[c * voxels..(c + 1) * voxels].to_vec(), geometry)
+                    .unwrap_or_else(|_| unreachable!("one value per voxel"))
+            })
+            .collect())
     }
 }
 

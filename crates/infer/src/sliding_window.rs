@@ -61,6 +61,13 @@ pub trait PatchPredictor {
     /// `C_out`, the number of output channels (classes including background).
     fn num_classes(&self) -> usize;
     fn predict(&mut self, input: &[f32], shape: &[usize]) -> std::result::Result<Vec<f32>, PredictorError>;
+    /// Channels computed once from the whole volume (`images`, its channels) before any window
+    /// is cut, and appended to them: `C_in` of [`predict`](Self::predict) is then the images'
+    /// channels plus these. A cascade's first stage, which must see more than a window, goes
+    /// here (an SSHSNet hybrid's 2D networks on whole slices). None by default.
+    fn volume_channels(&mut self, _images: &[Volume<f32>]) -> std::result::Result<Vec<Volume<f32>>, PredictorError> {
+        Ok(Vec::new())
+    }
 }
 
 impl<P: PatchPredictor + ?Sized> PatchPredictor for &mut P {
@@ -70,6 +77,9 @@ impl<P: PatchPredictor + ?Sized> PatchPredictor for &mut P {
     fn predict(&mut self, input: &[f32], shape: &[usize]) -> std::result::Result<Vec<f32>, PredictorError> {
         (**self).predict(input, shape)
     }
+    fn volume_channels(&mut self, images: &[Volume<f32>]) -> std::result::Result<Vec<Volume<f32>>, PredictorError> {
+        (**self).volume_channels(images)
+    }
 }
 
 impl<P: PatchPredictor + ?Sized> PatchPredictor for Box<P> {
@@ -78,6 +88,9 @@ impl<P: PatchPredictor + ?Sized> PatchPredictor for Box<P> {
     }
     fn predict(&mut self, input: &[f32], shape: &[usize]) -> std::result::Result<Vec<f32>, PredictorError> {
         (**self).predict(input, shape)
+    }
+    fn volume_channels(&mut self, images: &[Volume<f32>]) -> std::result::Result<Vec<Volume<f32>>, PredictorError> {
+        (**self).volume_channels(images)
     }
 }
 
@@ -489,7 +502,7 @@ fn flip_blocks(src: &[f32], dst: &mut [f32], patch: [usize; 3], flip: [bool; 3],
 }
 
 /// Copies channels from the [`Volume`] order (`i` fastest) into a zero-padded C-order buffer.
-fn to_padded_c_order(images: &[Volume<f32>], layout: &Layout) -> Vec<f32> {
+fn to_padded_c_order(images: &[&Volume<f32>], layout: &Layout) -> Vec<f32> {
     let [ni, nj, nk] = layout.shape;
     let [_, pj, pk] = layout.padded;
     let [bi, bj, bk] = layout.pad_before;
@@ -574,8 +587,16 @@ fn accumulate<P: PatchPredictor + ?Sized>(
         return Err(InferError::InvalidOptions(format!("the predictor has {classes} classes; 1 to 256 are supported")));
     }
     let layout = Layout::new(shape, options);
-    let channels = images.len();
-    let input = to_padded_c_order(images, &layout);
+    let extra = predictor.volume_channels(images).map_err(InferError::Predictor)?;
+    if let Some(c) = extra.iter().position(|v| v.shape() != shape) {
+        return Err(InferError::Predictor(
+            format!("volume channel {c} has shape {:?}, the images {shape:?}", extra[c].shape()).into(),
+        ));
+    }
+    let all: Vec<&Volume<f32>> = images.iter().chain(&extra).collect();
+    let channels = all.len();
+    let input = to_padded_c_order(&all, &layout);
+    drop(extra);
 
     let patch_voxels = layout.patch_voxels();
     let importance: Vec<f32> =

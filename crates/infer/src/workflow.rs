@@ -203,6 +203,15 @@ impl<P: PatchPredictor + ?Sized> PatchPredictor for TimedPredictor<'_, P> {
         self.seconds += started.elapsed().as_secs_f64();
         result
     }
+    fn volume_channels(
+        &mut self,
+        images: &[spineseg_io::Volume<f32>],
+    ) -> std::result::Result<Vec<spineseg_io::Volume<f32>>, crate::error::PredictorError> {
+        let started = Instant::now();
+        let result = self.inner.volume_channels(images);
+        self.seconds += started.elapsed().as_secs_f64();
+        result
+    }
 }
 
 impl PredictObserver for () {}

@@ -40,7 +40,7 @@ pub use networks::{
     ConvNeXtUNet, ConvNeXtUNetConfig, DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError, SshsHybrid, SshsHybridConfig, SshsHybridConfigError, FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder,
     features_per_stage, prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsEncoderConfig, FindingsHeadConfig,
     FindingsNetConfigError, FindingsOutput, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput, NUM_FINDINGS,
-    NUM_GRADES, PROMPTS_PER_LEVEL, Stage1SliceCache, STAGE1_CACHE_BYTES,
+    NUM_GRADES, PROMPTS_PER_LEVEL,
 };
 
 /// The burn version this crate is written against, re-exported so dependants use the same one.

@@ -25,7 +25,7 @@ use crate::precision::CastFloats;
 pub use crate::precision::WeightPrecision;
 use crate::networks::{
     ConvNeXtUNet, ConvNeXtUNetConfig, DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError, PlainConvUNet,
-    PlainConvUNetConfig, SshsHybrid, SshsHybridConfig, SshsHybridConfigError, Stage1SliceCache, UNetConfigError, UNetOutput,
+    PlainConvUNetConfig, SshsHybrid, SshsHybridConfig, SshsHybridConfigError, UNetConfigError, UNetOutput,
 };
 
 /// The kind of a network and its configuration: what a model folder's `model.json` stores under
@@ -427,16 +427,6 @@ impl Network {
             Network::SshsHybrid(network) => {
                 network.forward(x).into_iter().next().expect("a U-Net returns at least one output")
             }
-        }
-    }
-
-    /// [`forward_logits`](Self::forward_logits) with the stage-1 outputs of an SSHSNet hybrid
-    /// taken from and kept in `cache` ([`SshsHybrid::forward_logits_cached`]); other kinds
-    /// have no stage 1 and ignore it.
-    pub fn forward_logits_cached<const D: usize>(&self, x: Tensor<D>, cache: &mut Stage1SliceCache) -> Tensor<D> {
-        match self {
-            Network::SshsHybrid(network) => network.forward_logits_cached(x, cache),
-            other => other.forward_logits(x),
         }
     }
 }

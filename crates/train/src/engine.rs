@@ -277,6 +277,8 @@ pub fn run<M: MethodSpec>(
     // Samplers: training batches from the batch index on, fixed validation batches.
     let mut train_sampler_config =
         SamplerConfig::from_plan(&plan, configuration, config.augmentation.clone(), config.seed)?;
+    let sampled_patch = trainee.sampled_patch_size(&plan_config.patch_size);
+    train_sampler_config.patch_size = sampled_patch.clone();
     train_sampler_config.oversample_foreground = config.oversample_foreground;
     train_sampler_config.allow_unlabelled = unlabelled;
     if unlabelled {
@@ -291,6 +293,7 @@ pub fn run<M: MethodSpec>(
         AugmentationConfig::none(),
         config.seed.wrapping_add(VALIDATION_SEED_OFFSET),
     )?;
+    val_sampler_config.patch_size = sampled_patch;
     val_sampler_config.oversample_foreground = config.oversample_foreground;
     let val_cases_count = val_cases.len();
     let val_sampler = PatchSampler::new(val_cases, val_sampler_config)?;

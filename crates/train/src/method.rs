@@ -107,6 +107,13 @@ pub trait TrainingMethod {
     /// [`save`]: TrainingMethod::save
     fn load(&mut self, dir: &Path) -> Result<()>;
 
+    /// The patch the samplers cut for a plan patch of `plan_patch`: the plan's, unless the
+    /// method's network sees context around what it predicts (then its batches are larger and
+    /// the method crops the labels, [`Batch::centre_crop`]).
+    fn sampled_patch_size(&self, plan_patch: &[usize]) -> Vec<usize> {
+        plan_patch.to_vec()
+    }
+
     /// Whether validation scores a segmentation (the pseudo Dice that picks the best epoch).
     /// `false` for a method that segments nothing (masked-autoencoder pretraining): the engine
     /// then exports the last epoch.

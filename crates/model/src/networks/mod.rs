@@ -6,7 +6,6 @@ pub mod disc_findings;
 pub mod fcmae;
 pub mod plain_conv_unet;
 pub mod sshsnet_hybrid;
-pub mod stage1_cache;
 
 pub use convnext_unet::{ConvNeXtUNet, ConvNeXtUNetConfig};
 pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError};
@@ -16,5 +15,4 @@ pub use disc_findings::{
     FindingsOutput, NUM_FINDINGS, NUM_GRADES, PROMPTS_PER_LEVEL,
 };
 pub use sshsnet_hybrid::{SshsHybrid, SshsHybridConfig, SshsHybridConfigError, Stage1Output};
-pub use stage1_cache::{Stage1SliceCache, STAGE1_CACHE_BYTES};
 pub use plain_conv_unet::{features_per_stage, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};

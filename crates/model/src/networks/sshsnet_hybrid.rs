@@ -5,9 +5,14 @@
 //! prediction runs it like any network (sliding windows, mirroring):
 //!
 //! 1. **Stage 1, frozen.** Each 2D U-Net (the two networks of cross pseudo supervision, or one)
-//!    runs on every slice of the patch along the depth (thick-slice) axis. Their class
+//!    runs on every slice along the depth (thick-slice) axis, on more than the 3D patch: in
+//!    training on the patch plus an in-plane context margin (`context_margin`, so that it sees
+//!    what it was trained on, about its own 2D patch), in prediction once per volume on whole
+//!    slices ([`SshsHybrid::stage1_volume`]), cropped at each window. Their class
 //!    probabilities, averaged, join the image as input channels of the 3D U-Net; their decoder
 //!    features at the fusion level, concatenated over the networks, are the 2D features.
+//!    (Stage 1 on the 3D patch alone, 64 x 80 pixels, lost half its Dice: issue 13's stop-30
+//!    diagnostic.)
 //! 2. **The 3D U-Net** (the plan's 3D configuration, whose early stages do not convolve along a
 //!    thick-slice axis) runs its encoder on image + probabilities. At the decoder level with the
 //!    2D features' in-plane stride (`fusion_level`), the 2D features (averaged over the slices
@@ -29,13 +34,12 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::blocks::spatial::{forward_checked, stride_product};
 use crate::blocks::{SpatialDims, StackedConvBlocks, StackedConvBlocksConfig};
 use crate::fusion::cross_tri_attention::{CrossTriAttention, CrossTriAttentionConfig};
 use crate::networks::plain_conv_unet::{PlainConvUNet, PlainConvUNetConfig, UNetOutput};
-use crate::networks::stage1_cache::Stage1SliceCache;
 
 /// Configuration of an [`SshsHybrid`].
 #[derive(Config, Debug)]
@@ -54,12 +58,34 @@ pub struct SshsHybridConfig {
     /// Key width reduction of the tri-attention's spatial branch.
     #[config(default = 8)]
     pub key_reduction: usize,
+    /// In-plane context (rows, columns on each side) stage 1 sees around the 3D patch in
+    /// training: a training input is the patch grown by these margins, the 3D U-Net takes its
+    /// centre. Multiples of the 2D features' stride, and such that the grown patch stays a
+    /// multiple of the size divisor. `[0, 0]`: stage 1 sees the patch only.
+    #[config(default = "vec![0, 0]")]
+    pub context_margin: Vec<usize>,
 }
 
 /// An invalid [`SshsHybridConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("SSHSNet hybrid: {0}")]
 pub struct SshsHybridConfigError(pub String);
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// What a context margin must be a multiple of: the 2D features' `stride` (so that they crop
+/// with the image) and `divisor / gcd(divisor, 2)` (so that the grown patch stays a multiple of
+/// `divisor`).
+fn context_margin_unit(stride: usize, divisor: usize) -> usize {
+    let half = divisor / gcd(divisor, 2);
+    stride / gcd(stride, half) * half
+}
 
 /// Cumulative stride of each stage, per axis.
 fn cumulative_strides(config: &PlainConvUNetConfig) -> Vec<Vec<usize>> {
@@ -147,6 +173,15 @@ impl SshsHybridConfig {
         if [s3[1], s3[2]] != [s2[0], s2[1]] {
             return bad(format!("the fusion levels' in-plane strides differ: 3D {s3:?}, 2D {s2:?}"));
         }
+        let divisor = self.size_divisor();
+        let unit = |axis: usize| context_margin_unit(s2[axis], divisor[1 + axis]);
+        if self.context_margin.len() != 2 || (0..2).any(|a| self.context_margin[a] % unit(a) != 0) {
+            return bad(format!(
+                "context margin {:?}: two in-plane margins, multiples of {:?} (the 2D features' stride, and half the size divisor)",
+                self.context_margin,
+                [unit(0), unit(1)]
+            ));
+        }
         Ok(())
     }
 
@@ -164,6 +199,26 @@ impl SshsHybridConfig {
     /// The stride of the stage-1 fusion level, in plane.
     fn stage1_fusion_stride(&self) -> usize {
         cumulative_strides(&self.stage1[0])[self.stage1_fusion_level][0]
+    }
+
+    /// The smallest context margins (rows, columns) that give stage 1 at least `context` pixels
+    /// in plane around a training patch of `patch` (`[d, h, w]`), rounded up to what
+    /// [`validate`](Self::validate) allows.
+    pub fn context_margin_for(&self, patch: &[usize], context: &[usize]) -> Vec<usize> {
+        let stride = self.stage1_fusion_stride();
+        let divisor = self.size_divisor();
+        (0..2)
+            .map(|axis| {
+                let unit = context_margin_unit(stride, divisor[1 + axis]);
+                context[axis].saturating_sub(patch[1 + axis]).div_ceil(2).div_ceil(unit) * unit
+            })
+            .collect()
+    }
+
+    /// The input patch of a training step for a 3D patch `patch` (`[d, h, w]`): grown in plane
+    /// by the context margins.
+    pub fn training_input_size(&self, patch: &[usize]) -> Vec<usize> {
+        vec![patch[0], patch[1] + 2 * self.context_margin[0], patch[2] + 2 * self.context_margin[1]]
     }
 
     /// Builds the network with fresh weights, the stage-1 networks frozen (load their weights
@@ -196,6 +251,8 @@ impl SshsHybridConfig {
             divisor: self.size_divisor(),
             stage1_divisor: stride_product(SpatialDims::D2, &self.stage1[0].strides),
             stage1_fusion_stride: self.stage1_fusion_stride(),
+            features_2d: self.features_2d(),
+            context_margin: self.context_margin.clone(),
         }
     }
 }
@@ -228,6 +285,12 @@ pub struct SshsHybrid {
     /// In-plane stride of the stage-1 fusion level.
     #[module(skip)]
     pub stage1_fusion_stride: usize,
+    /// Width of the 2D features.
+    #[module(skip)]
+    pub features_2d: usize,
+    /// See [`SshsHybridConfig::context_margin`].
+    #[module(skip)]
+    pub context_margin: Vec<usize>,
 }
 
 /// What stage 1 gives the 3D U-Net.
@@ -285,35 +348,44 @@ impl SshsHybrid {
         Self::stage1_output(b, d, probabilities, features)
     }
 
-    /// [`stage1`](Self::stage1) that takes each slice's outputs from `cache` when it holds
-    /// them, runs the networks on the other slices only and stores their outputs. The result
-    /// is what [`stage1`](Self::stage1) gives: a slice's outputs depend on its values only.
-    pub fn stage1_cached(&self, x: Tensor<5>, cache: &mut Stage1SliceCache) -> Stage1Output {
-        let [b, c, d, h, w] = x.dims();
-        let device = x.device();
-        let slices = x.swap_dims(1, 2).reshape([b * d, c, 1, h, w]);
-        let values = slices.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 slice values");
-        let len = c * h * w;
-        let slice_values = |i: usize| &values[i * len..(i + 1) * len];
-        let mut outputs: Vec<Option<(Tensor<5>, Tensor<5>)>> = (0..b * d).map(|i| cache.get(slice_values(i))).collect();
-        let missing: Vec<usize> = (0..b * d).filter(|&i| outputs[i].is_none()).collect();
-        if !missing.is_empty() {
-            let rows: Vec<i64> = missing.iter().map(|&i| i as i64).collect();
-            let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [missing.len()]), &device);
-            let (probabilities, features) = self.stage1_slices(slices.select(0, rows));
-            for (n, &i) in missing.iter().enumerate() {
-                let (p, f) = (probabilities.clone().narrow(0, n, 1), features.clone().narrow(0, n, 1));
-                cache.insert(slice_values(i).to_vec(), p.clone(), f.clone());
-                outputs[i] = Some((p, f));
-            }
-        }
-        let (probabilities, features): (Vec<_>, Vec<_>) = outputs.into_iter().map(|o| o.expect("every slice")).unzip();
-        Self::stage1_output(b, d, Tensor::cat(probabilities, 0), Tensor::cat(features, 0))
+    /// Stage 1 on the whole slices of one volume `[1, c, d, h, w]` (any in-plane size; each
+    /// slice is padded for the 2D networks and cropped back), `slices_per_call` slices at a
+    /// time: `[1, stage1_channels, d, h, w]`, the mean class probabilities and then the 2D
+    /// features repeated over each `s x s` block of pixels they stand for, so that both lie on
+    /// the image's grid and a sliding window cuts them with the image (see
+    /// [`forward_precomputed`](Self::forward_precomputed)). For prediction.
+    pub fn stage1_volume(&self, image: Tensor<5>, slices_per_call: usize) -> Tensor<5> {
+        let [b, c, d, h, w] = image.dims();
+        assert_eq!(b, 1, "stage 1 runs on one volume at a time");
+        let slices = image.swap_dims(1, 2).reshape([d, c, 1, h, w]);
+        let s = self.stage1_fusion_stride;
+        let chunks: Vec<Tensor<5>> = (0..d)
+            .step_by(slices_per_call.max(1))
+            .map(|first| {
+                let n = slices_per_call.max(1).min(d - first);
+                let (probabilities, features) = self.stage1_slices(slices.clone().narrow(0, first, n));
+                let [_, f, _, hs, ws] = features.dims();
+                let features = features
+                    .reshape([n, f, hs, 1, ws, 1])
+                    .expand([n, f, hs, s, ws, s])
+                    .reshape([n, f, 1, hs * s, ws * s])
+                    .narrow(3, 0, h)
+                    .narrow(4, 0, w);
+                Tensor::cat(vec![probabilities, features], 1)
+            })
+            .collect();
+        let channels = self.stage1_channels();
+        Tensor::cat(chunks, 0).reshape([1, d, channels, h, w]).swap_dims(1, 2)
+    }
+
+    /// Channels of [`stage1_volume`](Self::stage1_volume): one per class, then the 2D features.
+    pub fn stage1_channels(&self) -> usize {
+        self.num_classes() + self.features_2d
     }
 
     /// The stage-1 networks on `n` single slices `[n, c, 1, h, w]`: the mean probabilities
     /// `[n, classes, 1, h, w]` and the concatenated fusion-level features
-    /// `[n, features, 1, h / s, w / s]`, detached.
+    /// `[n, features, 1, ceil(h / s), ceil(w / s)]`, detached.
     fn stage1_slices(&self, slices: Tensor<5>) -> (Tensor<5>, Tensor<5>) {
         let [_, _, _, h, w] = slices.dims();
         let up = |n: usize, m: usize| n.div_ceil(m) * m;
@@ -337,7 +409,7 @@ impl SshsHybrid {
                 None => p,
                 Some(sum) => sum + p,
             });
-            features.push(crop(level_features[self.stage1_fusion_level].clone().detach(), h / s, w / s));
+            features.push(crop(level_features[self.stage1_fusion_level].clone().detach(), h.div_ceil(s), w.div_ceil(s)));
         }
         let probabilities = probabilities.expect("at least one stage-1 network").div_scalar(self.stage1.len() as f64);
         (probabilities, Tensor::cat(features, 1))
@@ -353,11 +425,24 @@ impl SshsHybrid {
     }
 
     /// Logits per decoder level (with deep supervision; else only full resolution), full
-    /// resolution first, on the canonical layout; `x` is the image, `[b, c, d, h, w]`, each side
-    /// a multiple of [`size_divisor`](Self::size_divisor).
+    /// resolution first, on the canonical layout. `x` is the image `[b, c, d, h, w]`: stage 1
+    /// runs on all of it, the 3D U-Net on its centre, without the context margins; the logits
+    /// are the centre's, `[b, classes, d, h - 2 m_h, w - 2 m_w]`, each side of which must be a
+    /// multiple of [`size_divisor`](Self::size_divisor). This is the training forward.
     pub fn forward_detailed(&self, x: Tensor<5>) -> UNetOutput {
-        let stage1 = self.stage1(x.clone());
-        self.forward_with_stage1(x, stage1)
+        let Stage1Output { probabilities, features } = self.stage1(x.clone());
+        let [mh, mw] = [self.context_margin[0], self.context_margin[1]];
+        if mh == 0 && mw == 0 {
+            return self.forward_with_stage1(x, Stage1Output { probabilities, features });
+        }
+        let [_, _, _, h, w] = x.dims();
+        assert!(h > 2 * mh && w > 2 * mw, "a {h} x {w} input has no centre inside the context margins {mh}, {mw}");
+        let centre = |t: Tensor<5>, scale: usize| {
+            t.narrow(3, mh / scale, (h - 2 * mh) / scale).narrow(4, mw / scale, (w - 2 * mw) / scale)
+        };
+        let s = self.stage1_fusion_stride;
+        let stage1 = Stage1Output { probabilities: centre(probabilities, 1), features: centre(features, s) };
+        self.forward_with_stage1(centre(x, 1), stage1)
     }
 
     /// [`forward_detailed`](Self::forward_detailed) with the stage-1 outputs given.
@@ -382,7 +467,9 @@ impl SshsHybrid {
         UNetOutput { logits, features: level_features[0].clone(), level_features }
     }
 
-    /// Logits (see [`PlainConvUNet::forward`]) of a 3D input `[b, c, d, h, w]`.
+    /// Logits (see [`PlainConvUNet::forward`]) of a 3D input `[b, c, d, h, w]`, as
+    /// [`forward_detailed`](Self::forward_detailed) (the centre's when there are context
+    /// margins).
     ///
     /// # Panics
     ///
@@ -391,17 +478,32 @@ impl SshsHybrid {
         forward_checked(SpatialDims::D3, &self.divisor, x, |x| self.forward_canonical(x))
     }
 
-    /// Full-resolution logits of a 3D input `[b, c, d, h, w]` (as [`forward`](Self::forward)
-    /// without deep supervision), the stage-1 outputs of slices `cache` holds taken from it
-    /// ([`stage1_cached`](Self::stage1_cached)). For prediction.
+    /// Full-resolution logits of a window of a volume with its stage-1 channels: `x` is
+    /// `[b, c + stage1_channels, d, h, w]`, the image and then the window's cut of
+    /// [`stage1_volume`](Self::stage1_volume) (each 2D feature is taken at the first pixel of
+    /// each `s x s` block of the window, so a window that does not start on the features'
+    /// grid sees them shifted by less than one feature pixel). For prediction: stage 1 does
+    /// not run here.
     ///
     /// # Panics
     ///
     /// As [`forward`](Self::forward).
-    pub fn forward_logits_cached<const D: usize>(&self, x: Tensor<D>, cache: &mut Stage1SliceCache) -> Tensor<D> {
+    pub fn forward_precomputed<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let mut logits = forward_checked(SpatialDims::D3, &self.divisor, x, |x| {
-            let stage1 = self.stage1_cached(x.clone(), cache);
-            self.forward_with_stage1(x, stage1).logits
+            let [b, channels, d, h, w] = x.dims();
+            let c = self.in_channels();
+            let k = self.num_classes();
+            assert_eq!(channels, c + self.stage1_channels(), "the image's channels and then the stage-1 channels");
+            let s = self.stage1_fusion_stride;
+            let features = x
+                .clone()
+                .narrow(1, c + k, self.features_2d)
+                .reshape([b, self.features_2d, d, h / s, s, w / s, s])
+                .narrow(4, 0, 1)
+                .narrow(6, 0, 1)
+                .reshape([b, self.features_2d, d, h / s, w / s]);
+            let stage1 = Stage1Output { probabilities: x.clone().narrow(1, c, k), features };
+            self.forward_with_stage1(x.narrow(1, 0, c), stage1).logits
         });
         logits.swap_remove(0)
     }
@@ -542,31 +644,49 @@ mod tests {
     }
 
     #[test]
-    fn the_stage1_cache_gives_the_uncached_outputs_and_serves_mirrored_slices() {
+    fn stage1_on_the_whole_volume_gives_the_windows_what_stage1_on_them_gives() {
         let device = device();
         let config = SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4).unwrap();
         let network = config.init(&device).with_deep_supervision(false);
-        let x = Tensor::<5>::random([2, 1, 4, 8, 16], Distribution::Normal(0.0, 1.0), &device);
-        let mut cache = Stage1SliceCache::new(64 << 20);
-        let cached = network.stage1_cached(x.clone(), &mut cache);
-        let plain = network.stage1(x.clone());
-        assert_eq!((cache.hits(), cache.misses(), cache.len()), (0, 8, 8));
-        cached.probabilities.into_data().assert_approx_eq::<f32>(&plain.probabilities.into_data(), Tolerance::default());
-        cached.features.into_data().assert_approx_eq::<f32>(&plain.features.into_data(), Tolerance::default());
+        assert_eq!(network.stage1_channels(), 3 + 16);
+        let x = Tensor::<5>::random([1, 1, 4, 8, 16], Distribution::Normal(0.0, 1.0), &device);
+        // Three slices per call: the chunks must join up.
+        let volume = network.stage1_volume(x.clone(), 3);
+        assert_eq!(volume.dims(), [1, 19, 4, 8, 16]);
+        let direct = network.stage1(x.clone());
+        volume
+            .clone()
+            .narrow(1, 0, 3)
+            .into_data()
+            .assert_approx_eq::<f32>(&direct.probabilities.into_data(), Tolerance::default());
+        // Each feature pixel covers a 4 x 4 block.
+        let block = volume.clone().narrow(1, 3, 16).narrow(3, 4, 4).narrow(4, 8, 4);
+        let feature = direct.features.narrow(3, 1, 1).narrow(4, 2, 1);
+        block.into_data().assert_approx_eq::<f32>(&feature.expand([1, 16, 4, 4, 4]).into_data(), Tolerance::default());
+        // The whole volume as one window: the logits of the plain forward.
+        let logits = network.forward_precomputed(Tensor::cat(vec![x.clone(), volume], 1));
+        logits.into_data().assert_approx_eq::<f32>(&network.forward(x).remove(0).into_data(), Tolerance::default());
+    }
 
-        // Test-time mirroring along the slice axis: every slice is found, and the logits are
-        // those of the uncached network on the mirrored input.
-        let mirrored = x.clone().flip([2]);
-        let logits = network.forward_logits_cached(mirrored.clone(), &mut cache);
-        assert_eq!((cache.hits(), cache.misses()), (8, 8));
-        let expected = network.forward(mirrored).remove(0);
-        logits.into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::default());
-
-        // A window sharing two slices with the first: only its two new slices run.
-        let shifted = Tensor::cat(vec![x.clone().narrow(2, 2, 2), x.narrow(2, 0, 2).add_scalar(1.0)], 2);
-        let logits = network.forward_logits_cached(shifted.clone(), &mut cache);
-        assert_eq!((cache.hits(), cache.misses()), (8 + 4, 8 + 4));
-        logits.into_data().assert_approx_eq::<f32>(&network.forward(shifted).remove(0).into_data(), Tolerance::default());
+    #[test]
+    fn with_context_margins_training_sees_the_centre_as_prediction_does() {
+        let device = device();
+        let plain = SshsHybridConfig::for_stages(vec![stage1()], &plan_3d(), 4).unwrap();
+        // Stride 4 and size divisor 8 in plane: margins are multiples of 4.
+        assert_eq!(plain.context_margin_for(&[4, 8, 16], &[20, 21]), vec![8, 4]);
+        assert_eq!(plain.context_margin_for(&[4, 8, 16], &[8, 8]), vec![0, 0]);
+        assert!(plain.clone().with_context_margin(vec![2, 0]).validate().is_err());
+        let config = plain.with_context_margin(vec![8, 4]);
+        assert_eq!(config.training_input_size(&[4, 8, 16]), vec![4, 24, 24]);
+        let network = config.init(&device).with_deep_supervision(false);
+        let x = Tensor::<5>::random([1, 1, 4, 24, 24], Distribution::Normal(0.0, 1.0), &device);
+        let trained = network.forward(x.clone()).remove(0);
+        assert_eq!(trained.dims(), [1, 3, 4, 8, 16]);
+        // Prediction: stage 1 on the whole (24 x 24) slices, the window at the centre.
+        let volume = network.stage1_volume(x.clone(), 4);
+        let window = Tensor::cat(vec![x, volume], 1).narrow(3, 8, 8).narrow(4, 4, 16);
+        let predicted = network.forward_precomputed(window);
+        predicted.into_data().assert_approx_eq::<f32>(&trained.into_data(), Tolerance::default());
     }
 
     #[test]

@@ -282,8 +282,23 @@ impl SingleNetwork {
         lr: f64,
         extra_loss: impl FnOnce(&Network, Vec<Tensor<5>>, Tensor<5, Int>, Option<Tensor<2, Bool>>) -> Option<Tensor<1>>,
     ) -> Result<StepStats> {
-        let model = self.model.take().expect("the network is only taken during an optimiser step");
         let (images, target) = batch_tensors(batch, &self.device);
+        self.train_step_on(batch, images, target, text, lr, extra_loss)
+    }
+
+    /// [`train_step_with_text`](Self::train_step_with_text) on `images` and `target` (on the
+    /// training device) in place of `batch`'s own, whose samples they are: for a network that
+    /// predicts less than it sees, `target` is the labels of what it predicts.
+    pub fn train_step_on(
+        &mut self,
+        batch: &Batch,
+        images: Tensor<5>,
+        target: Tensor<5, Int>,
+        text: TextInputs,
+        lr: f64,
+        extra_loss: impl FnOnce(&Network, Vec<Tensor<5>>, Tensor<5, Int>, Option<Tensor<2, Bool>>) -> Option<Tensor<1>>,
+    ) -> Result<StepStats> {
+        let model = self.model.take().expect("the network is only taken during an optimiser step");
         let label_mask = self.train_annotated.as_deref().and_then(|a| batch_label_mask(batch, a, &self.device));
         let UNetOutput { logits, level_features, .. } = model.forward_with_text(images, text);
         let mut loss = self.loss.forward(logits, target.clone(), label_mask.clone());
@@ -352,8 +367,16 @@ impl SingleNetwork {
 
     /// Loss of one validation batch (Dice + CE only) and its arg max into `dice`.
     pub fn validation_step(&self, batch: &Batch, dice: &mut PseudoDice) -> Result<f64> {
+        let (images, _) = batch_tensors(batch, &self.inference_device);
+        self.validation_step_on(images, batch, dice)
+    }
+
+    /// [`validation_step`](Self::validation_step) of `images` (inference device) scored
+    /// against `batch`'s labels: for a network that sees more than it predicts, `images` is
+    /// what it sees and `batch` holds what it predicts.
+    pub fn validation_step_on(&self, images: Tensor<5>, batch: &Batch, dice: &mut PseudoDice) -> Result<f64> {
         let eval_model = self.model().valid();
-        let (images, target) = batch_tensors(batch, &self.inference_device);
+        let (_, target) = batch_tensors(batch, &self.inference_device);
         let label_mask = self.val_annotated.as_deref().and_then(|a| batch_label_mask(batch, a, &self.inference_device));
         let outputs = eval_model.forward_canonical(images);
         let prediction = outputs[0].clone().argmax(1);

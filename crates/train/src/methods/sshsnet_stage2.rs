@@ -5,6 +5,11 @@
 //! and their decoder features join the 3D decoder through cross tri-attention (or a plain
 //! concatenation, `tri_attention: false`, the ablation's arm).
 //!
+//! Stage 1 sees context: a training patch is the plan's 3D patch grown in plane to at least the
+//! stage-1 plan's 2D patch (what the 2D networks were trained on), stage 1 runs on all of it
+//! and the 3D U-Net on its centre, whose labels the loss takes ([`Batch::centre_crop`]).
+//! Prediction runs stage 1 on whole slices (`spineseg_model::SshsHybrid::stage1_volume`).
+//!
 //! The loss is the supervised one (deep-supervision Dice + cross-entropy, partial labels as
 //! [`super::SupervisedSettings`]); only the 3D part steps (the stage-1 parameters are frozen
 //! and their outputs detached). The exported model folder holds both stages, so
@@ -12,7 +17,7 @@
 //! its checkpoint, stage 1 included, so it does not read the stage-1 folder again.
 
 use super::cps::SECOND_WEIGHTS_FILE;
-use super::single_network::{SingleNetwork, SingleNetworkState};
+use super::single_network::{batch_tensors, SingleNetwork, SingleNetworkState};
 use super::supervised::effective_rule;
 use crate::error::{Result, TrainError};
 use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
@@ -21,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use spineseg_dataloading::partial_labels::PartialLabelRule;
 use spineseg_dataloading::sampling::Batch;
 use spineseg_infer::model_folder::ModelManifest;
-use spineseg_model::{Network, NetworkConfig, PlainConvUNet, SshsHybridConfig};
+use spineseg_model::{Network, NetworkConfig, PlainConvUNet, SshsHybridConfig, TextInputs};
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use std::path::{Path, PathBuf};
 
@@ -52,15 +57,19 @@ impl SshsnetStage2Settings {
 /// SSHSNet's hybrid network trained supervised (see the module documentation).
 pub struct SshsnetStage2Method {
     network: SingleNetwork,
+    /// The plan's 3D patch: what the network predicts.
+    plan_patch: Vec<usize>,
+    /// What the samplers cut: the plan's patch and stage 1's context.
+    input_patch: Vec<usize>,
 }
 
 /// The stage-1 folder's 2D U-Nets (the exported network, and the second network of a CPS
-/// folder), checked against the stage-2 plan.
+/// folder), checked against the stage-2 plan, and the 2D patch they were trained on.
 fn stage1_networks(
     dir: &Path,
     plan: &Plan,
     device: &burn::tensor::Device,
-) -> Result<(spineseg_model::PlainConvUNetConfig, Vec<PlainConvUNet>)> {
+) -> Result<(spineseg_model::PlainConvUNetConfig, Vec<PlainConvUNet>, Vec<usize>)> {
     let manifest_path = dir.join("model.json");
     let manifest = ModelManifest::load(&manifest_path).map_err(|e| TrainError::Missing {
         path: manifest_path.clone(),
@@ -94,6 +103,7 @@ fn stage1_networks(
     else {
         return Err(incompatible("the stage-1 plan has no 2d or this plan no 3d_fullres configuration".into()));
     };
+    let stage1_patch = stage1_plan.configuration(ConfigurationName::TwoD).map(|c| c.patch_size.clone()).unwrap_or_default();
     let in_plane_3d = &s3[s3.len() - 2..];
     if s2.len() < 2 || s2[s2.len() - 2..].iter().zip(in_plane_3d).any(|(a, b)| (a - b).abs() > 1e-6) {
         return Err(incompatible(format!(
@@ -112,7 +122,15 @@ fn stage1_networks(
         let Network::PlainConvUNet(network) = network else { unreachable!("loaded as a plain_conv_unet") };
         networks.push(network);
     }
-    Ok((config.clone(), networks))
+    Ok((config.clone(), networks, stage1_patch))
+}
+
+/// The training input for the plan patch `patch`: stage 1's context around it.
+fn input_patch(config: &NetworkConfig, patch: &[usize]) -> Vec<usize> {
+    match config {
+        NetworkConfig::SshsHybrid(hybrid) => hybrid.training_input_size(patch),
+        _ => patch.to_vec(),
+    }
 }
 
 impl SshsnetStage2Method {
@@ -124,9 +142,12 @@ impl SshsnetStage2Method {
         saved: Option<&serde_json::Value>,
     ) -> Result<Self> {
         let partial = settings.partial_labels();
+        let plan_patch = ctx.plan.configuration(ctx.configuration).map(|c| c.patch_size.clone()).unwrap_or_default();
         if let Some(saved) = saved {
             let config = SingleNetworkState::network_from_saved(saved, ctx)?;
-            return Ok(SshsnetStage2Method { network: SingleNetwork::new_of_kind(config, ctx, partial, Ok)? });
+            let input_patch = input_patch(&config, &plan_patch);
+            let network = SingleNetwork::new_of_kind(config, ctx, partial, Ok)?;
+            return Ok(SshsnetStage2Method { network, plan_patch, input_patch });
         }
         if ctx.configuration != ConfigurationName::ThreeDFullres {
             return Err(TrainError::Invalid(format!(
@@ -134,25 +155,26 @@ impl SshsnetStage2Method {
                 ctx.configuration
             )));
         }
-        let (stage1_config, stage1) = stage1_networks(&settings.stage1, ctx.plan, &ctx.device)?;
+        let (stage1_config, stage1, stage1_patch) = stage1_networks(&settings.stage1, ctx.plan, &ctx.device)?;
         let configs = vec![stage1_config; stage1.len()];
         let config = SshsHybridConfig::for_stages(configs, &ctx.plan_network, FUSION_INPLANE_STRIDE)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", ctx.plans_path.display())))?
             .with_tri_attention(settings.tri_attention);
-        let patch = &ctx.plan.configuration(ctx.configuration).map(|c| c.patch_size.clone()).unwrap_or_default();
         let divisor = config.size_divisor();
-        if patch.len() != 3 || patch.iter().zip(&divisor).any(|(p, d)| p % d != 0) {
+        if plan_patch.len() != 3 || plan_patch.iter().zip(&divisor).any(|(p, d)| p % d != 0) {
             return Err(TrainError::Invalid(format!(
-                "{}: the 3d_fullres patch {patch:?} is not a multiple of {divisor:?} (the 3D network's strides)",
+                "{}: the 3d_fullres patch {plan_patch:?} is not a multiple of {divisor:?} (the 3D network's strides)",
                 ctx.plans_path.display()
             )));
         }
-        let network =
-            SingleNetwork::new_of_kind(NetworkConfig::SshsHybrid(config), ctx, partial, |network| match network {
-                Network::SshsHybrid(hybrid) => Ok(Network::SshsHybrid(hybrid.with_stage1(stage1))),
-                other => Ok(other),
-            })?;
-        Ok(SshsnetStage2Method { network })
+        let margin = config.context_margin_for(&plan_patch, &stage1_patch);
+        let config = NetworkConfig::SshsHybrid(config.with_context_margin(margin));
+        let input_patch = input_patch(&config, &plan_patch);
+        let network = SingleNetwork::new_of_kind(config, ctx, partial, |network| match network {
+            Network::SshsHybrid(hybrid) => Ok(Network::SshsHybrid(hybrid.with_stage1(stage1))),
+            other => Ok(other),
+        })?;
+        Ok(SshsnetStage2Method { network, plan_patch, input_patch })
     }
 }
 
@@ -161,12 +183,22 @@ impl TrainingMethod for SshsnetStage2Method {
         self.network.num_params()
     }
 
+    fn sampled_patch_size(&self, _plan_patch: &[usize]) -> Vec<usize> {
+        self.input_patch.clone()
+    }
+
+    /// Stage 1 sees the whole batch patch, the loss takes the labels of its centre.
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
-        self.network.train_step(batch, lr, |_, _, _, _| None)
+        let centre = batch.centre_crop(&self.plan_patch);
+        let device = self.network.devices().1.clone();
+        let (images, _) = batch_tensors(batch, &device);
+        let (_, target) = batch_tensors(&centre, &device);
+        self.network.train_step_on(&centre, images, target, TextInputs::default(), lr, |_, _, _, _| None)
     }
 
     fn validation_step(&self, batch: &Batch, dice: &mut PseudoDice) -> Result<f64> {
-        self.network.validation_step(batch, dice)
+        let (images, _) = batch_tensors(batch, self.network.devices().0);
+        self.network.validation_step_on(images, &batch.centre_crop(&self.plan_patch), dice)
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
