@@ -51,10 +51,15 @@ impl TrainingObserver for CliObserver {
         self.iterations = info.iterations_per_epoch;
         self.total_epochs = info.total_epochs;
         eprintln!(
-            "training on {} cases, validating on {}; patch {:?}, batch {}, {:.2} M parameters; {} epochs x {} iterations{}",
+            "training on {} cases, validating on {}; patch {:?}{}, batch {}, {:.2} M parameters; {} epochs x {} iterations{}",
             info.train_cases,
             info.val_cases,
             info.patch_size,
+            if info.input_patch_size != info.patch_size {
+                format!(" (inputs {:?}: context around it)", info.input_patch_size)
+            } else {
+                String::new()
+            },
             info.batch_size,
             info.num_params as f64 / 1e6,
             info.total_epochs,

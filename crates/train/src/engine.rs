@@ -307,6 +307,7 @@ pub fn run<M: MethodSpec>(
         total_epochs: state.total_epochs,
         iterations_per_epoch: config.iterations_per_epoch,
         patch_size: plan_config.patch_size.clone(),
+        input_patch_size: trainee.sampled_patch_size(&plan_config.patch_size),
         batch_size,
         num_params: trainee.num_params(),
         resumed: resume_from.is_some(),

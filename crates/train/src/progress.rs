@@ -56,6 +56,9 @@ pub struct RunInfo {
     pub total_epochs: usize,
     pub iterations_per_epoch: usize,
     pub patch_size: Vec<usize>,
+    /// What the samplers cut when the network sees more than the patch it predicts
+    /// ([`crate::method::TrainingMethod::sampled_patch_size`]); else the patch.
+    pub input_patch_size: Vec<usize>,
     pub batch_size: usize,
     pub num_params: usize,
     pub resumed: bool,
