@@ -255,6 +255,34 @@ mod tests {
     }
 
     #[test]
+    fn a_hybrid_predicts_one_whole_volume_window_as_its_forward_does() {
+        use spineseg_model::SshsHybridConfig;
+        let stage1 = PlainConvUNetConfig::new(SpatialDims::D2, 1, 3, vec![4, 8, 8], vec![vec![1, 1], vec![2, 2], vec![2, 2]]);
+        let plan_3d = PlainConvUNetConfig::new(SpatialDims::D3, 1, 3, vec![4, 8, 8], vec![vec![1, 1, 1], vec![1, 2, 2], vec![2, 2, 2]]);
+        let config = SshsHybridConfig::for_stages(vec![stage1], &plan_3d, 4).unwrap();
+        let mut p = NetworkPredictor::random(NetworkConfig::SshsHybrid(config), 3, Device::flex());
+        assert_eq!(p.in_channels(), 1 + 3 + 8, "the image, then the stage-1 probabilities and features");
+        // Sides all different, so a transposed axis cannot pass.
+        let shape = [4, 8, 12];
+        let image = Volume::new(shape, random_input(shape.iter().product(), 5), Geometry::default()).unwrap();
+        let options = SlidingWindowOptions::new(shape.to_vec()).with_mirror_axes(vec![]);
+        let scores = predict_sliding_window(std::slice::from_ref(&image), &mut p, &options).unwrap();
+        // The same volume through the network's plain forward, in C order.
+        let c_order: Vec<f32> =
+            (0..4).flat_map(|i| (0..8).flat_map(move |j| (0..12).map(move |k| [i, j, k]))).map(|v| image.data()[image.index(v)]).collect();
+        let x = Tensor::<5>::from_data(TensorData::new(c_order, [1, 1, 4, 8, 12]), p.device());
+        let Network::SshsHybrid(hybrid) = p.network() else { unreachable!() };
+        let logits = hybrid.forward(x).remove(0).into_data().try_to_vec::<f32>().unwrap();
+        for (class, expected_class) in logits.chunks(4 * 8 * 12).enumerate() {
+            let got = scores.class_volume(class);
+            for (n, [i, j, k]) in (0..4).flat_map(|i| (0..8).flat_map(move |j| (0..12).map(move |k| [i, j, k]))).enumerate() {
+                let (a, b) = (got.data()[got.index([i, j, k])], expected_class[n]);
+                assert!((a - b).abs() < 1e-4, "class {class} at {:?}: {a} vs {b}", [i, j, k]);
+            }
+        }
+    }
+
+    #[test]
     fn bad_shapes_are_errors_not_panics() {
         let mut p = NetworkPredictor::random(tiny(SpatialDims::D2), 1, Device::flex());
         for shape in [vec![1, 2, 8], vec![1, 1, 8, 8], vec![1, 2, 7, 8], vec![1, 2, 4, 4, 4]] {
