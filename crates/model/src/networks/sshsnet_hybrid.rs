@@ -480,10 +480,10 @@ impl SshsHybrid {
 
     /// Full-resolution logits of a window of a volume with its stage-1 channels: `x` is
     /// `[b, c + stage1_channels, d, h, w]`, the image and then the window's cut of
-    /// [`stage1_volume`](Self::stage1_volume) (each 2D feature is taken at the first pixel of
-    /// each `s x s` block of the window, so a window that does not start on the features'
-    /// grid sees them shifted by less than one feature pixel). For prediction: stage 1 does
-    /// not run here.
+    /// [`stage1_volume`](Self::stage1_volume). The 2D features are averaged over each `s x s`
+    /// block of the window: the feature pixels themselves when the window starts on their grid,
+    /// else the area-weighted blend of the two or four it overlaps (sliding windows start
+    /// anywhere). For prediction: stage 1 does not run here.
     ///
     /// # Panics
     ///
@@ -499,8 +499,8 @@ impl SshsHybrid {
                 .clone()
                 .narrow(1, c + k, self.features_2d)
                 .reshape([b, self.features_2d, d, h / s, s, w / s, s])
-                .narrow(4, 0, 1)
-                .narrow(6, 0, 1)
+                .mean_dim(6)
+                .mean_dim(4)
                 .reshape([b, self.features_2d, d, h / s, w / s]);
             let stage1 = Stage1Output { probabilities: x.clone().narrow(1, c, k), features };
             self.forward_with_stage1(x.narrow(1, 0, c), stage1).logits
