@@ -11,7 +11,8 @@
 # Stage 2 (SSHSNet's hybrid, 3d_fullres at the same 1.5 mm):
 #   bench/cps_ablation.sh plan3d RUNS                      # RUNS/vb2-3d/work (3d_fullres, same cases and fold)
 #                                                          # and RUNS/vb2q-3d/work (the quarter's split)
-#   bench/cps_ablation.sh stage2 RUNS ARM SEED STAGE1_ARM  # ARM: hybrid or concat, on RUNS/<STAGE1_ARM>/model
+#   bench/cps_ablation.sh stage2 RUNS ARM SEED STAGE1_ARM  # ARM: hybrid, concat or prior (hybrid + --stage1-prior),
+#                                                          # on RUNS/<STAGE1_ARM>/model
 #     -> RUNS/<ARM><STAGE2_TAG>-<STAGE1_ARM>-s<SEED>; STAGE2_EPOCHS (default 10) x 100 steps, same optimiser.
 #
 # Budget: the same CPU per arm. A supervised arm trains SUP_EPOCHS (default 10) x 100 steps; a
@@ -62,7 +63,8 @@ PY
     case "$arm" in
       hybrid) extra=() ;;
       concat) extra=(--no-tri-attention) ;;
-      *) echo "unknown stage-2 arm $arm: expected hybrid or concat" >&2; exit 2 ;;
+      prior) extra=(--stage1-prior) ;;
+      *) echo "unknown stage-2 arm $arm: expected hybrid, concat or prior" >&2; exit 2 ;;
     esac
     # A stage 1 of the quarter regime (sup-q-*, cps-q-*) gets the quarter's 3D split.
     case "$stage1" in

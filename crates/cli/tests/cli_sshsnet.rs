@@ -110,6 +110,14 @@ fn stage1_cps_then_stage2_hybrid_resume_exactly_and_the_cascade_predicts() {
     assert_eq!(training_record(&manifest).unwrap().method, "sshsnet_stage2_concat");
     assert_ne!(bytes(&concat.join("weights.bpk")).len(), bytes(&stage2.join("weights.bpk")).len());
 
+    // With stage 1's prior: named in the record and the network config.
+    let prior = dir.path().join("stage2_prior");
+    train(&work, &prior, &[&stage2_args[..], &["--stage1-prior"]].concat());
+    let manifest = load_manifest(&prior.join("model.json")).unwrap();
+    assert_eq!(training_record(&manifest).unwrap().method, "sshsnet_stage2_prior");
+    let NetworkConfig::SshsHybrid(hybrid) = &manifest.network else { unreachable!("a stage-2 model") };
+    assert!(hybrid.stage1_prior);
+
     // The cascade predicts whole volumes, with and without mirroring.
     for (name, extra) in [("pred", vec![]), ("pred_no_tta", vec!["--disable-tta"])] {
         let pred = dir.path().join(name);

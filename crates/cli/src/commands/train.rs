@@ -169,6 +169,11 @@ pub struct TrainArgs {
     /// (the ablation's arm).
     #[arg(long, requires = "stage1")]
     pub no_tri_attention: bool,
+    /// With --stage1: add stage 1's log-probabilities to the 3D network's logits, so that the
+    /// cascade starts as stage 1's prediction and the 3D network learns a correction (ours, not
+    /// the authors'; docs/BENCHMARKS.md, "Stage 2 accuracy").
+    #[arg(long, requires = "stage1")]
+    pub stage1_prior: bool,
     /// Factor on a neighbouring level's term in the TMCA InfoNCE denominator; 1: no hard
     /// negatives (--tmca).
     #[arg(long, default_value_t = TmcaSettings::default().hard_negative_weight, requires = "tmca")]
@@ -235,6 +240,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         MethodConfig::SshsnetStage2(SshsnetStage2Settings {
             stage1: stage1.clone(),
             tri_attention: !args.no_tri_attention,
+            stage1_prior: args.stage1_prior,
             partial_labels: args.partial_labels,
             partial_label_rule,
         })

@@ -37,9 +37,13 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 
 use crate::blocks::spatial::{forward_checked, stride_product};
-use crate::blocks::{SpatialDims, StackedConvBlocks, StackedConvBlocksConfig};
+use crate::blocks::{ConvNd, SpatialDims, StackedConvBlocks, StackedConvBlocksConfig};
 use crate::fusion::cross_tri_attention::{CrossTriAttention, CrossTriAttentionConfig};
 use crate::networks::plain_conv_unet::{PlainConvUNet, PlainConvUNetConfig, UNetOutput};
+
+/// The probability floor of [`SshsHybridConfig::stage1_prior`]: a class stage 1 rules out
+/// starts at about -9.2 in the logits, not minus infinity, so the 3D network can still raise it.
+pub const STAGE1_PRIOR_FLOOR: f64 = 1e-4;
 
 /// Configuration of an [`SshsHybrid`].
 #[derive(Config, Debug)]
@@ -64,6 +68,13 @@ pub struct SshsHybridConfig {
     /// multiple of the size divisor. `[0, 0]`: stage 1 sees the patch only.
     #[config(default = "vec![0, 0]")]
     pub context_margin: Vec<usize>,
+    /// Adds the log of stage 1's mean probabilities to the full-resolution logits, the head
+    /// there starting at zero, so that the hybrid starts as stage 1's prediction and the 3D
+    /// network learns a correction (ours, not the authors'). With partial labels, where the loss
+    /// cannot tell background from a class a case does not annotate, stage 1 decides instead of
+    /// a 3D network's random start.
+    #[config(default = false)]
+    pub stage1_prior: bool,
 }
 
 /// An invalid [`SshsHybridConfig`].
@@ -237,9 +248,17 @@ impl SshsHybridConfig {
         let merge = StackedConvBlocksConfig { in_channels: 2 * width, ..kernel_of(vec![1, 3, 3]) }
             .with_negative_slope(self.unet.negative_slope)
             .init(device);
+        let mut unet = self.unet.init(device);
+        if self.stage1_prior {
+            let head = unet.decoder.seg_layers.len() - 1;
+            if let ConvNd::D3(conv) = &mut unet.decoder.seg_layers[head] {
+                conv.weight = conv.weight.clone().map(|w| w.zeros_like());
+                conv.bias = conv.bias.clone().map(|b| b.map(|t| t.zeros_like()));
+            }
+        }
         SshsHybrid {
             stage1: self.stage1.iter().map(|c| c.clone().with_deep_supervision(false).init(device).no_grad()).collect(),
-            unet: self.unet.init(device),
+            unet,
             project_2d,
             attention: self
                 .tri_attention
@@ -253,6 +272,7 @@ impl SshsHybridConfig {
             stage1_fusion_stride: self.stage1_fusion_stride(),
             features_2d: self.features_2d(),
             context_margin: self.context_margin.clone(),
+            stage1_prior: self.stage1_prior,
         }
     }
 }
@@ -291,6 +311,9 @@ pub struct SshsHybrid {
     /// See [`SshsHybridConfig::context_margin`].
     #[module(skip)]
     pub context_margin: Vec<usize>,
+    /// See [`SshsHybridConfig::stage1_prior`].
+    #[module(skip)]
+    pub stage1_prior: bool,
 }
 
 /// What stage 1 gives the 3D U-Net.
@@ -448,6 +471,7 @@ impl SshsHybrid {
     /// [`forward_detailed`](Self::forward_detailed) with the stage-1 outputs given.
     fn forward_with_stage1(&self, x: Tensor<5>, stage1: Stage1Output) -> UNetOutput {
         let Stage1Output { probabilities, features } = stage1;
+        let prior = self.stage1_prior.then(|| probabilities.clone().clamp_min(STAGE1_PRIOR_FLOOR).log());
         let skips = self.unet.encoder.forward(Tensor::cat(vec![x, probabilities], 1));
         let fuse = |level: usize, f3: Tensor<5>| {
             if level != self.fusion_level {
@@ -460,10 +484,13 @@ impl SshsHybrid {
             };
             self.merge.forward(fused)
         };
-        let (logits, level_features) =
+        let (mut logits, level_features) =
             self.unet.decoder.forward_levels(skips, self.unet.deep_supervision, fuse, |level, f| {
                 self.unet.decoder.head(level).forward(f)
             });
+        if let Some(prior) = prior {
+            logits[0] = logits[0].clone() + prior;
+        }
         UNetOutput { logits, features: level_features[0].clone(), level_features }
     }
 
@@ -687,6 +714,22 @@ mod tests {
         let window = Tensor::cat(vec![x, volume], 1).narrow(3, 8, 8).narrow(4, 4, 16);
         let predicted = network.forward_precomputed(window);
         predicted.into_data().assert_approx_eq::<f32>(&trained.into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn with_the_stage1_prior_the_hybrid_starts_as_stage1() {
+        let device = device();
+        let config = SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4).unwrap().with_stage1_prior(true);
+        let network = config.init(&device).with_deep_supervision(false);
+        let x = Tensor::<5>::random([1, 1, 2, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let expected = network.stage1(x.clone()).probabilities;
+        let predicted = softmax(network.forward(x.clone()).remove(0), 1);
+        predicted.into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::default());
+        // Without it, a fresh 3D network predicts something else.
+        let plain = config.with_stage1_prior(false).init(&device).with_deep_supervision(false);
+        let gap = (softmax(plain.forward(x.clone()).remove(0), 1) - plain.stage1(x).probabilities).abs().max();
+        let gap = gap.into_scalar::<f32>();
+        assert!(gap > 0.01, "{gap}");
     }
 
     #[test]

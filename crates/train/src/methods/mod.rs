@@ -97,8 +97,10 @@ impl MethodSpec for MethodConfig {
             MethodConfig::Tmca(_) => "tmca",
             MethodConfig::Fcmae(_) => "fcmae",
             MethodConfig::Cps(_) => "cps",
-            MethodConfig::SshsnetStage2(s) if s.tri_attention => "sshsnet_stage2",
-            MethodConfig::SshsnetStage2(_) => "sshsnet_stage2_concat",
+            MethodConfig::SshsnetStage2(s) => {
+                let fusion = if s.tri_attention { "" } else { "_concat" };
+                return format!("sshsnet_stage2{fusion}{}", if s.stage1_prior { "_prior" } else { "" });
+            }
         }
         .to_string()
     }

@@ -40,6 +40,9 @@ pub struct SshsnetStage2Settings {
     pub stage1: PathBuf,
     /// Cross tri-attention (`true`) or the plain concatenation.
     pub tri_attention: bool,
+    /// Stage 1's log-probabilities added to the logits (`SshsHybridConfig::stage1_prior`).
+    #[serde(default)]
+    pub stage1_prior: bool,
     /// Partial labels, as [`super::SupervisedSettings`].
     #[serde(default)]
     pub partial_labels: bool,
@@ -159,7 +162,8 @@ impl SshsnetStage2Method {
         let configs = vec![stage1_config; stage1.len()];
         let config = SshsHybridConfig::for_stages(configs, &ctx.plan_network, FUSION_INPLANE_STRIDE)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", ctx.plans_path.display())))?
-            .with_tri_attention(settings.tri_attention);
+            .with_tri_attention(settings.tri_attention)
+            .with_stage1_prior(settings.stage1_prior);
         let divisor = config.size_divisor();
         if plan_patch.len() != 3 || plan_patch.iter().zip(&divisor).any(|(p, d)| p % d != 0) {
             return Err(TrainError::Invalid(format!(
