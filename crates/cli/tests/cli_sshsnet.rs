@@ -90,7 +90,7 @@ fn stage1_cps_then_stage2_hybrid_resume_exactly_and_the_cascade_predicts() {
     assert_eq!(manifest.network.kind(), "sshsnet_hybrid");
     assert_eq!(training_record(&manifest).unwrap().method, "sshsnet_stage2");
     let NetworkConfig::SshsHybrid(hybrid) = &manifest.network else { unreachable!("the kind was checked") };
-    assert_eq!(hybrid.context_margin, vec![8, 8], "stage 1 sees its own 32 x 32 patch around the 16 x 16 one");
+    assert_eq!(hybrid.context_margin, Some(vec![8, 8]), "stage 1 sees its own 32 x 32 patch around the 16 x 16 one");
 
     // Stopped after one epoch and resumed: bit-identical.
     let resumed = dir.path().join("stage2_resumed");
@@ -116,7 +116,7 @@ fn stage1_cps_then_stage2_hybrid_resume_exactly_and_the_cascade_predicts() {
     let manifest = load_manifest(&prior.join("model.json")).unwrap();
     assert_eq!(training_record(&manifest).unwrap().method, "sshsnet_stage2_prior");
     let NetworkConfig::SshsHybrid(hybrid) = &manifest.network else { unreachable!("a stage-2 model") };
-    assert!(hybrid.stage1_prior);
+    assert!(hybrid.uses_stage1_prior());
 
     // The cascade predicts whole volumes, with and without mirroring.
     for (name, extra) in [("pred", vec![]), ("pred_no_tta", vec!["--disable-tta"])] {

@@ -37,7 +37,7 @@ pub use encoders::{ConvNeXtV2Encoder, ConvNeXtV2EncoderConfig, PlainConvEncoder}
 pub use fusion::{region_features, TargetAlignment, TargetAlignmentConfig, TextFusion, TextGuidanceConfig, TextInputs};
 pub use network::{Network, NetworkConfig, NetworkConfigError, WeightPrecision};
 pub use networks::{
-    ConvNeXtUNet, ConvNeXtUNetConfig, DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError, SshsHybrid, SshsHybridConfig, SshsHybridConfigError, FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder,
+    ConvNeXtUNet, ConvNeXtUNetConfig, DeepLabV3Plus, DeepLabV3PlusConfig, DeepLabV3PlusConfigError, SshsHybrid, SshsHybridConfig, SshsHybridConfigError, STAGE1_PRIOR_FLOOR, FcmaeDecoder, FcmaeDecoderConfig, MaskedAutoencoder,
     features_per_stage, prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsEncoderConfig, FindingsHeadConfig,
     FindingsNetConfigError, FindingsOutput, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput, NUM_FINDINGS,
     NUM_GRADES, PROMPTS_PER_LEVEL,

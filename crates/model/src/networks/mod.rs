@@ -14,5 +14,5 @@ pub use disc_findings::{
     prompt_index_finding, prompt_index_grade, DiscFindingsNet, DiscFindingsNetConfig, FindingsEncoderConfig, FindingsHeadConfig, FindingsNetConfigError,
     FindingsOutput, NUM_FINDINGS, NUM_GRADES, PROMPTS_PER_LEVEL,
 };
-pub use sshsnet_hybrid::{SshsHybrid, SshsHybridConfig, SshsHybridConfigError, Stage1Output};
+pub use sshsnet_hybrid::{SshsHybrid, SshsHybridConfig, SshsHybridConfigError, Stage1Output, STAGE1_PRIOR_FLOOR};
 pub use plain_conv_unet::{features_per_stage, PlainConvUNet, PlainConvUNetConfig, UNetConfigError, UNetOutput};

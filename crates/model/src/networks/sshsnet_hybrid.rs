@@ -65,16 +65,16 @@ pub struct SshsHybridConfig {
     /// In-plane context (rows, columns on each side) stage 1 sees around the 3D patch in
     /// training: a training input is the patch grown by these margins, the 3D U-Net takes its
     /// centre. Multiples of the 2D features' stride, and such that the grown patch stays a
-    /// multiple of the size divisor. `[0, 0]`: stage 1 sees the patch only.
-    #[config(default = "vec![0, 0]")]
-    pub context_margin: Vec<usize>,
-    /// Adds the log of stage 1's mean probabilities to the full-resolution logits, the head
-    /// there starting at zero, so that the hybrid starts as stage 1's prediction and the 3D
-    /// network learns a correction (ours, not the authors'). With partial labels, where the loss
-    /// cannot tell background from a class a case does not annotate, stage 1 decides instead of
-    /// a 3D network's random start.
-    #[config(default = false)]
-    pub stage1_prior: bool,
+    /// multiple of the size divisor. `None` (model folders before it): stage 1 sees the patch
+    /// only.
+    pub context_margin: Option<Vec<usize>>,
+    /// `Some(true)`: adds the log of stage 1's mean probabilities (floored at
+    /// [`STAGE1_PRIOR_FLOOR`]) to the full-resolution logits, the head there starting at zero,
+    /// so that the hybrid starts as stage 1's prediction and the 3D network learns a correction
+    /// (ours, not the authors'). With partial labels, where the loss cannot tell background from
+    /// a class a case does not annotate, stage 1 decides there instead of a 3D network's random
+    /// start. `None` (model folders before it) or `Some(false)`: no prior.
+    pub stage1_prior: Option<bool>,
 }
 
 /// An invalid [`SshsHybridConfig`].
@@ -186,14 +186,24 @@ impl SshsHybridConfig {
         }
         let divisor = self.size_divisor();
         let unit = |axis: usize| context_margin_unit(s2[axis], divisor[1 + axis]);
-        if self.context_margin.len() != 2 || (0..2).any(|a| self.context_margin[a] % unit(a) != 0) {
+        let margin = self.margin();
+        if margin.len() != 2 || (0..2).any(|a| margin[a] % unit(a) != 0) {
             return bad(format!(
-                "context margin {:?}: two in-plane margins, multiples of {:?} (the 2D features' stride, and half the size divisor)",
-                self.context_margin,
+                "context margin {margin:?}: two in-plane margins, multiples of {:?} (the 2D features' stride, and half the size divisor)",
                 [unit(0), unit(1)]
             ));
         }
         Ok(())
+    }
+
+    /// Whether stage 1's log-probabilities join the logits.
+    pub fn uses_stage1_prior(&self) -> bool {
+        self.stage1_prior == Some(true)
+    }
+
+    /// The context margins (`[0, 0]` when there are none).
+    fn margin(&self) -> Vec<usize> {
+        self.context_margin.clone().unwrap_or_else(|| vec![0, 0])
     }
 
     /// Width of the 2D features (the stage-1 networks' level widths, summed).
@@ -229,7 +239,8 @@ impl SshsHybridConfig {
     /// The input patch of a training step for a 3D patch `patch` (`[d, h, w]`): grown in plane
     /// by the context margins.
     pub fn training_input_size(&self, patch: &[usize]) -> Vec<usize> {
-        vec![patch[0], patch[1] + 2 * self.context_margin[0], patch[2] + 2 * self.context_margin[1]]
+        let margin = self.margin();
+        vec![patch[0], patch[1] + 2 * margin[0], patch[2] + 2 * margin[1]]
     }
 
     /// Builds the network with fresh weights, the stage-1 networks frozen (load their weights
@@ -249,7 +260,7 @@ impl SshsHybridConfig {
             .with_negative_slope(self.unet.negative_slope)
             .init(device);
         let mut unet = self.unet.init(device);
-        if self.stage1_prior {
+        if self.uses_stage1_prior() {
             let head = unet.decoder.seg_layers.len() - 1;
             if let ConvNd::D3(conv) = &mut unet.decoder.seg_layers[head] {
                 conv.weight = conv.weight.clone().map(|w| w.zeros_like());
@@ -271,8 +282,8 @@ impl SshsHybridConfig {
             stage1_divisor: stride_product(SpatialDims::D2, &self.stage1[0].strides),
             stage1_fusion_stride: self.stage1_fusion_stride(),
             features_2d: self.features_2d(),
-            context_margin: self.context_margin.clone(),
-            stage1_prior: self.stage1_prior,
+            context_margin: self.margin(),
+            stage1_prior: self.uses_stage1_prior(),
         }
     }
 }
@@ -308,7 +319,7 @@ pub struct SshsHybrid {
     /// Width of the 2D features.
     #[module(skip)]
     pub features_2d: usize,
-    /// See [`SshsHybridConfig::context_margin`].
+    /// See [`SshsHybridConfig::context_margin`] (`[0, 0]` for none).
     #[module(skip)]
     pub context_margin: Vec<usize>,
     /// See [`SshsHybridConfig::stage1_prior`].
@@ -702,8 +713,8 @@ mod tests {
         // Stride 4 and size divisor 8 in plane: margins are multiples of 4.
         assert_eq!(plain.context_margin_for(&[4, 8, 16], &[20, 21]), vec![8, 4]);
         assert_eq!(plain.context_margin_for(&[4, 8, 16], &[8, 8]), vec![0, 0]);
-        assert!(plain.clone().with_context_margin(vec![2, 0]).validate().is_err());
-        let config = plain.with_context_margin(vec![8, 4]);
+        assert!(plain.clone().with_context_margin(Some(vec![2, 0])).validate().is_err());
+        let config = plain.with_context_margin(Some(vec![8, 4]));
         assert_eq!(config.training_input_size(&[4, 8, 16]), vec![4, 24, 24]);
         let network = config.init(&device).with_deep_supervision(false);
         let x = Tensor::<5>::random([1, 1, 4, 24, 24], Distribution::Normal(0.0, 1.0), &device);
@@ -719,14 +730,14 @@ mod tests {
     #[test]
     fn with_the_stage1_prior_the_hybrid_starts_as_stage1() {
         let device = device();
-        let config = SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4).unwrap().with_stage1_prior(true);
+        let config = SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4).unwrap().with_stage1_prior(Some(true));
         let network = config.init(&device).with_deep_supervision(false);
         let x = Tensor::<5>::random([1, 1, 2, 8, 8], Distribution::Normal(0.0, 1.0), &device);
         let expected = network.stage1(x.clone()).probabilities;
         let predicted = softmax(network.forward(x.clone()).remove(0), 1);
         predicted.into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::default());
         // Without it, a fresh 3D network predicts something else.
-        let plain = config.with_stage1_prior(false).init(&device).with_deep_supervision(false);
+        let plain = config.with_stage1_prior(None).init(&device).with_deep_supervision(false);
         let gap = (softmax(plain.forward(x.clone()).remove(0), 1) - plain.stage1(x).probabilities).abs().max();
         let gap = gap.into_scalar::<f32>();
         assert!(gap > 0.01, "{gap}");
@@ -761,6 +772,13 @@ mod tests {
             NetworkConfig::SshsHybrid(SshsHybridConfig::for_stages(vec![stage1(), stage1()], &plan_3d(), 4).unwrap());
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["kind"], "sshsnet_hybrid");
+        // A model folder from before the context margin and the prior still reads: neither.
+        let mut older = json.clone();
+        for field in ["context_margin", "stage1_prior"] {
+            older["config"].as_object_mut().unwrap().remove(field).expect("the field is written");
+        }
+        let NetworkConfig::SshsHybrid(older) = serde_json::from_value(older).unwrap() else { unreachable!() };
+        assert_eq!((older.context_margin, older.stage1_prior), (None, None));
         let config: NetworkConfig = serde_json::from_value(json).unwrap();
         let saved = config.init(&device);
         assert_eq!((saved.in_channels(), saved.num_classes(), saved.size_divisor()), (1, 3, vec![2, 8, 8]));

@@ -163,7 +163,7 @@ impl SshsnetStage2Method {
         let config = SshsHybridConfig::for_stages(configs, &ctx.plan_network, FUSION_INPLANE_STRIDE)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", ctx.plans_path.display())))?
             .with_tri_attention(settings.tri_attention)
-            .with_stage1_prior(settings.stage1_prior);
+            .with_stage1_prior(Some(settings.stage1_prior));
         let divisor = config.size_divisor();
         if plan_patch.len() != 3 || plan_patch.iter().zip(&divisor).any(|(p, d)| p % d != 0) {
             return Err(TrainError::Invalid(format!(
@@ -172,7 +172,7 @@ impl SshsnetStage2Method {
             )));
         }
         let margin = config.context_margin_for(&plan_patch, &stage1_patch);
-        let config = NetworkConfig::SshsHybrid(config.with_context_margin(margin));
+        let config = NetworkConfig::SshsHybrid(config.with_context_margin(Some(margin)));
         let input_patch = input_patch(&config, &plan_patch);
         let network = SingleNetwork::new_of_kind(config, ctx, partial, |network| match network {
             Network::SshsHybrid(hybrid) => Ok(Network::SshsHybrid(hybrid.with_stage1(stage1))),
