@@ -31,7 +31,7 @@
 //! fusion refine the fused features with the encoder's skips.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
@@ -262,9 +262,11 @@ impl SshsHybridConfig {
         let mut unet = self.unet.init(device);
         if self.uses_stage1_prior() {
             let head = unet.decoder.seg_layers.len() - 1;
+            // `Param::from_tensor`, not `Param::map`: a mapped parameter takes the new
+            // tensor's gradient flag, and a fresh `zeros_like` has none (the head would freeze).
             if let ConvNd::D3(conv) = &mut unet.decoder.seg_layers[head] {
-                conv.weight = conv.weight.clone().map(|w| w.zeros_like());
-                conv.bias = conv.bias.clone().map(|b| b.map(|t| t.zeros_like()));
+                conv.weight = Param::from_tensor(conv.weight.val().zeros_like());
+                conv.bias = conv.bias.as_ref().map(|b| Param::from_tensor(b.val().zeros_like()));
             }
         }
         SshsHybrid {
@@ -741,6 +743,20 @@ mod tests {
         let gap = (softmax(plain.forward(x.clone()).remove(0), 1) - plain.stage1(x).probabilities).abs().max();
         let gap = gap.into_scalar::<f32>();
         assert!(gap > 0.01, "{gap}");
+    }
+
+    #[test]
+    fn the_zeroed_head_of_the_stage1_prior_still_learns() {
+        let device = device().autodiff();
+        let config = SshsHybridConfig::for_stages(vec![stage1()], &plan_3d(), 4).unwrap().with_stage1_prior(Some(true));
+        let network = config.init(&device).with_deep_supervision(false);
+        let x = Tensor::<5>::random([1, 1, 2, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let target = Tensor::<5>::random([1, 3, 2, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let grads = (network.forward_canonical(x).remove(0) - target).powi_scalar(2).mean().backward();
+        let heads = &network.unet.decoder.seg_layers;
+        let crate::blocks::ConvNd::D3(head) = &heads[heads.len() - 1] else { unreachable!() };
+        assert!(head.weight.val().grad(&grads).is_some(), "the full-resolution head is frozen");
+        assert!(head.bias.as_ref().unwrap().val().grad(&grads).is_some());
     }
 
     #[test]
