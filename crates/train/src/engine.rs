@@ -293,7 +293,7 @@ pub fn run<M: MethodSpec>(
         AugmentationConfig::none(),
         config.seed.wrapping_add(VALIDATION_SEED_OFFSET),
     )?;
-    val_sampler_config.patch_size = sampled_patch;
+    val_sampler_config.patch_size = sampled_patch.clone();
     val_sampler_config.oversample_foreground = config.oversample_foreground;
     let val_cases_count = val_cases.len();
     let val_sampler = PatchSampler::new(val_cases, val_sampler_config)?;
@@ -307,7 +307,7 @@ pub fn run<M: MethodSpec>(
         total_epochs: state.total_epochs,
         iterations_per_epoch: config.iterations_per_epoch,
         patch_size: plan_config.patch_size.clone(),
-        input_patch_size: trainee.sampled_patch_size(&plan_config.patch_size),
+        input_patch_size: sampled_patch,
         batch_size,
         num_params: trainee.num_params(),
         resumed: resume_from.is_some(),

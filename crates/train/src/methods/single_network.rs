@@ -121,16 +121,29 @@ impl SingleNetworkState {
 /// `[B, C, *patch]` images and `[B, *patch]` labels as canonical 5D tensors
 /// (`[B, C, 1, Y, Z]` for 2D) on `device`.
 pub fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<5>, Tensor<5, Int>) {
-    let spatial: [usize; 3] = match batch.patch_shape.as_slice() {
+    (batch_images(batch, device), batch_labels(batch, device))
+}
+
+/// The canonical 3D sides of `batch`'s patch (`[1, Y, Z]` for 2D).
+fn canonical_sides(batch: &Batch) -> [usize; 3] {
+    match batch.patch_shape.as_slice() {
         [y, z] => [1, *y, *z],
         [x, y, z] => [*x, *y, *z],
         other => panic!("a patch should have 2 or 3 sides, got {other:?}"),
-    };
-    let [d, h, w] = spatial;
-    let images = Tensor::<5>::from_data(TensorData::new(batch.images.clone(), [batch.batch_size, batch.channels, d, h, w]), device);
+    }
+}
+
+/// [`batch_tensors`]' images alone.
+pub fn batch_images(batch: &Batch, device: &Device) -> Tensor<5> {
+    let [d, h, w] = canonical_sides(batch);
+    Tensor::<5>::from_data(TensorData::new(batch.images.clone(), [batch.batch_size, batch.channels, d, h, w]), device)
+}
+
+/// [`batch_tensors`]' labels alone.
+pub fn batch_labels(batch: &Batch, device: &Device) -> Tensor<5, Int> {
+    let [d, h, w] = canonical_sides(batch);
     let labels: Vec<i64> = batch.seg.iter().map(|&v| v as i64).collect();
-    let target = Tensor::<5, Int>::from_data(TensorData::new(labels, [batch.batch_size, 1, d, h, w]), device);
-    (images, target)
+    Tensor::<5, Int>::from_data(TensorData::new(labels, [batch.batch_size, 1, d, h, w]), device)
 }
 
 /// `[batch, classes]`: which classes each sample of `batch` annotates, from its case's entry of
@@ -367,8 +380,7 @@ impl SingleNetwork {
 
     /// Loss of one validation batch (Dice + CE only) and its arg max into `dice`.
     pub fn validation_step(&self, batch: &Batch, dice: &mut PseudoDice) -> Result<f64> {
-        let (images, _) = batch_tensors(batch, &self.inference_device);
-        self.validation_step_on(images, batch, dice)
+        self.validation_step_on(batch_images(batch, &self.inference_device), batch, dice)
     }
 
     /// [`validation_step`](Self::validation_step) of `images` (inference device) scored
@@ -376,7 +388,7 @@ impl SingleNetwork {
     /// what it sees and `batch` holds what it predicts.
     pub fn validation_step_on(&self, images: Tensor<5>, batch: &Batch, dice: &mut PseudoDice) -> Result<f64> {
         let eval_model = self.model().valid();
-        let (_, target) = batch_tensors(batch, &self.inference_device);
+        let target = batch_labels(batch, &self.inference_device);
         let label_mask = self.val_annotated.as_deref().and_then(|a| batch_label_mask(batch, a, &self.inference_device));
         let outputs = eval_model.forward_canonical(images);
         let prediction = outputs[0].clone().argmax(1);

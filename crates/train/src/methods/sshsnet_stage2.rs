@@ -17,7 +17,7 @@
 //! its checkpoint, stage 1 included, so it does not read the stage-1 folder again.
 
 use super::cps::SECOND_WEIGHTS_FILE;
-use super::single_network::{batch_tensors, SingleNetwork, SingleNetworkState};
+use super::single_network::{batch_images, batch_labels, SingleNetwork, SingleNetworkState};
 use super::supervised::effective_rule;
 use crate::error::{Result, TrainError};
 use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
@@ -195,13 +195,12 @@ impl TrainingMethod for SshsnetStage2Method {
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
         let centre = batch.centre_crop(&self.plan_patch);
         let device = self.network.devices().1.clone();
-        let (images, _) = batch_tensors(batch, &device);
-        let (_, target) = batch_tensors(&centre, &device);
+        let (images, target) = (batch_images(batch, &device), batch_labels(&centre, &device));
         self.network.train_step_on(&centre, images, target, TextInputs::default(), lr, |_, _, _, _| None)
     }
 
     fn validation_step(&self, batch: &Batch, dice: &mut PseudoDice) -> Result<f64> {
-        let (images, _) = batch_tensors(batch, self.network.devices().0);
+        let images = batch_images(batch, self.network.devices().0);
         self.network.validation_step_on(images, &batch.centre_crop(&self.plan_patch), dice)
     }
 
