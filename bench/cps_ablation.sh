@@ -5,7 +5,8 @@
 #
 #   bench/encoder_ablation.sh plan RUNS      # the VB2-out plan (RUNS/vb2/work), as the other ablations
 #   bench/cps_ablation.sh quarter RUNS       # RUNS/vb2q/work: a quarter labelled, the rest unlabelled
-#   bench/cps_ablation.sh arm RUNS ARM SEED  # ARM: sup-all, cps-all, sup-q, cps-q or cps-q-ramp -> RUNS/<ARM>-s<SEED>
+#   bench/cps_ablation.sh arm RUNS ARM SEED  # ARM: sup-all, cps-all, sup-q, cps-q or cps-q-ramp -> RUNS/<ARM><ARM_TAG>-s<SEED>
+#                                            # (ARM_TAG names a variant, e.g. SUP_EPOCHS=30 ARM_TAG=-3k)
 #   python3 bench/loso_arms.py RUNS sup-q=sup-q-s0,sup-q-s1,sup-q-s2 cps-q=cps-q-s0,...
 #
 # Stage 2 (SSHSNet's hybrid, 3d_fullres at the same 1.5 mm):
@@ -137,13 +138,13 @@ PY
         # cps-q-ramp: the CPS weight ramped up over the whole run (SSL4MIS's schedule).
         [ "$arm" = cps-q-ramp ] && extra+=(--cps-rampup $((epochs * 100))) ;;
     esac
-    out=$runs/$arm-s$seed
+    out=$runs/$arm${ARM_TAG:-}-s$seed
     mkdir -p "$out"
     [ -e "$out/work" ] || ln -s "../$work/work" "$out/work"
     "$bin" train "$out/work" --out "$out/model" --configuration 2d --fold 0 --epochs "$epochs" \
       --iterations-per-epoch 100 --validation-batches 4 --optimizer adamw --lr 0.002 --seed "$seed" \
       --partial-labels --quiet "${extra[@]}"
-    ARM=$arm-s$seed EVAL_LEVELS=${EVAL_LEVELS:-off} "$here/loso.sh" eval "$runs" vb2
+    ARM=$arm${ARM_TAG:-}-s$seed EVAL_LEVELS=${EVAL_LEVELS:-off} "$here/loso.sh" eval "$runs" vb2
     ;;
   *) echo "unknown stage $stage: expected quarter, arm, plan3d or stage2" >&2; exit 2 ;;
 esac
