@@ -30,7 +30,7 @@
 //!
 //! [`MethodSpec::labelled_per_batch`]: crate::method::MethodSpec::labelled_per_batch
 
-use super::single_network::{batch_tensors, NetworkChoice, SingleNetwork, SingleNetworkState};
+use super::single_network::{batch_images, NetworkChoice, SingleNetwork, SingleNetworkState};
 use super::supervised::effective_rule;
 use crate::error::{Result, TrainError};
 use crate::method::{ExportedNetwork, MethodContext, StepStats, TrainingMethod};
@@ -256,7 +256,7 @@ impl TrainingMethod for CpsMethod {
         // The unmixed unlabelled patches, built once for both networks' pseudo-labels, and the
         // CutMix pairs re-indexed to their rows.
         let unmixed = (!unlabelled.is_empty()).then(|| {
-            let (all, _) = batch_tensors(batch, &inference_device);
+            let all = batch_images(batch, &inference_device);
             let index = Tensor::<1, Int>::from_data(
                 TensorData::new(unlabelled.iter().map(|&b| b as i64).collect::<Vec<_>>(), [unlabelled.len()]),
                 &inference_device,

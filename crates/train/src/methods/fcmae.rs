@@ -14,7 +14,7 @@
 //! as initialised), so the folder is an ordinary model folder that `train --encoder` reads;
 //! prediction refuses it (its training method is `fcmae`).
 
-use super::single_network::{batch_tensors, Materialise, SingleNetworkState, INIT_LOCK};
+use super::single_network::{batch_images, Materialise, SingleNetworkState, INIT_LOCK};
 use crate::checkpoint::{load_module, load_optimizer, save_module, save_optimizer, MODEL_FILE, OPTIMIZER_FILE};
 use crate::error::{Result, TrainError};
 use crate::losses::masked_reconstruction::{
@@ -259,7 +259,7 @@ impl FcmaeMethod {
     /// de-normalised with each true patch's mean and spread).
     fn picture(&self, batch: &Batch) -> RgbImage {
         let model = self.model().valid();
-        let (images, _) = batch_tensors(batch, &self.inference_device);
+        let images = batch_images(batch, &self.inference_device);
         let mut rng = ChaCha8Rng::seed_from_u64(VALIDATION_MASK_SEED);
         let masks = self.masks(&images, &mut rng, &self.inference_device);
         let (predictions, _) = self.reconstruct(&model, images.clone(), &masks);
@@ -306,7 +306,7 @@ impl TrainingMethod for FcmaeMethod {
     }
 
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepStats> {
-        let (images, _) = batch_tensors(batch, &self.device);
+        let images = batch_images(batch, &self.device);
         let mut rng = self.step_rng();
         let masks = self.masks(&images, &mut rng, &self.device);
         let model = self.model.take().expect("the network is only taken during an optimiser step");
@@ -320,7 +320,7 @@ impl TrainingMethod for FcmaeMethod {
 
     fn validation_step(&self, batch: &Batch, _dice: &mut PseudoDice) -> Result<f64> {
         let model = self.model().valid();
-        let (images, _) = batch_tensors(batch, &self.inference_device);
+        let images = batch_images(batch, &self.inference_device);
         let mut rng = ChaCha8Rng::seed_from_u64(VALIDATION_MASK_SEED);
         let masks = self.masks(&images, &mut rng, &self.inference_device);
         let (predictions, targets) = self.reconstruct(&model, images, &masks);
