@@ -7,10 +7,12 @@
 //!
 //! 1. **Instances.** Connected components (26-connectivity) of the union of all vertebra classes,
 //!    and separately of the union of all disc classes, in the predicted class volume
-//!    (preprocessed space). Fragments smaller than [`LevelOptions::min_instance_fraction`] of the
-//!    median instance of the same kind are left out (and left as they are); the median is taken
-//!    over the components with at least a tenth of the largest one's voxels, so that specks of
-//!    noise do not set it.
+//!    (preprocessed space). A component taller than one structure is several touching (bodies
+//!    through a thin disc the network missed) and is split by the network's level labels (see
+//!    [`assign_levels`]). Fragments smaller than [`LevelOptions::min_instance_fraction`] of the
+//!    median instance of the same kind (after splitting) are left out (and left as they are);
+//!    the median is taken over the instances with at least a tenth of the largest one's voxels,
+//!    so that specks of noise do not set it.
 //!    Instances off the spinal column are left out too (and left as they are): see
 //!    [`on_column`] (a structure beside or in front of the spine that the network took for a
 //!    body or disc would otherwise be counted as a level).
@@ -720,11 +722,14 @@ pub fn assign_instances(
 ///
 /// Instances are the connected components (26-connectivity) of the union of the vertebra
 /// classes, and of the disc classes. A component taller (superior-inferior) than
-/// [`LevelOptions::split_height`] times the median of its kind is two structures touching (two
-/// bodies through a thin disc, say) and is split by the network's labels, each label's voxels a
-/// part, parts side by side (centroids within half a median height) joined again; a component
-/// of ordinary height is one structure whatever its labels (a body the 2D
-/// network calls L3 on some slices and L4 on others).
+/// [`LevelOptions::split_height`] times the height of one structure of its kind is two or more
+/// structures touching (bodies through a thin disc, say) and is split by the network's labels,
+/// each label's voxels a part, parts side by side (centroids within half that height) joined
+/// again; a component of ordinary height is one structure whatever its labels (a body the 2D
+/// network calls L3 on some slices and L4 on others). The height of one structure is the median
+/// height of the label parts (a component's voxels of one class; those with at least a tenth of
+/// the largest one's voxels), not of the components: where most bodies touch, the components
+/// are columns and their median height a column's, so nothing would be split.
 pub fn assign_levels(
     seg: &mut Volume<u8>,
     probabilities: &ClassScores,
@@ -754,44 +759,53 @@ pub fn assign_levels(
     let [ni, nj, nk] = seg.shape();
     let geometry = seg.geometry;
     let world = |p: usize| geometry.voxel_to_world([(p % ni) as f64, ((p / ni) % nj) as f64, (p / (ni * nj)) as f64]);
-    // The median instance: of the components of a kind with at least a tenth of the largest's
-    // voxels, so that a spray of one-voxel specks cannot make every speck "typical".
-    let typical_size = |kind: LevelKind| {
-        let sizes: Vec<f64> = (0..count)
-            .filter(|&n| components.values[n] == kind_value(kind))
-            .map(|n| components.sizes[n] as f64)
-            .collect();
-        let largest = sizes.iter().copied().fold(0.0, f64::max);
-        median(sizes.into_iter().filter(|&v| v >= 0.1 * largest).collect())
-    };
-    let typical = [typical_size(LevelKind::Vertebra), typical_size(LevelKind::Disc)];
     let kind_index = |n: usize| (components.values[n] - 1) as usize;
-    let is_fragment =
-        |n: usize, voxels: usize| (voxels as f64) < options.min_instance_fraction * typical[kind_index(n)];
+    // Of sizes or heights of one kind: the median over those whose weight is at least a tenth
+    // of the largest weight, so that a spray of one-voxel specks cannot make every speck
+    // "typical".
+    let typical = |items: &[(f64, f64)]| {
+        let largest = items.iter().map(|&(weight, _)| weight).fold(0.0, f64::max);
+        median(items.iter().filter(|&&(weight, _)| weight >= 0.1 * largest).map(|&(_, v)| v).collect())
+    };
 
-    // Heights of the components, then which are two structures touching.
-    let mut z_range = vec![(f64::INFINITY, f64::NEG_INFINITY); count];
-    for (p, &label) in components.labels.iter().enumerate() {
+    // Label parts: a component's voxels of one network class, with their voxels and height.
+    // The height of one structure comes from these, not from the components: where bodies
+    // touch (a thin or missed disc between them), a component is a whole column of bodies, and
+    // with most bodies merged the components' median height is a column's, so none would look
+    // too tall to split. The network's own level labels still cut the column into its bodies.
+    let mut class_slot = [usize::MAX; 256];
+    for (slot, &c) in level_classes.iter().enumerate() {
+        class_slot[c] = slot;
+    }
+    let slots = level_classes.len();
+    let mut label_parts = vec![(0usize, f64::INFINITY, f64::NEG_INFINITY); count * slots];
+    for (p, (&label, &c)) in components.labels.iter().zip(seg.data()).enumerate() {
         if label != 0 {
             let z = world(p)[2];
-            let r = &mut z_range[label as usize - 1];
-            *r = (r.0.min(z), r.1.max(z));
+            let part = &mut label_parts[(label as usize - 1) * slots + class_slot[c as usize]];
+            *part = (part.0 + 1, part.1.min(z), part.2.max(z));
         }
     }
-    let height_median = |value: u8| {
-        median(
-            (0..count)
-                .filter(|&n| components.values[n] == value && !is_fragment(n, components.sizes[n]))
-                .map(|n| z_range[n].1 - z_range[n].0)
-                .collect(),
-        )
+    let structure_height = |value: u8| {
+        let items: Vec<(f64, f64)> = label_parts
+            .iter()
+            .enumerate()
+            .filter(|(key, part)| part.0 > 0 && components.values[key / slots] == value)
+            .map(|(_, part)| (part.0 as f64, part.2 - part.1))
+            .collect();
+        typical(&items)
     };
-    let heights = [height_median(1), height_median(2)];
+    let heights = [structure_height(1), structure_height(2)];
+    // A component taller than a structure is two or more structures touching.
     let split: Vec<bool> = (0..count)
         .map(|n| {
-            heights[kind_index(n)] > 0.0 && z_range[n].1 - z_range[n].0 > options.split_height * heights[kind_index(n)]
+            let parts = &label_parts[n * slots..(n + 1) * slots];
+            let bottom = parts.iter().map(|part| part.1).fold(f64::INFINITY, f64::min);
+            let top = parts.iter().map(|part| part.2).fold(f64::NEG_INFINITY, f64::max);
+            heights[kind_index(n)] > 0.0 && top - bottom > options.split_height * heights[kind_index(n)]
         })
         .collect();
+    drop(label_parts);
 
     // Parts: a component, or a component's voxels of one class where it is split.
     let mut part_of = vec![u32::MAX; count * 256];
@@ -868,13 +882,23 @@ pub fn assign_levels(
     for part in voxel_part.iter_mut().filter(|p| **p != u32::MAX) {
         *part = root[*part as usize] as u32;
     }
+    // The typical instance of a kind (after splitting, so a column's parts are judged against
+    // one structure, not against the column); smaller than its fraction is a fragment.
+    let instance_size = |kind: LevelKind| {
+        let items: Vec<(f64, f64)> = (0..parts.len())
+            .filter(|&q| root[q] == q && parts[q].1 == kind)
+            .map(|q| (sizes[q] as f64, sizes[q] as f64))
+            .collect();
+        typical(&items)
+    };
+    let typical_size = [instance_size(LevelKind::Vertebra), instance_size(LevelKind::Disc)];
     let mut instances: Vec<(u32, Instance)> = Vec::new();
     let mut fragments = 0;
     for (q, &(n, kind)) in parts.iter().enumerate() {
         if root[q] != q {
             continue;
         }
-        if is_fragment(n, sizes[q]) {
+        if (sizes[q] as f64) < options.min_instance_fraction * typical_size[kind_index(n)] {
             fragments += 1;
             continue;
         }
@@ -1272,5 +1296,46 @@ mod tests {
         // A model without level classes is not touched.
         assert!(!LevelOptions::applies_to(&[StructureId(0), StructureId(61)]));
         assert!(LevelOptions::applies_to(&classes));
+    }
+
+    #[test]
+    fn touching_bodies_are_split_by_the_network_labels() {
+        // Classes as above: 0 background, 1 L3, 2 L4, 3 L5, 4 L3/L4, 5 L4/L5, 6 L5/S1.
+        let classes: Vec<StructureId> = [0, 22, 23, L5, 122, 123, 124].map(StructureId).to_vec();
+        // 2 x 2 x 24 voxels of 1 mm, k superior. Bodies L3 (k 20..23), L4 (13..16), L5 (6..9);
+        // each disc (k 18, 11, 4) covers only voxel (0, 0), and the body above reaches down past
+        // it at (1, 1): every body touches the next, so the three are one component, as on a
+        // scan where the network misses the rim of a thin disc. No component has a single
+        // body's height, so the height of one body must come from the network's labels.
+        let shape = [2, 2, 24];
+        let mut seg = Volume::filled(shape, 0u8, Geometry::default());
+        for (k0, k1, body, disc_k, disc) in [(20, 23, 1u8, 18, 4u8), (13, 16, 2, 11, 5), (6, 9, 3, 4, 6)] {
+            for k in k0..=k1 {
+                for j in 0..2 {
+                    for i in 0..2 {
+                        seg.set([i, j, k], body);
+                    }
+                }
+            }
+            seg.set([0, 0, disc_k], disc);
+            if body != 3 {
+                for k in disc_k - 1..k0 {
+                    seg.set([1, 1, k], body);
+                }
+            }
+        }
+        let truth = seg.clone();
+        let voxels = seg.data().len();
+        let mut data = vec![0f32; classes.len() * voxels];
+        for (p, &c) in seg.data().iter().enumerate() {
+            data[c as usize * voxels + p] = 1.0;
+        }
+        let scores = ClassScores::new(shape, classes.len(), data, Geometry::default()).unwrap();
+        let report = assign_levels(&mut seg, &scores, &classes, &LevelOptions::default()).unwrap();
+        let names: Vec<_> = report.instances.iter().map(|i| i.assigned_label.clone().unwrap()).collect();
+        assert_eq!(names, ["L3", "L3/L4", "L4", "L4/L5", "L5", "L5/S1"], "{report:?}");
+        assert_eq!(report.anchor, Anchor::LumbosacralJunction, "{report:?}");
+        assert_eq!(report.fragments, 0);
+        assert_eq!(seg, truth, "each body keeps its own level");
     }
 }

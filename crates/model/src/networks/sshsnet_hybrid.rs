@@ -187,7 +187,7 @@ impl SshsHybridConfig {
         let divisor = self.size_divisor();
         let unit = |axis: usize| context_margin_unit(s2[axis], divisor[1 + axis]);
         let margin = self.margin();
-        if margin.len() != 2 || (0..2).any(|a| margin[a] % unit(a) != 0) {
+        if margin.len() != 2 || (0..2).any(|a| !margin[a].is_multiple_of(unit(a))) {
             return bad(format!(
                 "context margin {margin:?}: two in-plane margins, multiples of {:?} (the 2D features' stride, and half the size divisor)",
                 [unit(0), unit(1)]
