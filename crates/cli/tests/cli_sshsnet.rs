@@ -127,3 +127,49 @@ fn stage1_cps_then_stage2_hybrid_resume_exactly_and_the_cascade_predicts() {
         assert!(pred.join("phantom_000.nii.gz").is_file(), "{name}");
     }
 }
+
+/// 2.5D stage 1 (`--slice-context 1`, the authors' three adjacent slices): CPS trains on three
+/// channels, the model folder records it, a resumed run is bit-identical, `predict` stacks the
+/// slices itself; a 3D run cannot take it, and stage 2 refuses such a stage 1 (it runs stage 1
+/// on single slices).
+#[test]
+fn stage1_with_neighbouring_slices_trains_resumes_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tiny_work_2d_3d(dir.path());
+    let images = dir.path().join("phantom/imagesTr");
+    let p = |path: &Path| path.to_str().unwrap().to_string();
+    let stage1_args = ["--cps", "--images", &p(&images), "--slice-context", "1"];
+
+    let stage1 = dir.path().join("stage1_25d");
+    let report = train(&work, &stage1, &stage1_args);
+    assert!(report.contains("finished: 2 of 2 epochs"), "{report}");
+    let manifest = load_manifest(&stage1.join("model.json")).unwrap();
+    assert_eq!(manifest.slice_context, 1);
+    assert_eq!(manifest.network.in_channels(), 3, "one image channel x three slices");
+    let json = std::fs::read_to_string(stage1.join("model.json")).unwrap();
+    assert!(json.contains("\"slice_context\": 1"), "{json}");
+
+    let resumed = dir.path().join("stage1_25d_resumed");
+    train(&work, &resumed, &[&stage1_args[..], &["--stop-after-epochs", "1"]].concat());
+    ok(spineseg(&["train", &p(&work), "--out", &p(&resumed), "--resume", "--quiet"]));
+    let last = |m: &Path| {
+        let network = load_network_of_kind(&manifest.network, &m.join("training/checkpoint_last/model.bpk")).unwrap();
+        parameter_values(&network)
+    };
+    assert!(last(&stage1) == last(&resumed), "2.5D weights differ after resuming");
+
+    let pred = dir.path().join("pred_25d");
+    ok(spineseg(&["predict", "-i", &p(&images), "-o", &p(&pred), "-m", &p(&stage1)]));
+    assert!(pred.join("phantom_000.nii.gz").is_file());
+
+    let refused = |extra: &[&str], out: &str| {
+        let base = ["train", &p(&work), "--out", &p(&dir.path().join(out)), "--epochs", "1", "--quiet"];
+        let output = spineseg(&[&base[..], extra].concat());
+        assert_eq!(output.status.code(), Some(1), "{extra:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused(&["--configuration", "3d_fullres", "--slice-context", "1"], "x3d");
+    assert!(stderr.contains("needs the 2d configuration"), "{stderr}");
+    let stderr = refused(&["--configuration", "3d_fullres", "--stage1", &p(&stage1)], "stage2");
+    assert!(stderr.contains("slice_context"), "{stderr}");
+}

@@ -29,6 +29,7 @@ use crate::predict::PredictOptions;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
+use spineseg_preprocessing::neighbour_slices::input_channels;
 use spineseg_io::{Label, Volume};
 use spineseg_model::{Network, NetworkConfig, PlainConvUNetConfig, WeightPrecision};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,15 @@ pub struct ModelManifest {
     /// chosen on validation cases). Absent in older folders: none.
     #[serde(default)]
     pub postprocessing: Postprocessing,
+    /// 2D models with 2.5D input: each slice's neighbours on each side stacked as channels
+    /// ([`spineseg_preprocessing::neighbour_slices`]), as the model was trained; prediction
+    /// stacks them the same way. 0 (absent in the file): the slice alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slice_context: usize,
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
 }
 
 /// `model.json` of any readable format version, before its `network` is read by the layout of
@@ -89,6 +99,8 @@ struct ManifestOnDisk {
     training: serde_json::Value,
     #[serde(default)]
     postprocessing: Postprocessing,
+    #[serde(default)]
+    slice_context: usize,
 }
 
 impl TryFrom<ManifestOnDisk> for ModelManifest {
@@ -109,6 +121,7 @@ impl TryFrom<ManifestOnDisk> for ModelManifest {
             weights: file.weights,
             training: file.training,
             postprocessing: file.postprocessing,
+            slice_context: file.slice_context,
         })
     }
 }
@@ -293,6 +306,7 @@ impl ModelManifest {
             weights: WEIGHTS_FILE.to_string(),
             training: serde_json::Value::Null,
             postprocessing: Postprocessing::default(),
+            slice_context: 0,
         }
     }
 
@@ -452,9 +466,20 @@ impl ModelFolder {
                 plan.num_classes()
             ));
         }
-        if network.in_channels() != plan.channel_names.len() {
+        if manifest.slice_context > 0 && configuration != ConfigurationName::TwoD {
             return bad_manifest(format!(
-                "the network takes {} input channels but {} lists {} channels",
+                "slice_context {} (neighbouring slices as channels) needs the 2d configuration, not {configuration}",
+                manifest.slice_context
+            ));
+        }
+        let channels = input_channels(plan.channel_names.len(), manifest.slice_context);
+        if network.in_channels() != channels {
+            let context = match manifest.slice_context {
+                0 => String::new(),
+                c => format!(" x {} slices (slice_context {c}) = {channels}", 2 * c + 1),
+            };
+            return bad_manifest(format!(
+                "the network takes {} input channels but {} lists {} channels{context}",
                 network.in_channels(),
                 plan_path.display(),
                 plan.channel_names.len()
@@ -518,6 +543,7 @@ impl ModelFolder {
         if self.manifest.postprocessing.largest_component {
             options.largest_component = Some(crate::Connectivity::Corners);
         }
+        options.slice_context = self.manifest.slice_context;
         Ok(options)
     }
 

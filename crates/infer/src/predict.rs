@@ -8,6 +8,7 @@ use crate::levels::{assign_levels, LevelAssignment, LevelOptions};
 use crate::postprocess::{keep_largest_component_per_class, Connectivity};
 use crate::sliding_window::{predict_sliding_window, predict_sliding_window_argmax, PatchPredictor, SlidingWindowOptions};
 use spineseg_anatomy::StructureId;
+use spineseg_preprocessing::neighbour_slices::with_neighbour_slices;
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_preprocessing::preprocess::{revert_to_original, PreprocessedCase};
 use spineseg_io::{Label, Volume};
@@ -40,6 +41,10 @@ pub struct PredictOptions {
     /// ([`CasePrediction::network_labels`], what the case gives without level assignment), so
     /// both need one network pass (`predict --network-labels`).
     pub keep_network_labels: bool,
+    /// 2D models with 2.5D input: stack this many neighbouring slices on each side as channels
+    /// before the sliding window ([`with_neighbour_slices`]), as the model was trained
+    /// (`model.json`'s `slice_context`); 0: the images as they are.
+    pub slice_context: usize,
 }
 
 /// A case's segmentation and, when level assignment ran, its report.
@@ -73,6 +78,7 @@ impl PredictOptions {
             level_assignment: None,
             whole_slice: None,
             keep_network_labels: false,
+            slice_context: 0,
         })
     }
 }
@@ -95,6 +101,15 @@ fn window_options<'a>(images: &[Volume<f32>], options: &'a PredictOptions) -> Re
     Ok(Cow::Owned(whole))
 }
 
+/// The images as the network takes them: with [`PredictOptions::slice_context`], each slice's
+/// neighbours as channels.
+fn network_input<'a>(images: &'a [Volume<f32>], options: &PredictOptions) -> Cow<'a, [Volume<f32>]> {
+    match options.slice_context {
+        0 => Cow::Borrowed(images),
+        context => Cow::Owned(with_neighbour_slices(images, context)),
+    }
+}
+
 /// Segments preprocessed `images` (class indices on their grid): sliding window, arg max,
 /// optional largest component per class. Level assignment needs the classes' ontology ids
 /// ([`segment_preprocessed_with_levels`]); here it is not done.
@@ -103,6 +118,7 @@ pub fn segment_preprocessed<P: PatchPredictor + ?Sized>(
     predictor: &mut P,
     options: &PredictOptions,
 ) -> Result<Volume<u8>> {
+    let images = &*network_input(images, options);
     let mut seg = predict_sliding_window_argmax(images, predictor, &*window_options(images, options)?)?;
     if let Some(connectivity) = options.largest_component {
         keep_largest_component_per_class(&mut seg, connectivity, None);
@@ -125,6 +141,7 @@ pub fn segment_preprocessed_with_levels<P: PatchPredictor + ?Sized>(
         let classes = segment_preprocessed(images, predictor, options)?;
         return Ok(PreprocessedSegmentation { classes, levels: None, network_classes: None });
     };
+    let images = &*network_input(images, options);
     let mut scores = predict_sliding_window(images, predictor, &*window_options(images, options)?)?;
     let mut seg = scores.argmax();
     let mut network_classes = options.keep_network_labels.then(|| seg.clone());

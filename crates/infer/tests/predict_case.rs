@@ -6,7 +6,9 @@
 use spineseg_planning::fingerprint::{compute_fingerprint, FingerprintOptions};
 use spineseg_preprocessing::plan::{ConfigurationName, Plan, PlanOptions};
 use spineseg_preprocessing::preprocess::{preprocess_case, CaseVolumes};
-use spineseg_infer::{predict_case, predictor_fn, Connectivity, PatchPredictor, PredictOptions, SlidingWindowOptions};
+use spineseg_infer::{
+    predict_case, predictor_fn, segment_preprocessed, Connectivity, PatchPredictor, PredictOptions, SlidingWindowOptions,
+};
 use spineseg_io::{Geometry, Label, Spacing, Volume};
 use std::collections::BTreeMap;
 
@@ -109,6 +111,7 @@ fn prediction_overlays_the_rotated_anisotropic_input_exactly() {
                 level_assignment: None,
                 whole_slice: None,
                 keep_network_labels: false,
+                slice_context: 0,
             };
             let predicted = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &options).unwrap();
             assert_eq!(predicted.shape(), labels.shape());
@@ -150,7 +153,7 @@ fn mismatched_predictor_or_patch_is_rejected() {
     let mut wrong_classes = predictor_fn(2, |_x: &[f32], _s: &[usize]| Ok(vec![]));
     let err = predict_case(&pre, &plan, &mut wrong_classes, &options).unwrap_err().to_string();
     assert!(err.contains("2 classes") && err.contains("oblique"), "{err}");
-    let three_d = PredictOptions { sliding_window: SlidingWindowOptions::new(vec![4, 4, 4]), largest_component: None, keep_structures: None, level_assignment: None, whole_slice: None, keep_network_labels: false };
+    let three_d = PredictOptions { sliding_window: SlidingWindowOptions::new(vec![4, 4, 4]), largest_component: None, keep_structures: None, level_assignment: None, whole_slice: None, keep_network_labels: false, slice_context: 0 };
     let err = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &three_d).unwrap_err().to_string();
     assert!(err.contains("2d"), "{err}");
 }
@@ -181,4 +184,54 @@ fn whole_slice_windows_cover_each_slice_once_and_overlay_the_input() {
     three_d.sliding_window = SlidingWindowOptions::new(vec![4, 4, 4]);
     let err = predict_case(&pre, &plan, &mut one_hot_of_label_channel(&plan), &three_d).unwrap_err().to_string();
     assert!(err.contains("2D") || err.contains("2d"), "{err}");
+}
+
+/// 2.5D: with `slice_context` 1 the network gets slices `i - 1, i, i + 1` as its three
+/// channels, the edge slice repeated past the ends. Image value = slice index `i`; the "network"
+/// scores class 1 as channel 2 minus channel 0 (2 inside, 1 at the two end slices) against 1.5
+/// for class 0, so only the end slices come out background.
+#[test]
+fn slice_context_stacks_the_neighbouring_slices_as_channels() {
+    let shape = [5, 4, 6];
+    let mut image = Volume::filled(shape, 0.0f32, Geometry::default());
+    for k in 0..6 {
+        for j in 0..4 {
+            for i in 0..5 {
+                image.set([i, j, k], i as f32);
+            }
+        }
+    }
+    let mut network = predictor_fn(2, |x: &[f32], shape: &[usize]| {
+        assert_eq!(shape[1], 3, "three slices as channels");
+        let n: usize = shape[2..].iter().product();
+        let mut out = vec![0.0; shape[0] * 2 * n];
+        for b in 0..shape[0] {
+            let channel = |c: usize| &x[(b * 3 + c) * n..][..n];
+            for p in 0..n {
+                out[(b * 2) * n + p] = 1.5;
+                out[(b * 2 + 1) * n + p] = channel(2)[p] - channel(0)[p];
+            }
+        }
+        Ok(out)
+    });
+    let mut options = PredictOptions {
+        sliding_window: SlidingWindowOptions::new(vec![4, 4]),
+        largest_component: None,
+        keep_structures: None,
+        level_assignment: None,
+        whole_slice: None,
+        keep_network_labels: false,
+        slice_context: 1,
+    };
+    let seg = segment_preprocessed(&[image.clone()], &mut network, &options).unwrap();
+    for (p, &class) in seg.data().iter().enumerate() {
+        let i = p % 5;
+        assert_eq!(class, u8::from(i != 0 && i != 4), "slice {i}");
+    }
+    // Without the context the network gets one channel (and this one refuses it).
+    options.slice_context = 0;
+    let single = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        segment_preprocessed(&[image], &mut network, &options)
+    }));
+    assert!(single.is_err());
 }

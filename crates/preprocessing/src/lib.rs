@@ -4,6 +4,7 @@
 //! drives all of it.
 
 pub mod crop;
+pub mod neighbour_slices;
 pub mod error;
 pub mod plan;
 pub mod preprocess;

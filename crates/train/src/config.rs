@@ -75,6 +75,10 @@ impl OptimizerConfig {
     }
 }
 
+/// The most neighbouring slices on each side [`EngineConfig::slice_context`] takes (each one
+/// holds the case's images once more in memory).
+pub const MAX_SLICE_CONTEXT: usize = 4;
+
 /// What the engine needs to run any method. With the same config, method, plan, data and seed, a
 /// run gives bit-identical weights whether or not it was interrupted and resumed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +120,12 @@ pub struct EngineConfig {
     /// apply it) and counts it in the log.
     #[serde(default)]
     pub skip_non_finite_steps: bool,
+    /// 2D only: stack this many neighbouring slices on each side as input channels (2.5D input,
+    /// SSHSNet's stage 1: 1 gives three adjacent slices), see
+    /// [`spineseg_preprocessing::neighbour_slices`]; the model folder records it and prediction
+    /// stacks them the same way. 0: the slice alone.
+    #[serde(default)]
+    pub slice_context: usize,
 }
 
 impl EngineConfig {
@@ -137,6 +147,7 @@ impl EngineConfig {
             prefetch_batches: 2,
             grad_clip_norm: Some(12.0),
             skip_non_finite_steps: false,
+            slice_context: 0,
         }
     }
 
@@ -167,6 +178,15 @@ impl EngineConfig {
         }
         if !(0.0..=1.0).contains(&self.oversample_foreground) {
             return bad(format!("oversample_foreground {} is not a fraction", self.oversample_foreground));
+        }
+        if self.slice_context > 0 && self.configuration != ConfigurationName::TwoD {
+            return bad(format!(
+                "slice_context {} (neighbouring slices as channels) needs the 2d configuration, not {}",
+                self.slice_context, self.configuration
+            ));
+        }
+        if self.slice_context > MAX_SLICE_CONTEXT {
+            return bad(format!("slice_context {} is more than {MAX_SLICE_CONTEXT}", self.slice_context));
         }
         self.augmentation.validate().map_err(TrainError::Invalid)?;
         Ok(())

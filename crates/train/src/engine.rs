@@ -36,6 +36,7 @@ use crate::pseudo_dice::{ema_update, PseudoDice};
 use crate::splits::load_or_create_splits;
 use burn::tensor::Device;
 use spineseg_dataloading::augment::AugmentationConfig;
+use spineseg_preprocessing::neighbour_slices::{input_channels, with_neighbour_slices};
 use spineseg_preprocessing::plan::{ConfigurationName, Plan};
 use spineseg_dataloading::sampling::{load_cases, Batch, BatchLoader, PatchSampler, SamplerConfig};
 use spineseg_model::PlainConvUNetConfig;
@@ -209,7 +210,7 @@ pub fn run<M: MethodSpec>(
         .configuration(configuration)
         .ok_or_else(|| TrainError::Invalid(format!("{}: the plan has no configuration {configuration}", plans_path.display())))?
         .clone();
-    let plan_network = try_network_config_from_plan(&plan, configuration)?;
+    let mut plan_network = try_network_config_from_plan(&plan, configuration)?;
     check_divisible(&plan_network, &plan_config.patch_size)?;
 
     // Cases and folds.
@@ -239,6 +240,13 @@ pub fn run<M: MethodSpec>(
         if val_cases.is_empty() {
             return Err(TrainError::Invalid(format!("fold {} has no labelled validation case", config.fold)));
         }
+    }
+    if config.slice_context > 0 {
+        // 2.5D: the network takes each slice with its neighbours (the same stacking as predict).
+        for case in train_cases.iter_mut().chain(val_cases.iter_mut()) {
+            case.images = with_neighbour_slices(&case.images, config.slice_context);
+        }
+        plan_network.in_channels = input_channels(plan_network.in_channels, config.slice_context);
     }
     for case in train_cases.iter().chain(&val_cases) {
         if case.images.len() != plan_network.in_channels {
@@ -524,7 +532,8 @@ fn write_model_folder(
         method_settings: state.method.clone(),
         date: utc_timestamp(now),
     };
-    let manifest = manifest_for(state.config.configuration, exported.network, &record);
+    let mut manifest = manifest_for(state.config.configuration, exported.network, &record);
+    manifest.slice_context = state.config.slice_context;
     save_manifest(&model_dir.join(MANIFEST_FILE), &manifest)?;
     Ok(manifest)
 }

@@ -128,6 +128,12 @@ pub struct TrainArgs {
     /// epoch and step. Stored in the checkpoint.
     #[arg(long)]
     pub skip_non_finite_steps: bool,
+    /// 2.5D input (2d configuration): each slice with N neighbouring slices on each side as
+    /// input channels, as SSHSNet's stage 1 (1: three adjacent slices, the middle one's labels).
+    /// model.json records it and `predict` stacks the slices the same way. Stored in the
+    /// checkpoint.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub slice_context: usize,
     /// TMCA (target-informed multi-level contrastive alignment and language-guided target
     /// enhancement of decoder levels, docs/TEXT_GUIDANCE.md): the class prompts are embedded into
     /// OUT/prompt_embeddings.json as for --text-guided. With --text-guided as well: TMCA + HASF.
@@ -216,6 +222,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     config.loader_threads = args.loader_threads.max(1);
     config.time_budget_s = args.time_budget_min.map(|m| m * 60.0);
     config.skip_non_finite_steps = args.skip_non_finite_steps;
+    config.slice_context = args.slice_context;
     config.optimizer = args.optimizer.config(args.lr);
     if args.resume {
         eprintln!("resuming from {}: the settings stored in the checkpoint are used", args.out.display());

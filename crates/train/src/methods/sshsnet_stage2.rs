@@ -82,6 +82,13 @@ fn stage1_networks(
     if manifest.configuration != ConfigurationName::TwoD {
         return Err(incompatible(format!("stage 1 must be a 2d model, this one is {}", manifest.configuration)));
     }
+    if manifest.slice_context > 0 {
+        return Err(incompatible(format!(
+            "stage 1 takes {} neighbouring slices on each side as channels (slice_context); stage 2 runs stage 1 on \
+             single slices: train stage 1 without --slice-context",
+            manifest.slice_context
+        )));
+    }
     let NetworkConfig::PlainConvUNet(config) = &manifest.network else {
         return Err(incompatible(format!(
             "stage 1 must be a plain_conv_unet, this one is {}",
