@@ -6,7 +6,9 @@
 #   bench/encoder_ablation.sh plan RUNS      # the VB2-out plan (RUNS/vb2/work), as the other ablations
 #   bench/cps_ablation.sh quarter RUNS       # RUNS/vb2q/work: a quarter labelled, the rest unlabelled
 #   bench/cps_ablation.sh arm RUNS ARM SEED  # ARM: sup-all, cps-all, sup-q, cps-q or cps-q-ramp -> RUNS/<ARM><ARM_TAG>-s<SEED>
-#                                            # (ARM_TAG names a variant, e.g. SUP_EPOCHS=30 ARM_TAG=-3k)
+#                                            # (ARM_TAG names a variant, e.g. SUP_EPOCHS=30 ARM_TAG=-3k;
+#                                            # ARM_FLAGS adds training flags, e.g. ARM_TAG=-dl
+#                                            # ARM_FLAGS="--network deeplabv3plus", ARM_TAG=-25d ARM_FLAGS="--slice-context 1")
 #   python3 bench/loso_arms.py RUNS sup-q=sup-q-s0,sup-q-s1,sup-q-s2 cps-q=cps-q-s0,...
 #
 # Stage 2 (SSHSNet's hybrid, 3d_fullres at the same 1.5 mm):
@@ -138,6 +140,8 @@ PY
         # cps-q-ramp: the CPS weight ramped up over the whole run (SSL4MIS's schedule).
         [ "$arm" = cps-q-ramp ] && extra+=(--cps-rampup $((epochs * 100))) ;;
     esac
+    # shellcheck disable=SC2206 # ARM_FLAGS is a list of flags, split on spaces on purpose.
+    extra+=(${ARM_FLAGS:-})
     out=$runs/$arm${ARM_TAG:-}-s$seed
     mkdir -p "$out"
     [ -e "$out/work" ] || ln -s "../$work/work" "$out/work"

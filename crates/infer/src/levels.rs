@@ -7,7 +7,7 @@
 //!
 //! 1. **Instances.** Connected components (26-connectivity) of the union of all vertebra classes,
 //!    and separately of the union of all disc classes, in the predicted class volume
-//!    (preprocessed space). A component taller than one structure is several touching (bodies
+//!    (preprocessed space). A body component taller than one body is several touching (bodies
 //!    through a thin disc the network missed) and is split by the network's level labels (see
 //!    [`assign_levels`]). Fragments smaller than [`LevelOptions::min_instance_fraction`] of the
 //!    median instance of the same kind (after splitting) are left out (and left as they are);
@@ -162,6 +162,10 @@ pub struct Instance {
     pub top_mm: f64,
     /// Per level structure: the sum over the instance's voxels of that class's probability.
     pub evidence: BTreeMap<StructureId, f64>,
+    /// The connected component it was cut from, when a component taller than one structure was
+    /// split by the network's labels (the pieces of one component share it); `None`: a whole
+    /// component.
+    pub split_from: Option<usize>,
 }
 
 impl Instance {
@@ -318,9 +322,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// `instances` (superior first). The rule, for the lowest disc instance:
 /// 1. its mean L5/S1 probability is at least [`LevelOptions::junction_probability`] (the network
 ///    recognises the junction disc, the most distinctive one: the sacrum's slope lies below it);
-/// 2. at most one instance lies below it, a vertebral body: the sacrum's S1 segment taken for a
-///    body (the models have no sacrum class; that instance is not counted and not relabelled).
-///    Two or more bodies below it mean it is not the junction;
+/// 2. at most one structure lies below it, a vertebral body: the sacrum taken for a body (the
+///    models have no sacrum class; it is not counted and not relabelled). Pieces of one
+///    component split by the network's labels ([`Instance::split_from`]) are one structure: the
+///    sacrum is one bone however the network labels it. Two or more bodies below it mean it is
+///    not the junction;
 /// 3. the image reaches at least [`LevelOptions::junction_margin`] median body heights
 ///    (superior-inferior extent of the body instances, or of the discs when no body is found)
 ///    below its centroid, so a vertebra below it would have been seen and the disc is not cut
@@ -332,8 +338,13 @@ pub fn junction_in_view(instances: &[Instance], image_bottom_mm: f64, options: &
 /// [`junction_in_view`] with the reason when it is not (for the report).
 fn junction_check(instances: &[Instance], image_bottom_mm: f64, options: &LevelOptions) -> Result<usize, String> {
     let last_disc = instances.iter().rposition(|i| i.kind == LevelKind::Disc).ok_or("no disc found")?;
-    if instances.len() - last_disc > 2 {
-        return Err(format!("{} vertebral bodies below the lowest disc", instances.len() - last_disc - 1));
+    // Pieces of one split component below the disc are one structure (a sacrum the network
+    // labelled as several bodies is still one piece of bone).
+    let mut below: Vec<Option<usize>> = instances[last_disc + 1..].iter().map(|i| i.split_from).collect();
+    below.sort();
+    below.dedup_by(|a, b| a.is_some() && a == b);
+    if below.len() > 1 {
+        return Err(format!("{} vertebral bodies below the lowest disc", below.len()));
     }
     let disc = &instances[last_disc];
     let probability = disc.evidence_for(L5_S1_DISC) / disc.voxels.max(1) as f64;
@@ -726,10 +737,12 @@ pub fn assign_instances(
 /// structures touching (bodies through a thin disc, say) and is split by the network's labels,
 /// each label's voxels a part, parts side by side (centroids within half that height) joined
 /// again; a component of ordinary height is one structure whatever its labels (a body the 2D
-/// network calls L3 on some slices and L4 on others). The height of one structure is the median
+/// network calls L3 on some slices and L4 on others). The height of one body is the median
 /// height of the label parts (a component's voxels of one class; those with at least a tenth of
 /// the largest one's voxels), not of the components: where most bodies touch, the components
-/// are columns and their median height a column's, so nothing would be split.
+/// are columns and their median height a column's, so nothing would be split. The height of
+/// one disc is the median height of the disc components (not fragments), as before label parts:
+/// discs touch only where a whole body is missing between them.
 pub fn assign_levels(
     seg: &mut Volume<u8>,
     probabilities: &ClassScores,
@@ -795,7 +808,28 @@ pub fn assign_levels(
             .collect();
         typical(&items)
     };
-    let heights = [structure_height(1), structure_height(2)];
+    // Discs keep the height of their components (the rule before label parts): two discs touch
+    // only where a whole body between them is missing, so the failure label parts mend (bodies
+    // through a thin disc) has no disc counterpart, while splitting tall disc components by
+    // their labels did add spurious discs where a network smeared disc labels along the spine
+    // of a scan unlike its training data (docs/BENCHMARKS.md, stop 33).
+    let disc_component_height = {
+        let sizes: Vec<(f64, f64)> =
+            (0..count).filter(|&n| components.values[n] == 2).map(|n| (components.sizes[n] as f64, components.sizes[n] as f64)).collect();
+        let size = typical(&sizes);
+        let parts = &label_parts;
+        let heights: Vec<f64> = (0..count)
+            .filter(|&n| components.values[n] == 2 && components.sizes[n] as f64 >= options.min_instance_fraction * size)
+            .map(|n| {
+                let slots = &parts[n * slots..(n + 1) * slots];
+                let bottom = slots.iter().map(|part| part.1).fold(f64::INFINITY, f64::min);
+                let top = slots.iter().map(|part| part.2).fold(f64::NEG_INFINITY, f64::max);
+                top - bottom
+            })
+            .collect();
+        median(heights)
+    };
+    let heights = [structure_height(1), disc_component_height];
     // A component taller than a structure is two or more structures touching.
     let split: Vec<bool> = (0..count)
         .map(|n| {
@@ -910,6 +944,7 @@ pub fn assign_levels(
             bottom_mm: ranges[q].0,
             top_mm: ranges[q].1,
             evidence: level_classes.iter().zip(&evidence[q]).map(|(&c, &e)| (classes[c], e)).collect(),
+            split_from: split[n].then_some(n),
         };
         instances.push((q as u32, instance));
     }
@@ -997,6 +1032,7 @@ mod tests {
                     bottom_mm: z - height / 2.0,
                     top_mm: z + height / 2.0,
                     evidence,
+                    split_from: None,
                 });
                 z -= 10.0;
             }
@@ -1209,6 +1245,15 @@ mod tests {
         instances.push(sacrum);
         let report = assign_instances(&instances, -1000.0, &model_classes(), &LevelOptions::default());
         assert_eq!(report.anchor, Anchor::NetworkEvidenceOnly);
+        // Unless the two are pieces of one component split by the network's labels (a sacrum
+        // labelled L5 at the top and L4 lower down is still one bone).
+        let n = instances.len();
+        for piece in &mut instances[n - 2..] {
+            piece.split_from = Some(7);
+        }
+        let report = assign_instances(&instances, -1000.0, &model_classes(), &LevelOptions::default());
+        assert_eq!(report.anchor, Anchor::LumbosacralJunction);
+        assert!(report.instances[n - 2..].iter().all(|i| i.below_junction));
     }
 
     #[test]
