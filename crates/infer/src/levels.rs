@@ -799,15 +799,25 @@ pub fn assign_levels(
             *part = (part.0 + 1, part.1.min(z), part.2.max(z));
         }
     }
-    let structure_height = |value: u8| {
+    let body_height = {
         let items: Vec<(f64, f64)> = label_parts
             .iter()
             .enumerate()
-            .filter(|(key, part)| part.0 > 0 && components.values[key / slots] == value)
+            .filter(|(key, part)| part.0 > 0 && components.values[key / slots] == 1)
             .map(|(_, part)| (part.0 as f64, part.2 - part.1))
             .collect();
         typical(&items)
     };
+    // Each component's height: the extent of its label parts together.
+    let component_height: Vec<f64> = (0..count)
+        .map(|n| &label_parts[n * slots..(n + 1) * slots])
+        .map(|parts| {
+            let bottom = parts.iter().map(|part| part.1).fold(f64::INFINITY, f64::min);
+            let top = parts.iter().map(|part| part.2).fold(f64::NEG_INFINITY, f64::max);
+            top - bottom
+        })
+        .collect();
+    drop(label_parts);
     // Discs keep the height of their components (the rule before label parts): two discs touch
     // only where a whole body between them is missing, so the failure label parts mend (bodies
     // through a thin disc) has no disc counterpart, while splitting tall disc components by
@@ -817,29 +827,17 @@ pub fn assign_levels(
         let sizes: Vec<(f64, f64)> =
             (0..count).filter(|&n| components.values[n] == 2).map(|n| (components.sizes[n] as f64, components.sizes[n] as f64)).collect();
         let size = typical(&sizes);
-        let parts = &label_parts;
         let heights: Vec<f64> = (0..count)
             .filter(|&n| components.values[n] == 2 && components.sizes[n] as f64 >= options.min_instance_fraction * size)
-            .map(|n| {
-                let slots = &parts[n * slots..(n + 1) * slots];
-                let bottom = slots.iter().map(|part| part.1).fold(f64::INFINITY, f64::min);
-                let top = slots.iter().map(|part| part.2).fold(f64::NEG_INFINITY, f64::max);
-                top - bottom
-            })
+            .map(|n| component_height[n])
             .collect();
         median(heights)
     };
-    let heights = [structure_height(1), disc_component_height];
+    let heights = [body_height, disc_component_height];
     // A component taller than a structure is two or more structures touching.
     let split: Vec<bool> = (0..count)
-        .map(|n| {
-            let parts = &label_parts[n * slots..(n + 1) * slots];
-            let bottom = parts.iter().map(|part| part.1).fold(f64::INFINITY, f64::min);
-            let top = parts.iter().map(|part| part.2).fold(f64::NEG_INFINITY, f64::max);
-            heights[kind_index(n)] > 0.0 && top - bottom > options.split_height * heights[kind_index(n)]
-        })
+        .map(|n| heights[kind_index(n)] > 0.0 && component_height[n] > options.split_height * heights[kind_index(n)])
         .collect();
-    drop(label_parts);
 
     // Parts: a component, or a component's voxels of one class where it is split.
     let mut part_of = vec![u32::MAX; count * 256];
@@ -1283,6 +1281,16 @@ mod tests {
         assert!(report.summary().contains("AMBIGUOUS"), "{}", report.summary());
     }
 
+    /// One-hot probabilities of the network's arg max `seg`, as the softmax of a confident network.
+    fn one_hot_scores(seg: &Volume<u8>, num_classes: usize) -> ClassScores {
+        let voxels = seg.data().len();
+        let mut data = vec![0f32; num_classes * voxels];
+        for (p, &c) in seg.data().iter().enumerate() {
+            data[c as usize * voxels + p] = 1.0;
+        }
+        ClassScores::new(seg.shape(), num_classes, data, Geometry::default()).unwrap()
+    }
+
     #[test]
     fn tiny_label_volume_end_to_end() {
         // Classes: 0 background, 1 L3, 2 L4, 3 L5, 4 L3/L4, 5 L4/L5, 6 L5/S1, 7 spinal canal.
@@ -1319,13 +1327,7 @@ mod tests {
             seg.set([1, 1, k], 7);
             truth.set([1, 1, k], 7);
         }
-        // One-hot probabilities of the network's arg max, as a softmax of a confident network.
-        let voxels = seg.data().len();
-        let mut data = vec![0f32; classes.len() * voxels];
-        for (p, &c) in seg.data().iter().enumerate() {
-            data[c as usize * voxels + p] = 1.0;
-        }
-        let scores = ClassScores::new(shape, classes.len(), data, Geometry::default()).unwrap();
+        let scores = one_hot_scores(&seg, classes.len());
         let report = assign_levels(&mut seg, &scores, &classes, &LevelOptions::default()).unwrap();
         assert_eq!(report.anchor, Anchor::LumbosacralJunction, "{report:?}");
         assert_eq!(report.fragments, 1);
@@ -1370,12 +1372,7 @@ mod tests {
             }
         }
         let truth = seg.clone();
-        let voxels = seg.data().len();
-        let mut data = vec![0f32; classes.len() * voxels];
-        for (p, &c) in seg.data().iter().enumerate() {
-            data[c as usize * voxels + p] = 1.0;
-        }
-        let scores = ClassScores::new(shape, classes.len(), data, Geometry::default()).unwrap();
+        let scores = one_hot_scores(&seg, classes.len());
         let report = assign_levels(&mut seg, &scores, &classes, &LevelOptions::default()).unwrap();
         let names: Vec<_> = report.instances.iter().map(|i| i.assigned_label.clone().unwrap()).collect();
         assert_eq!(names, ["L3", "L3/L4", "L4", "L4/L5", "L5", "L5/S1"], "{report:?}");
