@@ -5,7 +5,8 @@
 #
 #   bench/encoder_ablation.sh plan RUNS      # the VB2-out plan (RUNS/vb2/work), as the other ablations
 #   bench/cps_ablation.sh quarter RUNS       # RUNS/vb2q/work: a quarter labelled, the rest unlabelled
-#   bench/cps_ablation.sh arm RUNS ARM SEED  # ARM: sup-all, cps-all, sup-q, cps-q or cps-q-ramp -> RUNS/<ARM><ARM_TAG>-s<SEED>
+#   bench/cps_ablation.sh arm RUNS ARM SEED  # ARM: sup-all, cps-all, cps-all-ramp, sup-q, cps-q or cps-q-ramp
+#                                            # -> RUNS/<ARM><ARM_TAG>-s<SEED>
 #                                            # (ARM_TAG names a variant, e.g. SUP_EPOCHS=30 ARM_TAG=-3k;
 #                                            # ARM_FLAGS adds training flags, e.g. ARM_TAG=-dl
 #                                            # ARM_FLAGS="--network deeplabv3plus", ARM_TAG=-25d ARM_FLAGS="--slice-context 1")
@@ -14,7 +15,8 @@
 # Stage 2 (SSHSNet's hybrid, 3d_fullres at the same 1.5 mm):
 #   bench/cps_ablation.sh plan3d RUNS                      # RUNS/vb2-3d/work (3d_fullres, same cases and fold)
 #                                                          # and RUNS/vb2q-3d/work (the quarter's split)
-#   bench/cps_ablation.sh stage2 RUNS ARM SEED STAGE1_ARM  # ARM: hybrid, concat or prior (hybrid + --stage1-prior),
+#   bench/cps_ablation.sh stage2 RUNS ARM SEED STAGE1_ARM  # ARM: hybrid, concat, prior (hybrid + --stage1-prior)
+#                                                          # or prior-concat (concat + --stage1-prior),
 #                                                          # on RUNS/<STAGE1_ARM>/model
 #     -> RUNS/<ARM><STAGE2_TAG>-<STAGE1_ARM>-s<SEED>; STAGE2_EPOCHS (default 10) x 100 steps, same optimiser.
 #
@@ -67,7 +69,8 @@ PY
       hybrid) extra=() ;;
       concat) extra=(--no-tri-attention) ;;
       prior) extra=(--stage1-prior) ;;
-      *) echo "unknown stage-2 arm $arm: expected hybrid, concat or prior" >&2; exit 2 ;;
+      prior-concat) extra=(--stage1-prior --no-tri-attention) ;;
+      *) echo "unknown stage-2 arm $arm: expected hybrid, concat, prior or prior-concat" >&2; exit 2 ;;
     esac
     # A stage 1 of the quarter regime (sup-q-*, cps-q-*) gets the quarter's 3D split.
     case "$stage1" in
@@ -126,19 +129,19 @@ print(f"quarter: {len(labelled)} labelled ({', '.join(f'{s}: {len(c[::4])}' for 
 PY
     ;;
   arm)
-    arm=${3:?arm: sup-all, cps-all, sup-q or cps-q}
+    arm=${3:?arm: sup-all, cps-all, cps-all-ramp, sup-q, cps-q or cps-q-ramp}
     seed=${4:?seed}
     case "$arm" in
-      sup-all|cps-all) work=vb2 ;;
+      sup-all|cps-all|cps-all-ramp) work=vb2 ;;
       sup-q|cps-q|cps-q-ramp) work=vb2q ;;
-      *) echo "unknown arm $arm: expected sup-all, cps-all, sup-q, cps-q or cps-q-ramp" >&2; exit 2 ;;
+      *) echo "unknown arm $arm: expected sup-all, cps-all, cps-all-ramp, sup-q, cps-q or cps-q-ramp" >&2; exit 2 ;;
     esac
     case "$arm" in
       sup-*) epochs=$sup_epochs; extra=() ;;
       cps-*) epochs=$("$python" -c "print(max(1, round($sup_epochs / $cps_cost)))")
         extra=(--cps --images "$shared/spider-gradings/images")
-        # cps-q-ramp: the CPS weight ramped up over the whole run (SSL4MIS's schedule).
-        [ "$arm" = cps-q-ramp ] && extra+=(--cps-rampup $((epochs * 100))) ;;
+        # cps-*-ramp: the CPS weight ramped up over the whole run (SSL4MIS's schedule).
+        case "$arm" in *-ramp) extra+=(--cps-rampup $((epochs * 100))) ;; esac ;;
     esac
     # shellcheck disable=SC2206 # ARM_FLAGS is a list of flags, split on spaces on purpose.
     extra+=(${ARM_FLAGS:-})
